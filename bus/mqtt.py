@@ -1,0 +1,176 @@
+"""The one async MQTT adapter: aiomqtt behind a reconnect loop.
+
+The edge, the hub and the simulator all talk MQTT through ``MqttLink``: they hand it the
+subscriptions and a coroutine per message, and publish through it. When the broker goes away
+the link reconnects with backoff and subscribes again; with ``persistent`` sessions (a fixed
+client id and clean_session off) the broker keeps QoS 1 messages for us while we are away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+log = logging.getLogger(__name__)
+
+
+class BusError(Exception):
+    """The MQTT link cannot do what was asked (for example: publish while disconnected)."""
+
+
+class NotConnected(BusError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    """Where a broker is and how to log in to it."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in logs
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A received message, reduced to what the domain needs."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LastWill:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+Handler = Callable[[Incoming], Awaitable[None]]
+ConnectHook = Callable[[], Awaitable[None]]
+
+
+def _payload_bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    if payload is None:
+        return b""
+    return str(payload).encode("utf-8")
+
+
+class MqttLink:
+    """A self-healing MQTT connection. ``run()`` owns it; ``publish()`` may be called anywhere."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        client_id: str,
+        subscriptions: Sequence[tuple[str, int]] = (),
+        handler: Handler | None = None,
+        will: LastWill | None = None,
+        persistent: bool = False,
+        on_connect: ConnectHook | None = None,
+        keepalive: int = 15,
+        reconnect_min_s: float = 0.2,
+        reconnect_max_s: float = 5.0,
+    ) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.subscriptions = list(subscriptions)
+        self.handler = handler
+        self.will = will
+        self.persistent = persistent
+        self.on_connect = on_connect
+        self.keepalive = keepalive
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = reconnect_max_s
+        self.connected = asyncio.Event()
+        self.connections = 0  # how many times we have connected: a reconnect counter for health
+        self._client: aiomqtt.Client | None = None
+
+    def _make_client(self) -> aiomqtt.Client:
+        will = None
+        if self.will is not None:
+            will = aiomqtt.Will(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
+        return aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            username=self.broker.username,
+            password=self.broker.password,
+            identifier=self.client_id,
+            clean_session=not self.persistent,
+            will=will,
+            keepalive=self.keepalive,
+            timeout=10,
+        )
+
+    async def run(self) -> None:
+        """Connect, subscribe and dispatch messages until cancelled; reconnect on failure."""
+        delay = self.reconnect_min_s
+        while True:
+            client = self._make_client()
+            try:
+                async with client:
+                    self._client = client
+                    for topic, qos in self.subscriptions:
+                        await client.subscribe(topic, qos=qos)
+                    self.connections += 1
+                    self.connected.set()
+                    delay = self.reconnect_min_s
+                    log.info("mqtt %s connected to %s:%s", self.client_id, *self._where())
+                    if self.on_connect is not None:
+                        await self.on_connect()
+                    async for message in client.messages:
+                        if self.handler is None:
+                            continue
+                        incoming = Incoming(
+                            topic=message.topic.value,
+                            payload=_payload_bytes(message.payload),
+                            qos=message.qos,
+                            retain=message.retain,
+                        )
+                        await self.handler(incoming)
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    "mqtt %s lost %s:%s (%s); retrying in %.1fs",
+                    self.client_id, *self._where(), exc, delay,
+                )
+            finally:
+                self._client = None
+                self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    def _where(self) -> tuple[str, int]:
+        return self.broker.host, self.broker.port
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float = 10
+    ) -> None:
+        """Publish; at QoS 1 this returns once the broker has acknowledged the message."""
+        client = self._client
+        if client is None:
+            raise NotConnected(f"not connected to {self.broker.host}:{self.broker.port}")
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+        except aiomqtt.MqttError as exc:
+            raise NotConnected(f"publish to {topic} failed: {exc}") from exc
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), timeout)
+        return self.connected.is_set()

@@ -1,0 +1,178 @@
+"""Encode and decode payloads with limits; every rejection carries a ``Reason``.
+
+The limits are what keep one broken or hostile device from hurting the rest: a size cap read
+before parsing, finite numbers only, bounded strings and arrays (in the models), and
+timestamps inside a window around the receiver's clock, which is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+from wire.errors import Reason, WireError
+from wire.models import SCHEMA_VERSION, Reading
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_payload_bytes: int = 64 * 1024
+    max_batch: int = 64
+    # Device clocks drift; a few minutes ahead is tolerated, more is a broken clock.
+    max_future: timedelta = timedelta(minutes=5)
+    # Old data is still replayed after an outage (outboxes, device buffers), within reason.
+    max_age: timedelta = timedelta(days=30)
+
+
+class _Envelope(msgspec.Struct):
+    v: Any = SCHEMA_VERSION
+
+
+# msgspec's validation messages, mapped to our reasons. Order matters: first match wins.
+_VALIDATION_REASONS: tuple[tuple[re.Pattern[str], Reason], ...] = (
+    (re.compile(r"missing required field"), Reason.MISSING_FIELD),
+    (re.compile(r"unknown field"), Reason.UNKNOWN_FIELD),
+    (re.compile(r"Number out of range"), Reason.NON_FINITE_NUMBER),
+    (re.compile(r"Expected `str` of length"), Reason.STRING_TOO_LONG),
+    (re.compile(r"Expected `(array|object)` of length"), Reason.TOO_MANY_ITEMS),
+    (re.compile(r"Expected `(int|float)` [<>]=?"), Reason.VALUE_OUT_OF_RANGE),
+    # Only at the top level: a payload that is a number, a string or null.
+    (re.compile(r"^Expected `object( \| array)?`, got `\w+`$"), Reason.NOT_AN_OBJECT),
+    (re.compile(r"Expected `[\w| ]+`, got `"), Reason.WRONG_TYPE),
+)
+
+
+def _reason_for(message: str) -> Reason:
+    for pattern, reason in _VALIDATION_REASONS:
+        if pattern.search(message):
+            return reason
+    return Reason.INVALID_VALUE
+
+
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, msgspec.Struct):
+        return any(_has_non_finite(getattr(value, f)) for f in value.__struct_fields__)
+    return False
+
+
+def _has_nan_literal(payload: bytes) -> bool:
+    """True when the text is JSON except for NaN/Infinity tokens (which JSON does not have)."""
+    found = False
+
+    def constant(_: str) -> float:
+        nonlocal found
+        found = True
+        return 0.0
+
+    try:
+        json.loads(payload, parse_constant=constant)
+    except (ValueError, RecursionError):
+        return False
+    return found
+
+
+class Codec:
+    """Decodes bytes into models under ``Limits``, and encodes models into bytes."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._encoder = msgspec.json.Encoder()
+        self._decoders: dict[object, msgspec.json.Decoder[Any]] = {}
+        batch = Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=self.limits.max_batch)]
+        self._readings: msgspec.json.Decoder[Reading | list[Reading]] = msgspec.json.Decoder(
+            Reading | batch  # type: ignore[arg-type]
+        )
+
+    def encode(self, message: msgspec.Struct) -> bytes:
+        # msgspec writes NaN as null, which would smuggle a non-number past the receiver.
+        if _has_non_finite(message):
+            raise WireError(Reason.NON_FINITE_NUMBER, f"{type(message).__name__} has NaN/inf")
+        return self._encoder.encode(message)
+
+    def decode(self, payload: bytes, model: type[T], now: datetime) -> T:
+        decoder = self._decoders.get(model)
+        if decoder is None:
+            decoder = self._decoders[model] = msgspec.json.Decoder(model)
+        message: T = self._parse(payload, decoder)
+        self._check(message, now)
+        return message
+
+    def decode_readings(self, payload: bytes, now: datetime) -> list[Reading]:
+        """One reading or a small batch (a JSON array of readings)."""
+        decoded = self._parse(payload, self._readings)
+        readings = decoded if isinstance(decoded, list) else [decoded]
+        for reading in readings:
+            self._check(reading, now)
+        return readings
+
+    def _parse(self, payload: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+        size = len(payload)
+        if size == 0:
+            raise WireError(Reason.EMPTY_PAYLOAD, "the payload is empty")
+        if size > self.limits.max_payload_bytes:
+            raise WireError(
+                Reason.PAYLOAD_TOO_LARGE,
+                f"{size} bytes is over the limit of {self.limits.max_payload_bytes}",
+            )
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise WireError(Reason.NOT_UTF8, f"byte {exc.start} is not UTF-8") from exc
+        try:
+            return decoder.decode(payload)
+        except msgspec.ValidationError as exc:
+            self._raise_if_unsupported_version(payload)
+            raise WireError(_reason_for(str(exc)), str(exc)) from exc
+        except msgspec.DecodeError as exc:
+            if _has_nan_literal(payload):
+                raise WireError(
+                    Reason.NON_FINITE_NUMBER, "NaN and Infinity are not numbers in JSON"
+                ) from exc
+            raise WireError(Reason.MALFORMED_JSON, str(exc)) from exc
+
+    @staticmethod
+    def _raise_if_unsupported_version(payload: bytes) -> None:
+        try:
+            envelope = msgspec.json.decode(payload, type=_Envelope)
+        except msgspec.MsgspecError:
+            return
+        if envelope.v != SCHEMA_VERSION:
+            raise WireError(
+                Reason.UNSUPPORTED_VERSION,
+                f"schema version {envelope.v!r}; this receiver reads v{SCHEMA_VERSION}",
+            )
+
+    def _check(self, message: msgspec.Struct, now: datetime) -> None:
+        version = getattr(message, "v", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise WireError(
+                Reason.UNSUPPORTED_VERSION,
+                f"schema version {version}; this receiver reads v{SCHEMA_VERSION}",
+            )
+        ts = getattr(message, "ts", None)
+        if isinstance(ts, datetime):
+            if ts > now + self.limits.max_future:
+                raise WireError(
+                    Reason.TIMESTAMP_IN_FUTURE,
+                    f"ts {ts.isoformat()} is more than {self.limits.max_future} ahead of "
+                    f"{now.isoformat()}; check the device's clock",
+                )
+            if ts < now - self.limits.max_age:
+                raise WireError(
+                    Reason.TIMESTAMP_TOO_OLD,
+                    f"ts {ts.isoformat()} is more than {self.limits.max_age} old",
+                )

@@ -1,0 +1,29 @@
+"""JSON Schemas of the wire models, as committed under docs/schemas/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from wire.models import MODELS
+
+
+def schemas() -> dict[str, str]:
+    """File name -> JSON text of each model's schema, stable and pretty."""
+    out: dict[str, str] = {}
+    for name, model in MODELS.items():
+        schema = msgspec.json.schema(model)
+        out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return out
+
+
+def write(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file_name, text in schemas().items():
+        path = folder / file_name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
