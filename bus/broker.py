@@ -49,7 +49,7 @@ def mosquitto_binary() -> str | None:
 
 
 class Mosquitto:
-    """A Mosquitto process of our own. Usable as a context manager; ``restart()`` for fault tests."""
+    """A Mosquitto process of our own; a context manager, with ``restart()`` for fault tests."""
 
     def __init__(
         self, port: int | None = None, data_dir: Path | None = None, *, persistence: bool = True
@@ -95,8 +95,9 @@ class Mosquitto:
                 log = self.data_dir / "mosquitto.log"
                 text = log.read_text() if log.exists() else ""
                 raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {text}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.02)

@@ -147,7 +147,10 @@ class MqttLink:
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "mqtt %s lost %s:%s (%s); retrying in %.1fs",
-                    self.client_id, *self._where(), exc, delay,
+                    self.client_id,
+                    *self._where(),
+                    exc,
+                    delay,
                 )
             finally:
                 self._client = None

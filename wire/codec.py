@@ -92,9 +92,11 @@ class Codec:
         self.limits = limits or Limits()
         self._encoder = msgspec.json.Encoder()
         self._decoders: dict[object, msgspec.json.Decoder[Any]] = {}
-        batch = Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=self.limits.max_batch)]
+        batch = Annotated[
+            list[Reading], msgspec.Meta(min_length=1, max_length=self.limits.max_batch)
+        ]
         self._readings: msgspec.json.Decoder[Reading | list[Reading]] = msgspec.json.Decoder(
-            Reading | batch  # type: ignore[arg-type]
+            Reading | batch
         )
 
     def encode(self, message: msgspec.Struct) -> bytes:

@@ -15,7 +15,9 @@ def schemas() -> dict[str, str]:
     out: dict[str, str] = {}
     for name, model in MODELS.items():
         schema = msgspec.json.schema(model)
-        out[f"{name}.json"] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        out[f"{name}.json"] = (
+            json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        )
     return out
 
 

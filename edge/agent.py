@@ -1,0 +1,374 @@
+"""The edge agent: what runs on a building's gateway.
+
+Readings come in from the devices, the rules decide, and an alarm is acted on locally first
+(siren, valve), written to the outbox, then sent to the hub until the hub acknowledges it.
+Broadcasts from the hub are played on the building's speakers and their receipts sent back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
+from edge.config import BrokerConfig, EdgeConfig
+from edge.ingest import Accepted, Ingest, Rejection
+from edge.outbox import Outbox
+from rules import GasRule, GasState, Transition, step
+from wire import (
+    Ack,
+    AlertEvent,
+    Broadcast,
+    Codec,
+    Command,
+    DeadLetter,
+    Heartbeat,
+    Phase,
+    Reading,
+    Receipt,
+    Severity,
+    WireError,
+    topics,
+    uuid7,
+)
+from wire.models import CommandAction
+from wire.topics import Channel
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+def _broker(config: BrokerConfig) -> Broker:
+    return Broker(config.host, config.port, config.username, config.password)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """Something the agent did, for observers (the demo's console, tests)."""
+
+    what: str  # "alert", "command", "uplink", "ack", "broadcast", "receipt", "deadletter"
+    detail: str
+    at: datetime
+
+
+class EdgeAgent:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        *,
+        clock: Clock = utc_now,
+        data_dir: Path | None = None,
+        codec: Codec | None = None,
+        observer: Callable[[Observed], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.codec = codec or Codec()
+        self.observer = observer
+        self.data_dir = data_dir or Path(config.data_dir)
+        self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
+        self.ingest = Ingest(config.site, config.gateway, config.devices, self.codec)
+        self.counters: Counter[str] = Counter()
+        self.gas_rule: GasRule = config.gas.rule()
+        self.gas_states: dict[str, GasState] = {}
+        self.started = time.monotonic()
+        self._kick = asyncio.Event()
+        self._broadcasts_seen: OrderedDict[str, None] = OrderedDict()
+        site, gateway = config.site, config.gateway
+        self._ack_topic = topics.gateway_topic(Channel.ACK, site, gateway)
+        self._broadcast_topic = topics.broadcast(site)
+        upstream_subs = [(self._ack_topic, 1), (self._broadcast_topic, 1)]
+        local_subs = [(topics.gateway_devices_filter(site, gateway), 1)]
+        offline = Heartbeat(site=site, gateway=gateway, state="offline", ts=clock())
+        will = LastWill(
+            topics.gateway_topic(Channel.HEARTBEAT, site, gateway), self.codec.encode(offline)
+        )
+        # A persistent session: the broker keeps QoS 1 readings for us across short outages.
+        self.local = MqttLink(
+            _broker(config.broker),
+            client_id=f"edge-{site}-{gateway}",
+            subscriptions=local_subs if config.uplink else local_subs + upstream_subs,
+            handler=self._on_message,
+            persistent=True,
+            will=None if config.uplink else will,
+            on_connect=self._on_upstream_connect if config.uplink is None else None,
+        )
+        self.upstream = self.local
+        if config.uplink is not None:
+            self.upstream = MqttLink(
+                _broker(config.uplink),
+                client_id=f"edge-{site}-{gateway}-uplink",
+                subscriptions=upstream_subs,
+                handler=self._on_message,
+                persistent=True,
+                will=will,
+                on_connect=self._on_upstream_connect,
+            )
+
+    # -- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.local.run())
+            if self.upstream is not self.local:
+                tasks.create_task(self.upstream.run())
+            tasks.create_task(self._uplink_loop())
+            tasks.create_task(self._heartbeat_loop())
+
+    def close(self) -> None:
+        self.outbox.close()
+
+    def _observe(self, what: str, detail: str) -> None:
+        if self.observer is not None:
+            self.observer(Observed(what, detail, self.clock()))
+
+    # -- incoming ------------------------------------------------------------------------
+
+    async def _on_message(self, message: Incoming) -> None:
+        now = self.clock()
+        try:
+            if message.topic == self._ack_topic:
+                self._on_ack(message.payload, now)
+            elif message.topic == self._broadcast_topic:
+                await self._on_broadcast(message, now)
+            else:
+                await self._on_device(message, now)
+        except WireError as exc:
+            self.counters[f"rejected.{exc.reason}"] += 1
+            await self._dead_letter(
+                Rejection(exc.reason, exc.detail, message.topic, message.payload), now
+            )
+        except Exception:
+            # Never let one message stop the loop that carries every alarm.
+            self.counters["internal_errors"] += 1
+            log.exception("edge: failed to handle a message on %s", message.topic)
+
+    async def _on_device(self, message: Incoming, now: datetime) -> None:
+        result = self.ingest.accept(message.topic, message.payload, now)
+        if isinstance(result, Rejection):
+            if result.report:
+                await self._dead_letter(result, now)
+            return
+        await self._on_accepted(result, now)
+
+    async def _on_accepted(self, accepted: Accepted, now: datetime) -> None:
+        for reading in accepted.readings:
+            await self._evaluate(reading, now)
+        if accepted.receipt is not None:
+            await self._forward_receipt(accepted.receipt)
+
+    # -- deciding and acting --------------------------------------------------------------
+
+    async def _evaluate(self, reading: Reading, now: datetime) -> None:
+        health = self.ingest.devices[reading.device]
+        if health.config.kind != "gas":
+            return
+        value = reading.values.get(self.gas_rule.metric)
+        if value is None:
+            return
+        state = self.gas_states.get(reading.device, GasState())
+        # The rule's time is the gateway's clock at arrival: device clocks cannot be trusted
+        # to hold an alarm back or bring it forward.
+        state, transition = step(self.gas_rule, state, value, now)
+        self.gas_states[reading.device] = state
+        if transition is not None:
+            await self._alarm(reading.device, transition)
+
+    async def _alarm(self, device: str, transition: Transition) -> None:
+        config = self.ingest.devices[device].config
+        event = AlertEvent(
+            id=uuid7(_ms(transition.at)),
+            key=f"{transition.rule}:{device}",
+            phase=transition.phase,
+            severity=transition.severity,
+            kind=transition.kind,
+            rule=transition.rule,
+            site=self.config.site,
+            gateway=self.config.gateway,
+            device=device,
+            building=self.config.building,
+            unit=config.unit,
+            ts=transition.at,
+            evidence=transition.evidence,
+            message=transition.message,
+        )
+        self.counters[f"alerts.{event.phase}"] += 1
+        self._observe(
+            "alert", f"{event.phase} {event.severity} {event.kind} on {device}: {event.message}"
+        )
+        # Life safety first: the local actions go out before anything else is done ...
+        actions = self._actions_for(event)
+        sending = [
+            asyncio.create_task(self._command(device, action, cause=event.id)) for action in actions
+        ]
+        await asyncio.sleep(0)  # let the command tasks hand their messages to the socket
+        # ... then the event is made durable, and only then sent to the hub.
+        topic = topics.gateway_topic(Channel.ALERT, self.config.site, self.config.gateway)
+        self.outbox.add(
+            event.id, topic, self.codec.encode(event), life_safety=True, now_ms=_ms(transition.at)
+        )
+        self._kick.set()
+        await asyncio.gather(*sending)
+
+    def _actions_for(self, event: AlertEvent) -> list[CommandAction]:
+        if event.phase is Phase.CLEARED:
+            return ["siren_off"]
+        actions: list[CommandAction] = ["siren_on"]
+        if event.severity is Severity.EXTREME and self.config.gas.close_valve_at_high:
+            actions.append("valve_close")
+        return actions
+
+    async def _command(
+        self,
+        device: str,
+        action: CommandAction,
+        *,
+        cause: str | None = None,
+        broadcast: Broadcast | None = None,
+    ) -> None:
+        now = self.clock()
+        command = Command(
+            id=uuid7(_ms(now)),
+            device=device,
+            action=action,
+            ts=now,
+            cause=cause,
+            broadcast=broadcast,
+        )
+        topic = topics.command(self.config.site, self.config.gateway, device)
+        try:
+            await self.local.publish(topic, self.codec.encode(command), qos=1, timeout=5)
+        except NotConnected as exc:
+            self.counters["commands.failed"] += 1
+            log.error("edge: command %s to %s failed: %s", action, device, exc)
+            return
+        self.counters[f"commands.{action}"] += 1
+        self._observe("command", f"{action} -> {device}")
+
+    # -- hub link --------------------------------------------------------------------------
+
+    async def _on_upstream_connect(self) -> None:
+        self.outbox.reset_backoff()
+        self._kick.set()
+        await self._publish_heartbeat()
+
+    async def _uplink_loop(self) -> None:
+        retry_ms = int(self.config.uplink_retry_s * 1000)
+        while True:
+            await self.upstream.connected.wait()
+            now_ms = _ms(self.clock())
+            due = self.outbox.due(now_ms, retry_ms)
+            for index, entry in enumerate(due):
+                try:
+                    await self.upstream.publish(entry.topic, entry.payload, qos=1)
+                except NotConnected:
+                    break
+                self.outbox.mark_sent(entry.id, now_ms)
+                self.counters["uplink.sent"] += 1
+                if entry.attempts:
+                    self.counters["uplink.resent"] += 1
+                self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
+                if index:  # a replay after an outage goes out at a bounded rate
+                    await asyncio.sleep(0.01)
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=min(1.0, retry_ms / 2000))
+
+    def _on_ack(self, payload: bytes, now: datetime) -> None:
+        ack = self.codec.decode(payload, Ack, now)
+        removed = self.outbox.remove(list(ack.ids))
+        self.counters["uplink.acked"] += removed
+        if removed:
+            self._observe("ack", f"hub stored {', '.join(ack.ids)}")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            with contextlib.suppress(NotConnected):
+                await self._publish_heartbeat()
+
+    async def _publish_heartbeat(self) -> None:
+        beat = Heartbeat(
+            site=self.config.site,
+            gateway=self.config.gateway,
+            state="online",
+            ts=self.clock(),
+            uptime_s=time.monotonic() - self.started,
+            outbox_depth=self.outbox.depth(),
+            devices_online=sum(1 for d in self.ingest.devices.values() if d.state == "online"),
+            counters=dict(self.ingest.counters + self.counters),
+        )
+        topic = topics.gateway_topic(Channel.HEARTBEAT, self.config.site, self.config.gateway)
+        await self.upstream.publish(topic, self.codec.encode(beat), qos=0, retain=True)
+
+    # -- broadcasts and receipts ------------------------------------------------------------
+
+    async def _on_broadcast(self, message: Incoming, now: datetime) -> None:
+        broadcast = self.codec.decode(message.payload, Broadcast, now)
+        if broadcast.buildings and self.config.building not in broadcast.buildings:
+            return
+        if broadcast.id in self._broadcasts_seen:  # QoS 1 may deliver it twice
+            return
+        self._broadcasts_seen[broadcast.id] = None
+        while len(self._broadcasts_seen) > 1000:
+            self._broadcasts_seen.popitem(last=False)
+        self.counters["broadcasts"] += 1
+        self._observe("broadcast", f"{broadcast.severity}: {broadcast.headline}")
+        speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
+        await asyncio.gather(
+            *(
+                self._command(s, "play", cause=broadcast.cause, broadcast=broadcast)
+                for s in speakers
+            )
+        )
+
+    async def _forward_receipt(self, receipt: Receipt) -> None:
+        stamped = msgspec.structs.replace(
+            receipt,
+            site=self.config.site,
+            gateway=self.config.gateway,
+            building=self.config.building,
+        )
+        topic = topics.gateway_topic(Channel.RECEIPT, self.config.site, self.config.gateway)
+        try:
+            await self.upstream.publish(topic, self.codec.encode(stamped), qos=1)
+        except NotConnected:
+            self.counters["receipts.unsent"] += 1
+            return
+        self._observe("receipt", f"{receipt.speaker} {receipt.outcome} {receipt.broadcast_id}")
+
+    async def _dead_letter(self, rejection: Rejection, now: datetime) -> None:
+        letter = DeadLetter(
+            site=self.config.site,
+            gateway=self.config.gateway,
+            topic=rejection.topic[:1024],
+            reason=rejection.reason.value,
+            detail=rejection.detail[:256],
+            ts=now,
+            size=len(rejection.payload),
+            excerpt=rejection.payload[:120].decode("utf-8", errors="replace"),
+        )
+        self.counters["deadletters"] += 1
+        self._observe("deadletter", f"{rejection.reason}: {rejection.detail[:80]}")
+        topic = topics.gateway_topic(Channel.DEADLETTER, self.config.site, self.config.gateway)
+        with contextlib.suppress(NotConnected):
+            await self.upstream.publish(topic, self.codec.encode(letter), qos=0)

@@ -1,0 +1,145 @@
+"""Ingest: what devices send, checked before anything acts on it.
+
+Bad input gets a reason, a counter and a dead letter; it never raises out of here, and a bad
+message from one device never stops good readings from another.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from edge.config import DeviceConfig
+from wire import Codec, DeviceStatus, Reading, Reason, Receipt, WireError, topics
+from wire.topics import Channel
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    """What the gateway knows about one device."""
+
+    config: DeviceConfig
+    state: str = "unknown"  # online / offline / unknown
+    last_seq: int | None = None
+    last_seen: datetime | None = None
+    last_values: dict[str, float] = field(default_factory=dict)
+    actuators: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    detail: str
+    topic: str
+    payload: bytes
+    report: bool = True  # False when this fault was already reported (an unknown device)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Decoded, checked input, by kind."""
+
+    readings: list[Reading] = field(default_factory=list)
+    status: DeviceStatus | None = None
+    receipt: Receipt | None = None
+
+
+class Ingest:
+    def __init__(self, site: str, gateway: str, devices: list[DeviceConfig], codec: Codec) -> None:
+        self.site = site
+        self.gateway = gateway
+        self.codec = codec
+        self.devices = {d.id: DeviceHealth(d) for d in devices}
+        self.counters: Counter[str] = Counter()
+        self._unknown_reported: set[str] = set()
+
+    def accept(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejection:
+        try:
+            return self._accept(topic, payload, now)
+        except WireError as exc:
+            self.counters[f"rejected.{exc.reason}"] += 1
+            report = True
+            if exc.reason is Reason.UNKNOWN_DEVICE:
+                # One dead letter per unknown device, not one per message: a stray device
+                # publishing every second must not flood the hub.
+                report = topic not in self._unknown_reported
+                self._unknown_reported.add(topic)
+            return Rejection(exc.reason, exc.detail, topic, payload, report)
+
+    def _accept(self, topic: str, payload: bytes, now: datetime) -> Accepted:
+        parsed = topics.parse(topic)
+        if parsed.site != self.site or parsed.gateway != self.gateway:
+            raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} is not for this gateway")
+        device_id = parsed.device
+        if device_id is None:
+            raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} is not a device topic")
+        if parsed.channel is Channel.CMD:
+            return Accepted()  # our own commands to devices, echoed by the subscription
+        health = self.devices.get(device_id)
+        if health is None:
+            raise WireError(
+                Reason.UNKNOWN_DEVICE,
+                f"device {device_id!r} is not in this gateway's config; add it under devices:",
+            )
+        if parsed.channel is Channel.READING:
+            readings = self.codec.decode_readings(payload, now)
+            return Accepted(readings=self._in_sequence(health, readings, now))
+        if parsed.channel is Channel.STATUS:
+            if not payload:  # a cleared retained status
+                return Accepted()
+            status = self.codec.decode(payload, DeviceStatus, now)
+            self._check_device(status.device, device_id)
+            health.state = status.state
+            health.actuators = dict(status.actuators)
+            self.counters[f"status.{status.state}"] += 1
+            return Accepted(status=status)
+        receipt = self.codec.decode(payload, Receipt, now)
+        self._check_device(receipt.speaker, device_id)
+        self.counters["receipts"] += 1
+        return Accepted(receipt=receipt)
+
+    @staticmethod
+    def _check_device(named: str, device_id: str) -> None:
+        if named != device_id:
+            raise WireError(
+                Reason.DEVICE_MISMATCH,
+                f"payload names device {named!r} but was published on {device_id!r}'s topic",
+            )
+
+    def _in_sequence(
+        self, health: DeviceHealth, readings: list[Reading], now: datetime
+    ) -> list[Reading]:
+        accepted: list[Reading] = []
+        first_fault: WireError | None = None
+        for reading in readings:
+            try:
+                self._check_device(reading.device, health.config.id)
+                self._check_seq(health, reading.seq)
+            except WireError as exc:
+                # In a batch, one replayed reading must not take the good ones down with it.
+                first_fault = first_fault or exc
+                if len(readings) > 1:
+                    self.counters[f"rejected.{exc.reason}"] += 1
+                continue
+            health.last_seq = reading.seq
+            health.last_seen = now
+            health.state = "online"
+            health.last_values.update(reading.values)
+            self.counters["readings"] += 1
+            accepted.append(reading)
+        if not accepted and first_fault is not None:
+            raise first_fault
+        return accepted
+
+    def _check_seq(self, health: DeviceHealth, seq: int) -> None:
+        last = health.last_seq
+        if last is not None and seq <= last:
+            # A device that restarts begins again at 0; anything else is a replay.
+            if seq == last:
+                raise WireError(Reason.DUPLICATE, f"seq {seq} was already received")
+            if seq > 0:
+                raise WireError(Reason.OUT_OF_ORDER, f"seq {seq} arrived after seq {last}")
+            self.counters["device_restarts"] += 1
+        elif last is not None and seq > last + 1:
+            self.counters["seq_gaps"] += seq - last - 1

@@ -1,0 +1,120 @@
+"""Combustible gas: a two-level %LEL alarm with hold times and hysteresis on clear.
+
+GB/T 50493-2019 asks for two levels (level 1 at or below 25 % LEL, level 2 at or below 50 % LEL);
+household detectors commonly alarm at about 10 % LEL (low) and 20-25 % LEL (high). Both levels,
+their hold times and the clear level are configurable (see ``GasRule``).
+
+The rule is a pure function of (state, value, time): no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from wire.models import Phase, Severity
+
+_RANK = {None: 0, Severity.SEVERE: 1, Severity.EXTREME: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class GasRule:
+    """Thresholds in %LEL; holds in seconds. ``low`` -> Severe, ``high`` -> Extreme (CAP scale)."""
+
+    id: str = "gas-lel"
+    metric: str = "gas_lel"
+    low: float = 10.0
+    high: float = 25.0
+    hold_low_s: float = 5.0
+    hold_high_s: float = 2.0
+    clear_below: float = 5.0
+    hold_clear_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.clear_below < self.low < self.high <= 100:
+            raise ValueError(
+                f"gas rule {self.id!r}: need 0 < clear_below ({self.clear_below}) < low "
+                f"({self.low}) < high ({self.high}) <= 100 %LEL"
+            )
+        for name in ("hold_low_s", "hold_high_s", "hold_clear_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"gas rule {self.id!r}: {name} must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class GasState:
+    """What the rule remembers about one sensor between readings."""
+
+    level: Severity | None = None
+    low_since: datetime | None = None  # value continuously >= low since then
+    high_since: datetime | None = None
+    clear_since: datetime | None = None  # value continuously < clear_below since then
+    peak: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change in an alert's life that the edge turns into an ``AlertEvent``."""
+
+    phase: Phase
+    severity: Severity
+    rule: str
+    kind: str
+    at: datetime
+    evidence: dict[str, float]
+    message: str
+
+
+def _since(previous: datetime | None, active: bool, now: datetime) -> datetime | None:
+    if not active:
+        return None
+    return previous or now
+
+
+def _held(since: datetime | None, hold_s: float, now: datetime) -> bool:
+    return since is not None and now - since >= timedelta(seconds=hold_s)
+
+
+def step(
+    rule: GasRule, state: GasState, value: float, now: datetime
+) -> tuple[GasState, Transition | None]:
+    """Feed one reading; return the new state and, when the alert changes, a transition."""
+    state = replace(
+        state,
+        low_since=_since(state.low_since, value >= rule.low, now),
+        high_since=_since(state.high_since, value >= rule.high, now),
+        clear_since=_since(state.clear_since, value < rule.clear_below, now),
+        peak=max(state.peak, value) if state.level is not None else value,
+    )
+    wanted: Severity | None = None
+    if _held(state.high_since, rule.hold_high_s, now):
+        wanted = Severity.EXTREME
+    elif _held(state.low_since, rule.hold_low_s, now):
+        wanted = Severity.SEVERE
+
+    evidence = {
+        rule.metric: value,
+        "threshold": rule.high if wanted is Severity.EXTREME else rule.low,
+    }
+    if _RANK[wanted] > _RANK[state.level]:
+        phase = Phase.RAISED if state.level is None else Phase.UPDATED
+        assert wanted is not None
+        label = "high" if wanted is Severity.EXTREME else "low"
+        message = f"combustible gas {value:.1f} %LEL, {label} alarm level"
+        return replace(state, level=wanted, clear_since=None), Transition(
+            phase, wanted, rule.id, "gas", now, evidence, message
+        )
+    # Hysteresis: only a value below the clear level, held, ends the alert; no de-escalation,
+    # so that a wavering leak does not flap between levels.
+    if state.level is not None and _held(state.clear_since, rule.hold_clear_s, now):
+        cleared = Transition(
+            Phase.CLEARED,
+            state.level,
+            rule.id,
+            "gas",
+            now,
+            {rule.metric: value, "peak": state.peak},
+            f"combustible gas back to {value:.1f} %LEL (peak {state.peak:.1f})",
+        )
+        return replace(state, level=None, peak=value), cleared
+    return state, None
