@@ -100,6 +100,7 @@ class MqttLink:
         self.reconnect_max_s = reconnect_max_s
         self.connected = asyncio.Event()
         self.connections = 0  # how many times we have connected: a reconnect counter for health
+        self.handler_errors = 0
         self._client: aiomqtt.Client | None = None
 
     def _make_client(self) -> aiomqtt.Client:
@@ -143,7 +144,14 @@ class MqttLink:
                             qos=message.qos,
                             retain=message.retain,
                         )
-                        await self.handler(incoming)
+                        try:
+                            await self.handler(incoming)
+                        except Exception:
+                            # One bad message must never stop the loop that carries alarms.
+                            self.handler_errors += 1
+                            log.exception(
+                                "mqtt %s: handler failed on %s", self.client_id, incoming.topic
+                            )
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "mqtt %s lost %s:%s (%s); retrying in %.1fs",

@@ -87,7 +87,7 @@ class EdgeAgent:
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
         self.ingest = Ingest(config.site, config.gateway, config.devices, self.codec)
         self.counters: Counter[str] = Counter()
-        self.gas_rule: GasRule = config.gas.rule()
+        self.gas_rule: GasRule = config.rules.gas
         self.gas_states: dict[str, GasState] = {}
         self.started = time.monotonic()
         self._kick = asyncio.Event()
@@ -233,7 +233,7 @@ class EdgeAgent:
         if event.phase is Phase.CLEARED:
             return ["siren_off"]
         actions: list[CommandAction] = ["siren_on"]
-        if event.severity is Severity.EXTREME and self.config.gas.close_valve_at_high:
+        if event.severity is Severity.EXTREME and self.gas_rule.close_valve_at_high:
             actions.append("valve_close")
         return actions
 

@@ -8,12 +8,11 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from rules import GasRule, load_file, load_yaml
+from rules import RuleSet, load_file, load_yaml
 from wire.topics import ID_PATTERN
 
 Id = Annotated[str, Meta(pattern=f"^{ID_PATTERN}$")]
 Port = Annotated[int, Meta(ge=1, le=65535)]
-Seconds = Annotated[float, Meta(ge=0, le=86400)]
 
 
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -30,29 +29,6 @@ class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     room: str | None = None
 
 
-class GasConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Two-level %LEL alarm; see rules/gas.py and docs/architecture.md."""
-
-    low: Annotated[float, Meta(gt=0, le=100)] = 10.0
-    high: Annotated[float, Meta(gt=0, le=100)] = 25.0
-    hold_low_s: Seconds = 5.0
-    hold_high_s: Seconds = 2.0
-    clear_below: Annotated[float, Meta(gt=0, le=100)] = 5.0
-    hold_clear_s: Seconds = 10.0
-    # Close the gas valve (where the device has one) at the high level.
-    close_valve_at_high: bool = True
-
-    def rule(self) -> GasRule:
-        return GasRule(
-            low=self.low,
-            high=self.high,
-            hold_low_s=self.hold_low_s,
-            hold_high_s=self.hold_high_s,
-            clear_below=self.clear_below,
-            hold_clear_s=self.hold_clear_s,
-        )
-
-
 class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     site: Id
     gateway: Id
@@ -62,7 +38,7 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The hub's broker, when it is not the gateway's own (otherwise a bridge joins them).
     uplink: BrokerConfig | None = None
     devices: list[DeviceConfig] = []
-    gas: GasConfig = GasConfig()
+    rules: RuleSet = RuleSet()
     # An unacknowledged alert is sent again after this long (doubling up to 60 s).
     uplink_retry_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
     heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
@@ -73,7 +49,6 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             if device.id in seen:
                 raise ValueError(f"device id {device.id!r} is listed twice under devices")
             seen.add(device.id)
-        self.gas.rule()  # raises ValueError naming the inconsistent thresholds
 
 
 def load(path: Path) -> EdgeConfig:

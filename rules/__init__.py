@@ -6,5 +6,16 @@ of simulated time in milliseconds against the standards' own tables.
 
 from rules.config import ConfigError, load_file, load_yaml
 from rules.gas import GasRule, GasState, Transition, step
+from rules.ruleset import RuleSet, load_rules
 
-__all__ = ["ConfigError", "GasRule", "GasState", "Transition", "load_file", "load_yaml", "step"]
+__all__ = [
+    "ConfigError",
+    "GasRule",
+    "GasState",
+    "RuleSet",
+    "Transition",
+    "load_file",
+    "load_rules",
+    "load_yaml",
+    "step",
+]

@@ -11,34 +11,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
 
 from wire.models import Phase, Severity
+
+Lel = Annotated[float, Meta(gt=0, le=100)]
+Seconds = Annotated[float, Meta(ge=0, le=3600)]
 
 _RANK = {None: 0, Severity.SEVERE: 1, Severity.EXTREME: 2}
 
 
-@dataclass(frozen=True, slots=True)
-class GasRule:
+class GasRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Thresholds in %LEL; holds in seconds. ``low`` -> Severe, ``high`` -> Extreme (CAP scale)."""
 
-    id: str = "gas-lel"
-    metric: str = "gas_lel"
-    low: float = 10.0
-    high: float = 25.0
-    hold_low_s: float = 5.0
-    hold_high_s: float = 2.0
-    clear_below: float = 5.0
-    hold_clear_s: float = 10.0
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] = "gas-lel"
+    metric: Annotated[str, Meta(min_length=1, max_length=64)] = "gas_lel"
+    low: Lel = 10.0
+    high: Lel = 25.0
+    hold_low_s: Seconds = 5.0
+    hold_high_s: Seconds = 2.0
+    clear_below: Lel = 5.0
+    hold_clear_s: Seconds = 10.0
+    # Close the gas valve (where the device has one) at the high level.
+    close_valve_at_high: bool = True
 
     def __post_init__(self) -> None:
-        if not 0 < self.clear_below < self.low < self.high <= 100:
+        if not self.clear_below < self.low < self.high:
             raise ValueError(
-                f"gas rule {self.id!r}: need 0 < clear_below ({self.clear_below}) < low "
-                f"({self.low}) < high ({self.high}) <= 100 %LEL"
+                f"gas rule {self.id!r}: need clear_below ({self.clear_below}) < low "
+                f"({self.low}) < high ({self.high}), in %LEL; fix the thresholds"
             )
-        for name in ("hold_low_s", "hold_high_s", "hold_clear_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"gas rule {self.id!r}: {name} must not be negative")
 
 
 @dataclass(frozen=True, slots=True)

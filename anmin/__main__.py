@@ -1,0 +1,3 @@
+from anmin.cli import app
+
+app()

@@ -1,0 +1,67 @@
+"""Helpers for tests that run an edge agent against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from bus import Broker, Incoming, MqttLink
+from edge import EdgeAgent, parse
+
+SITE = "s1"
+GATEWAY = "gw-1"
+BUILDING = "b1"
+
+
+def edge_config_yaml(broker: Broker, data_dir: Path, *, retry_s: float = 0.3) -> str:
+    return f"""\
+site: {SITE}
+gateway: {GATEWAY}
+building: {BUILDING}
+data_dir: {data_dir}
+broker: {{host: {broker.host}, port: {broker.port}}}
+devices:
+  - {{id: gas-b1-101, kind: gas, unit: "101"}}
+  - {{id: spk-b1, kind: speaker}}
+rules:
+  gas: {{low: 10, high: 25, hold_low_s: 1, hold_high_s: 1, clear_below: 5, hold_clear_s: 5}}
+uplink_retry_s: {retry_s}
+heartbeat_s: 1
+"""
+
+
+def make_agent(broker: Broker, data_dir: Path, *, retry_s: float = 0.3) -> EdgeAgent:
+    return EdgeAgent(parse(edge_config_yaml(broker, data_dir, retry_s=retry_s)))
+
+
+@asynccontextmanager
+async def running(*coroutines: object) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Run coroutines as tasks for the body of the block, then cancel and await them all."""
+    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+    try:
+        yield tasks
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Recorder:
+    """An MQTT client that records every message on its subscriptions."""
+
+    def __init__(self, broker: Broker, *filters: str, client_id: str = "test-recorder") -> None:
+        self.messages: list[Incoming] = []
+        self.link = MqttLink(
+            broker,
+            client_id=client_id,
+            subscriptions=[(f, 1) for f in filters],
+            handler=self._record,
+        )
+
+    async def _record(self, message: Incoming) -> None:
+        self.messages.append(message)
+
+    def on(self, topic: str) -> list[Incoming]:
+        return [m for m in self.messages if m.topic == topic]
