@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from bus import Broker, Incoming, MqttLink
 from edge import EdgeAgent, parse
@@ -37,9 +38,11 @@ def make_agent(broker: Broker, data_dir: Path, *, retry_s: float = 0.3) -> EdgeA
 
 
 @asynccontextmanager
-async def running(*coroutines: object) -> AsyncIterator[list[asyncio.Task[None]]]:
+async def running(
+    *coroutines: Coroutine[Any, Any, None],
+) -> AsyncIterator[list[asyncio.Task[None]]]:
     """Run coroutines as tasks for the body of the block, then cancel and await them all."""
-    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+    tasks = [asyncio.create_task(c) for c in coroutines]
     try:
         yield tasks
     finally:

@@ -7,13 +7,13 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-from firmware_sim.building import SimulatedBuilding, utc_now
-from firmware_sim.gas import GasSensor
-from firmware_sim.speaker import Speaker, content_hash
 
 import bus
 import wire
 from bus.broker import Mosquitto
+from firmware_sim.building import SimulatedBuilding, utc_now
+from firmware_sim.gas import GasSensor
+from firmware_sim.speaker import Speaker, content_hash
 from tests.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -6,9 +6,9 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from firmware_sim.gas import GasSensor
 
 import wire
+from firmware_sim.gas import GasSensor
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
+import bus
+import wire
 from firmware_sim.gas import GasSensor
 from firmware_sim.scenarios import gas_leak_building
 from firmware_sim.speaker import Speaker
-
-import bus
-import wire
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from firmware_sim.speaker import Speaker, content_hash
-
 import wire
+from firmware_sim.speaker import Speaker, content_hash
 
 T0 = datetime(2025, 1, 1, 8, 0, tzinfo=UTC)
 
