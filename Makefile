@@ -1,0 +1,48 @@
+# The two commands a new user runs (see README.md):
+#   make demo   - set up and run the demo (broker, hub, one gateway, a simulated building)
+#   make test   - set up and run the whole test suite, with the servers it needs
+# Each creates .venv and installs what it needs; `make test` also installs Mosquitto from the
+# distribution's packages when it is missing (as root, or through sudo).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT    := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
+
+.PHONY: demo test lint typecheck unit system-deps venv-tools schemas clean
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/anmin demo
+
+test: $(VENV)/.dev-installed system-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+# Python's venv module is a separate package on Debian and Ubuntu.
+venv-tools:
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { $(APT) update && $(APT) install -y python3-venv; }
+
+$(VENV)/.demo-installed: pyproject.toml | venv-tools
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[demo]'
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | venv-tools
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.demo-installed
+
+# Real servers for the integration tests. The tests start their own on free ports.
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { $(APT) update && $(APT) install -y mosquitto; }
+
+schemas: $(VENV)/.dev-installed
+	$(BIN)/anmin wire schemas --out docs/schemas
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,117 @@
+"""The walking skeleton's alarm path, end to end on a real Mosquitto:
+simulated gas sensor -> edge (rule, siren, outbox) -> hub (store, ack, broadcast) -> speaker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from bus.broker import Mosquitto
+from firmware_sim.building import SimulatedBuilding
+from firmware_sim.scenarios import gas_leak_building
+from firmware_sim.speaker import content_hash
+from hub import HubSettings, create_app
+from tests.conftest import wait_for
+from tests.integration.edge_support import BUILDING, GATEWAY, SITE, make_agent, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def hub_app(mosquitto: Mosquitto, tmp_path: Path) -> FastAPI:
+    settings = HubSettings(
+        broker=mosquitto.broker,
+        database_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}",
+        client_id="test-hub",
+    )
+    return create_app(settings)
+
+
+@asynccontextmanager
+async def hub_running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            await wait_for(
+                lambda: app.state.link.connected.is_set(), what="the hub's MQTT connection"
+            )
+            yield client
+
+
+def building(mosquitto: Mosquitto, leak_after_s: float = 1.0) -> SimulatedBuilding:
+    return gas_leak_building(
+        mosquitto.broker, site=SITE, gateway=GATEWAY, building=BUILDING, leak_after_s=leak_after_s
+    )
+
+
+async def test_a_leak_gives_one_alarm_a_siren_an_ack_a_broadcast_and_a_receipt(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    app = hub_app(mosquitto, tmp_path)
+    agent = make_agent(mosquitto.broker, tmp_path / "edge")
+    sim = building(mosquitto)
+    gas = sim.devices["gas-b1-101"]
+    async with hub_running(app) as hub, running(agent.run(), sim.run()):
+
+        async def receipt_recorded() -> bool:
+            response = await hub.get("/api/broadcasts")
+            return any(b["receipts"] for b in response.json())
+
+        await wait_for(receipt_recorded, timeout=60, what="a speaker receipt at the hub")
+        await wait_for(lambda: agent.outbox.depth() == 0, what="the outbox to empty on acks")
+        alerts = (await hub.get("/api/alerts")).json()
+        broadcasts = (await hub.get("/api/broadcasts")).json()
+
+    # One alarm (one key), raised and escalated to Extreme; each event stored once.
+    assert {a["key"] for a in alerts} == {"gas-lel:gas-b1-101"}
+    assert len({a["id"] for a in alerts}) == len(alerts)
+    assert "Extreme" in {a["severity"] for a in alerts}
+    assert [a["phase"] for a in alerts].count("raised") == 1
+    # The siren (and the valve, at the high level) reached the device.
+    actions = [c.action for c in gas.commands]  # type: ignore[attr-defined]
+    assert "siren_on" in actions and "valve_close" in actions
+    # Exactly one broadcast, played by the building's speaker with the right content.
+    assert len(broadcasts) == 1
+    [receipt] = broadcasts[0]["receipts"]
+    assert receipt["speaker"] == "spk-b1" and receipt["outcome"] == "played"
+    speaker = sim.devices["spk-b1"]
+    [played] = speaker.played  # type: ignore[attr-defined]
+    assert receipt["content_hash"] == content_hash(played)
+    assert agent.counters["uplink.acked"] == len(alerts)
+    agent.close()
+
+
+async def test_without_the_hub_the_siren_fires_and_the_alert_waits_then_arrives_once(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    agent = make_agent(mosquitto.broker, tmp_path / "edge", retry_s=0.2)
+    sim = building(mosquitto)
+    gas = sim.devices["gas-b1-101"]
+    async with running(agent.run(), sim.run()):
+        await wait_for(
+            lambda: agent.counters["alerts.updated"] >= 1, timeout=60, what="the high alarm"
+        )
+        await wait_for(lambda: gas.siren, what="the siren to sound without the hub")  # type: ignore[attr-defined]
+        # The alert was sent (no one listened) and is still waiting for an ack.
+        await wait_for(lambda: agent.counters["uplink.resent"] >= 2, what="resends")
+        waiting = agent.outbox.ids()
+        assert len(waiting) == 2  # raised (Severe) and updated (Extreme)
+
+        app = hub_app(mosquitto, tmp_path)
+        async with hub_running(app) as hub:
+            await wait_for(lambda: agent.outbox.depth() == 0, what="the outbox to drain")
+
+            async def broadcast_played() -> bool:
+                response = await hub.get("/api/broadcasts")
+                return any(b["receipts"] for b in response.json())
+
+            await wait_for(broadcast_played, what="the broadcast's receipt")
+            alerts = (await hub.get("/api/alerts")).json()
+            broadcasts = (await hub.get("/api/broadcasts")).json()
+    assert sorted(a["id"] for a in alerts) == sorted(waiting)  # each exactly once
+    assert len(broadcasts) == 1
+    agent.close()
