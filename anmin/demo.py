@@ -116,7 +116,8 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         broker_name = f"embedded amqtt broker on 127.0.0.1:{broker_port}"
     broker = Broker("127.0.0.1", broker_port)
 
-    http_port = options.http_port if port_is_free(options.http_port) else free_port()
+    wanted = options.http_port
+    http_port = wanted if wanted and port_is_free(wanted) else free_port()
     hub_settings = HubSettings(
         database_url=f"sqlite:///{data_dir / 'hub.sqlite3'}",
         broker=broker,

@@ -13,8 +13,9 @@ from fastapi import FastAPI
 
 from bus.broker import Mosquitto
 from firmware_sim.building import SimulatedBuilding
+from firmware_sim.gas import GasSensor
 from firmware_sim.scenarios import gas_leak_building
-from firmware_sim.speaker import content_hash
+from firmware_sim.speaker import Speaker, content_hash
 from hub import HubSettings, create_app
 from tests.conftest import wait_for
 from tests.integration.edge_support import BUILDING, GATEWAY, SITE, make_agent, running
@@ -55,6 +56,8 @@ async def test_a_leak_gives_one_alarm_a_siren_an_ack_a_broadcast_and_a_receipt(
     agent = make_agent(mosquitto.broker, tmp_path / "edge")
     sim = building(mosquitto)
     gas = sim.devices["gas-b1-101"]
+    speaker = sim.devices["spk-b1"]
+    assert isinstance(gas, GasSensor) and isinstance(speaker, Speaker)
     async with hub_running(app) as hub, running(agent.run(), sim.run()):
 
         async def receipt_recorded() -> bool:
@@ -72,14 +75,13 @@ async def test_a_leak_gives_one_alarm_a_siren_an_ack_a_broadcast_and_a_receipt(
     assert "Extreme" in {a["severity"] for a in alerts}
     assert [a["phase"] for a in alerts].count("raised") == 1
     # The siren (and the valve, at the high level) reached the device.
-    actions = [c.action for c in gas.commands]  # type: ignore[attr-defined]
+    actions = [c.action for c in gas.commands]
     assert "siren_on" in actions and "valve_close" in actions
     # Exactly one broadcast, played by the building's speaker with the right content.
     assert len(broadcasts) == 1
     [receipt] = broadcasts[0]["receipts"]
     assert receipt["speaker"] == "spk-b1" and receipt["outcome"] == "played"
-    speaker = sim.devices["spk-b1"]
-    [played] = speaker.played  # type: ignore[attr-defined]
+    [played] = speaker.played
     assert receipt["content_hash"] == content_hash(played)
     assert agent.counters["uplink.acked"] == len(alerts)
     agent.close()
@@ -91,11 +93,12 @@ async def test_without_the_hub_the_siren_fires_and_the_alert_waits_then_arrives_
     agent = make_agent(mosquitto.broker, tmp_path / "edge", retry_s=0.2)
     sim = building(mosquitto)
     gas = sim.devices["gas-b1-101"]
+    assert isinstance(gas, GasSensor)
     async with running(agent.run(), sim.run()):
         await wait_for(
             lambda: agent.counters["alerts.updated"] >= 1, timeout=60, what="the high alarm"
         )
-        await wait_for(lambda: gas.siren, what="the siren to sound without the hub")  # type: ignore[attr-defined]
+        await wait_for(lambda: gas.siren, what="the siren to sound without the hub")
         # The alert was sent (no one listened) and is still waiting for an ack.
         await wait_for(lambda: agent.counters["uplink.resent"] >= 2, what="resends")
         waiting = agent.outbox.ids()

@@ -64,12 +64,13 @@ def test_edge_and_hub_never_import_each_other() -> None:
 
 def test_topic_strings_are_built_only_in_wire_topics() -> None:
     offenders = []
-    for package, folder in PACKAGES.items():
+    for folder in PACKAGES.values():
         for path in folder.rglob("*.py"):
             if path == ROOT / "wire" / "topics.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    if "anmin/v1" in node.value or node.value.startswith("$share/"):
-                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                    continue
+                if "anmin/v1" in node.value or node.value.startswith("$share/"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"topic literals outside wire/topics.py: {offenders}"

@@ -1,0 +1,199 @@
+"""What the hub does with each MQTT message from the gateways.
+
+Alert events are stored, then acknowledged, then any broadcast they caused is published. The
+order matters: the edge forgets an event only after the ack, so the ack must follow the commit;
+the broadcast row is committed with the event, so a crash before publishing is repaired by
+``publish_pending`` when the link (re)connects.
+
+Bad input never raises out of ``handle``: it is counted by reason and logged, and the next
+message is handled as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from bus import BusError, Incoming
+from hub.clock import Clock, utc_now
+from hub.errors import StoreError
+from hub.store import Store
+from wire import (
+    Ack,
+    AlertEvent,
+    Codec,
+    DeadLetter,
+    Heartbeat,
+    Reason,
+    Receipt,
+    WireError,
+    topics,
+)
+from wire.topics import Channel, Topic
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What the intake needs from the MQTT link (``bus.MqttLink`` is one)."""
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None: ...
+
+
+def _check_source(topic: Topic, site: str | None, gateway: str | None, what: str) -> None:
+    """A payload must name the gateway whose topic it came on (when it names one at all).
+
+    A gateway's broker credentials (ACL) bind it to its own topics; a payload claiming another
+    gateway is a bug or a forgery, and either way must not be stored as that gateway's.
+    """
+    if site is not None and site != topic.site:
+        raise WireError(
+            Reason.DEVICE_MISMATCH, f"{what} names site {site!r} but came on {topic.site!r}'s topic"
+        )
+    if gateway is not None and gateway != topic.gateway:
+        raise WireError(
+            Reason.DEVICE_MISMATCH,
+            f"{what} names gateway {gateway!r} but came on {topic.gateway!r}'s topic",
+        )
+
+
+def _gateway_of(topic: Topic) -> str:
+    if topic.gateway is None:  # topics.parse gives gateway channels a gateway; be sure anyway
+        raise WireError(Reason.BAD_TOPIC, f"{topic.channel} topic without a gateway")
+    return topic.gateway
+
+
+class Intake:
+    """Handles the gateways' alert, receipt, heartbeat and dead-letter messages.
+
+    ``counters`` counts rejections by ``wire.Reason`` (a ``StrEnum``, so ``counters["bad_topic"]``
+    and ``counters[Reason.BAD_TOPIC]`` are the same entry) and the work done under plain names:
+    alerts_stored, alerts_repeated, acks_sent, broadcasts_published, receipts_stored,
+    receipts_repeated, heartbeats, dead_letters, store_errors, publish_errors, internal_errors.
+    ``dead_letters`` counts the gateways' own rejections by their reason.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        publisher: Publisher,
+        *,
+        clock: Clock = utc_now,
+        codec: Codec | None = None,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.codec = codec or Codec()
+        self.counters: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self._channels: dict[Channel, Callable[[Topic, bytes], Awaitable[None]]] = {
+            Channel.ALERT: self._alert,
+            Channel.RECEIPT: self._receipt,
+            Channel.HEARTBEAT: self._heartbeat,
+            Channel.DEADLETTER: self._dead_letter,
+        }
+
+    async def handle(self, incoming: Incoming) -> None:
+        """Handle one message; never raises (except cancellation)."""
+        try:
+            topic = topics.parse(incoming.topic)
+            handler = self._channels.get(topic.channel)
+            if handler is None:
+                raise WireError(Reason.BAD_TOPIC, f"the hub does not read {topic.channel} topics")
+            await handler(topic, incoming.payload)
+        except WireError as exc:
+            self.counters[exc.reason] += 1
+            log.warning("rejected %s (%d bytes): %s", incoming.topic, len(incoming.payload), exc)
+        except StoreError as exc:
+            # Not acked, so the edge keeps the event in its outbox and sends it again.
+            self.counters["store_errors"] += 1
+            log.error("database failed on %s: %s", incoming.topic, exc)
+        except BusError as exc:
+            # A lost ack is resent when the edge resends; a lost broadcast on reconnect.
+            self.counters["publish_errors"] += 1
+            log.warning("publish failed while handling %s: %s", incoming.topic, exc)
+        except Exception:
+            # A bug must not stop the loop that every other gateway's alarms go through.
+            self.counters["internal_errors"] += 1
+            log.exception("unexpected failure handling %s", incoming.topic)
+
+    async def _alert(self, topic: Topic, payload: bytes) -> None:
+        now = self.clock()
+        event = self.codec.decode(payload, AlertEvent, now)
+        _check_source(topic, event.site, event.gateway, "alert event")
+        stored, broadcast = await asyncio.to_thread(self.store.record_alert, event, now)
+        self.counters["alerts_stored" if stored else "alerts_repeated"] += 1
+        # Ack a repeat too: the edge resends because it missed our first ack.
+        ack = Ack(ids=[event.id], ts=now)
+        try:
+            await self.publisher.publish(
+                topics.gateway_topic(Channel.ACK, event.site, event.gateway),
+                self.codec.encode(ack),
+                qos=1,
+            )
+            self.counters["acks_sent"] += 1
+        except BusError as exc:
+            # The edge resends and gets the ack then; the broadcast must not wait for that.
+            self.counters["publish_errors"] += 1
+            log.warning("ack of %s not sent: %s", event.id, exc)
+        if broadcast is not None:
+            await self._publish_broadcast(
+                broadcast.id, broadcast.site, self.codec.encode(broadcast)
+            )
+
+    async def _publish_broadcast(self, broadcast_id: str, site: str, payload: bytes) -> None:
+        await self.publisher.publish(topics.broadcast(site), payload, qos=1)
+        await asyncio.to_thread(self.store.mark_published, broadcast_id, self.clock())
+        self.counters["broadcasts_published"] += 1
+        log.info("broadcast %s published to site %s", broadcast_id, site)
+
+    async def _receipt(self, topic: Topic, payload: bytes) -> None:
+        now = self.clock()
+        receipt = self.codec.decode(payload, Receipt, now)
+        _check_source(topic, receipt.site, receipt.gateway, "receipt")
+        gateway = _gateway_of(topic)
+        stored = await asyncio.to_thread(
+            self.store.record_receipt, receipt, site=topic.site, gateway=gateway, now=now
+        )
+        self.counters["receipts_stored" if stored else "receipts_repeated"] += 1
+
+    async def _heartbeat(self, topic: Topic, payload: bytes) -> None:
+        now = self.clock()
+        heartbeat = self.codec.decode(payload, Heartbeat, now)
+        _check_source(topic, heartbeat.site, heartbeat.gateway, "heartbeat")
+        await asyncio.to_thread(self.store.record_heartbeat, heartbeat, now)
+        self.counters["heartbeats"] += 1
+
+    async def _dead_letter(self, topic: Topic, payload: bytes) -> None:
+        now = self.clock()
+        dead_letter = self.codec.decode(payload, DeadLetter, now)
+        _check_source(topic, dead_letter.site, dead_letter.gateway, "dead letter")
+        await asyncio.to_thread(self.store.record_dead_letter, dead_letter, now)
+        self.counters["dead_letters"] += 1
+        self.dead_letters[dead_letter.reason] += 1
+
+    async def publish_pending(self) -> None:
+        """Publish broadcasts committed but never published (the hub crashed, or the link fell).
+
+        Meant as the link's on-connect hook, so it never raises (except cancellation): an
+        exception there would stop the link. What fails stays pending for the next connect.
+        """
+        try:
+            pending = await asyncio.to_thread(self.store.unpublished_broadcasts, self.clock())
+            for record in pending:
+                await self._publish_broadcast(record.id, record.site, record.payload)
+        except StoreError as exc:
+            self.counters["store_errors"] += 1
+            log.error("cannot read pending broadcasts: %s", exc)
+        except BusError as exc:
+            self.counters["publish_errors"] += 1
+            log.warning("cannot publish pending broadcasts: %s", exc)
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("unexpected failure publishing pending broadcasts")

@@ -1,0 +1,228 @@
+"""The intake against a real SQLite store and a recording publisher (no broker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bus import Incoming, NotConnected
+from hub.intake import Intake
+from hub.store import Store
+from tests.unit.hub.helpers import NOW, gas_event, receipt
+from wire import Ack, AlertEvent, Broadcast, Codec, DeadLetter, Heartbeat, Reason, Severity, topics
+from wire.topics import Channel
+
+codec = Codec()
+
+
+@dataclass
+class Recorder:
+    sent: list[tuple[str, bytes, int]] = field(default_factory=list)
+    down: bool = False
+    refuse: set[str] = field(default_factory=set)  # topics whose publish fails
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False
+    ) -> None:
+        if self.down or topic in self.refuse:
+            raise NotConnected("the test broker is down")
+        self.sent.append((topic, payload, qos))
+
+    def on(self, topic: str) -> list[bytes]:
+        return [payload for sent_topic, payload, _ in self.sent if sent_topic == topic]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    store.create_schema()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def publisher() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def intake(store: Store, publisher: Recorder) -> Intake:
+    return Intake(store, publisher, clock=lambda: NOW)
+
+
+def alert_message(event: AlertEvent, *, site: str = "s1", gateway: str = "g1") -> Incoming:
+    topic = topics.gateway_topic(Channel.ALERT, site, gateway)
+    return Incoming(topic=topic, payload=codec.encode(event), qos=1, retain=False)
+
+
+ACK_TOPIC = topics.gateway_topic(Channel.ACK, "s1", "g1")
+BROADCAST_TOPIC = topics.broadcast("s1")
+
+
+@pytest.mark.anyio
+async def test_alert_is_stored_acked_and_broadcast(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    event = gas_event()
+    await intake.handle(alert_message(event))
+
+    [ack] = publisher.on(ACK_TOPIC)
+    assert codec.decode(ack, Ack, NOW).ids == [event.id]
+    [payload] = publisher.on(BROADCAST_TOPIC)
+    broadcast = codec.decode(payload, Broadcast, NOW)
+    assert broadcast.cause == event.id
+    assert all(qos == 1 for _, _, qos in publisher.sent)
+    # Ack first: the edge may forget the event as soon as it is stored.
+    assert [t for t, _, _ in publisher.sent] == [ACK_TOPIC, BROADCAST_TOPIC]
+    assert store.unpublished_broadcasts() == []
+    assert intake.counters["alerts_stored"] == 1
+
+
+@pytest.mark.anyio
+async def test_repeated_alert_is_acked_again_but_stored_and_broadcast_once(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    event = gas_event()
+    await intake.handle(alert_message(event))
+    await intake.handle(alert_message(event))
+    assert len(publisher.on(ACK_TOPIC)) == 2
+    assert len(publisher.on(BROADCAST_TOPIC)) == 1
+    assert len(store.alerts()) == 1
+    assert intake.counters["alerts_repeated"] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"", Reason.EMPTY_PAYLOAD),
+        (b"{not json", Reason.MALFORMED_JSON),
+        (b'{"id": 1}', Reason.WRONG_TYPE),
+        (b"\xff\xfe", Reason.NOT_UTF8),
+    ],
+)
+async def test_bad_alert_payload_is_counted_not_stored(
+    intake: Intake, store: Store, publisher: Recorder, payload: bytes, reason: Reason
+) -> None:
+    topic = topics.gateway_topic(Channel.ALERT, "s1", "g1")
+    await intake.handle(Incoming(topic=topic, payload=payload, qos=1, retain=False))
+    assert intake.counters[reason] == 1
+    assert store.alerts() == []
+    assert publisher.sent == []
+
+
+@pytest.mark.anyio
+async def test_alert_from_another_gateways_topic_is_rejected(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    await intake.handle(alert_message(gas_event(gateway="g2"), gateway="g1"))
+    await intake.handle(alert_message(gas_event(site="s2"), site="s1"))
+    assert intake.counters[Reason.DEVICE_MISMATCH] == 2
+    assert store.alerts() == []
+    assert publisher.sent == []
+
+
+@pytest.mark.anyio
+async def test_alert_too_far_in_the_future_is_rejected(intake: Intake, store: Store) -> None:
+    await intake.handle(alert_message(gas_event(at=NOW + timedelta(hours=1))))
+    assert intake.counters[Reason.TIMESTAMP_IN_FUTURE] == 1
+    assert store.alerts() == []
+
+
+@pytest.mark.anyio
+async def test_topics_the_hub_does_not_read_are_counted(intake: Intake) -> None:
+    for topic in ("nonsense", topics.reading("s1", "g1", "d1"), topics.broadcast("s1")):
+        await intake.handle(Incoming(topic=topic, payload=b"{}", qos=0, retain=False))
+    assert intake.counters[Reason.BAD_TOPIC] == 3
+
+
+@pytest.mark.anyio
+async def test_broadcast_lost_on_publish_is_sent_on_reconnect(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    publisher.down = True
+    await intake.handle(alert_message(gas_event()))
+    # Stored (the edge's resend will be acked), but neither acked nor broadcast yet.
+    assert len(store.alerts()) == 1
+    assert intake.counters["publish_errors"] == 2  # the ack and the broadcast
+    [pending] = store.unpublished_broadcasts()
+
+    publisher.down = False
+    await intake.publish_pending()
+    assert publisher.on(BROADCAST_TOPIC) == [pending.payload]
+    assert store.unpublished_broadcasts() == []
+    await intake.publish_pending()
+    assert len(publisher.on(BROADCAST_TOPIC)) == 1
+
+
+@pytest.mark.anyio
+async def test_store_failure_is_counted_and_not_acked(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    # Break the database under the intake: a table it needs is gone.
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE alert_events")
+    await intake.handle(alert_message(gas_event()))
+    assert intake.counters["store_errors"] == 1
+    assert publisher.sent == []
+
+
+@pytest.mark.anyio
+async def test_receipt_heartbeat_and_dead_letter(intake: Intake, store: Store) -> None:
+    _, broadcast = store.record_alert(gas_event(), NOW)
+    assert broadcast is not None
+    receipt_topic = topics.gateway_topic(Channel.RECEIPT, "s1", "g1")
+    payload = codec.encode(receipt(broadcast.id))
+    for _ in range(2):
+        await intake.handle(Incoming(topic=receipt_topic, payload=payload, qos=1, retain=False))
+    assert [r.speaker for r in store.broadcasts()[0].receipts] == ["spk-1"]
+    assert intake.counters["receipts_repeated"] == 1
+
+    heartbeat = Heartbeat(site="s1", gateway="g1", state="online", ts=NOW, outbox_depth=3)
+    await intake.handle(
+        Incoming(
+            topic=topics.gateway_topic(Channel.HEARTBEAT, "s1", "g1"),
+            payload=codec.encode(heartbeat),
+            qos=0,
+            retain=True,
+        )
+    )
+    assert store.gateways()[0].outbox_depth == 3
+
+    letter = DeadLetter(
+        site="s1", gateway="g1", topic="t", reason="malformed_json", detail="", ts=NOW, size=1
+    )
+    await intake.handle(
+        Incoming(
+            topic=topics.gateway_topic(Channel.DEADLETTER, "s1", "g1"),
+            payload=codec.encode(letter),
+            qos=0,
+            retain=False,
+        )
+    )
+    assert intake.dead_letters == {"malformed_json": 1}
+    assert store.dead_letter_counts() == {("s1", "g1", "malformed_json"): 1}
+
+
+@pytest.mark.anyio
+async def test_severe_gas_is_acked_without_broadcast(intake: Intake, publisher: Recorder) -> None:
+    await intake.handle(alert_message(gas_event(severity=Severity.SEVERE)))
+    assert len(publisher.on(ACK_TOPIC)) == 1
+    assert publisher.on(BROADCAST_TOPIC) == []
+
+
+@pytest.mark.anyio
+async def test_a_lost_ack_does_not_hold_back_the_broadcast(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    publisher.refuse.add(ACK_TOPIC)
+    await intake.handle(alert_message(gas_event()))
+    assert len(publisher.on(BROADCAST_TOPIC)) == 1
+    assert store.unpublished_broadcasts() == []
+    assert intake.counters["publish_errors"] == 1

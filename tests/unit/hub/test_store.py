@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import pytest
+
+from hub.store import Store
+from tests.unit.hub.helpers import NOW, gas_event, receipt
+from wire import DeadLetter, Heartbeat, Severity
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'hub.sqlite3'}")
+    store.create_schema()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def test_sqlite_file_is_in_wal_mode(store: Store, tmp_path: Path) -> None:
+    assert (tmp_path / "data" / "hub.sqlite3").exists()
+    with store.engine.connect() as connection:
+        mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+    assert mode == "wal"
+
+
+def test_record_alert_is_idempotent_on_the_event_id(store: Store) -> None:
+    event = gas_event(severity=Severity.SEVERE)
+    assert store.record_alert(event, NOW) == (True, None)
+    assert store.record_alert(event, NOW + timedelta(seconds=5)) == (False, None)
+    alerts = store.alerts()
+    assert [a.id for a in alerts] == [event.id]
+    # The repeat changed nothing, not even the time it was received.
+    assert alerts[0].received_at == NOW
+    assert alerts[0].ts == event.ts and alerts[0].ts.tzinfo is not None
+    assert alerts[0].evidence == {"gas_lel": 42.0}
+
+
+def test_high_gas_raised_gives_exactly_one_unpublished_broadcast(store: Store) -> None:
+    event = gas_event()
+    stored, broadcast = store.record_alert(event, NOW)
+    assert stored and broadcast is not None and broadcast.cause == event.id
+    assert store.record_alert(event, NOW) == (False, None)
+
+    broadcasts = store.broadcasts()
+    assert [b.id for b in broadcasts] == [broadcast.id]
+    assert broadcasts[0].published_at is None
+    assert [b.id for b in store.unpublished_broadcasts()] == [broadcast.id]
+
+    store.mark_published(broadcast.id, NOW + timedelta(seconds=1))
+    assert store.unpublished_broadcasts() == []
+    assert store.broadcasts()[0].published_at == NOW + timedelta(seconds=1)
+
+
+def test_stored_payload_is_the_wire_broadcast(store: Store) -> None:
+    from wire import Broadcast, Codec
+
+    _, broadcast = store.record_alert(gas_event(), NOW)
+    assert broadcast is not None
+    payload = store.unpublished_broadcasts()[0].payload
+    assert Codec().decode(payload, Broadcast, NOW) == broadcast
+
+
+def test_expired_broadcasts_are_not_pending(store: Store) -> None:
+    _, broadcast = store.record_alert(gas_event(), NOW)
+    assert broadcast is not None and broadcast.expires is not None
+    assert len(store.unpublished_broadcasts(NOW + timedelta(minutes=59))) == 1
+    assert store.unpublished_broadcasts(broadcast.expires + timedelta(seconds=1)) == []
+
+
+def test_severe_gas_gives_no_broadcast(store: Store) -> None:
+    stored, broadcast = store.record_alert(gas_event(severity=Severity.SEVERE), NOW)
+    assert stored and broadcast is None
+    assert store.broadcasts() == []
+
+
+def test_receipts_are_idempotent_and_listed_with_their_broadcast(store: Store) -> None:
+    _, broadcast = store.record_alert(gas_event(), NOW)
+    assert broadcast is not None
+    first = receipt(broadcast.id)
+    assert store.record_receipt(first, site="s1", gateway="g1", now=NOW)
+    assert not store.record_receipt(first, site="s1", gateway="g1", now=NOW)
+    other = receipt(broadcast.id, speaker="spk-2")
+    assert store.record_receipt(other, site="s1", gateway="g1", now=NOW)
+
+    [listed] = store.broadcasts()
+    assert [(r.speaker, r.outcome) for r in listed.receipts] == [
+        ("spk-1", "played"),
+        ("spk-2", "played"),
+    ]
+    assert store.broadcast(broadcast.id) == listed
+    assert store.broadcast("0190b4e0-0000-7000-8000-000000000000") is None
+
+
+def test_alerts_are_listed_newest_first_with_paging(store: Store) -> None:
+    events = [gas_event(severity=Severity.SEVERE, at=NOW + timedelta(minutes=m)) for m in (2, 0, 1)]
+    for event in events:
+        store.record_alert(event, NOW)
+    listed = store.alerts()
+    assert [a.ts for a in listed] == sorted((e.ts for e in events), reverse=True)
+    assert [a.id for a in store.alerts(limit=1, offset=1)] == [listed[1].id]
+    assert store.alerts(limit=10, offset=3) == []
+
+
+def test_heartbeat_upserts_and_ignores_older_ones(store: Store) -> None:
+    def beat(minutes: int, depth: int) -> Heartbeat:
+        return Heartbeat(
+            site="s1",
+            gateway="g1",
+            state="online",
+            ts=NOW + timedelta(minutes=minutes),
+            outbox_depth=depth,
+        )
+
+    store.record_heartbeat(beat(1, 5), NOW)
+    store.record_heartbeat(beat(2, 0), NOW)
+    store.record_heartbeat(beat(0, 99), NOW)  # a late, retained one
+    [gateway] = store.gateways()
+    assert (gateway.outbox_depth, gateway.last_seen) == (0, NOW + timedelta(minutes=2))
+    assert gateway.last_seen.tzinfo is UTC
+
+
+def test_dead_letters_are_counted_by_reason(store: Store) -> None:
+    def letter(reason: str) -> DeadLetter:
+        return DeadLetter(
+            site="s1", gateway="g1", topic="x", reason=reason, detail="", ts=NOW, size=3
+        )
+
+    for reason in ("malformed_json", "malformed_json", "unknown_device"):
+        store.record_dead_letter(letter(reason), NOW)
+    assert store.dead_letter_counts() == {
+        ("s1", "g1", "malformed_json"): 2,
+        ("s1", "g1", "unknown_device"): 1,
+    }
+
+
+def test_in_memory_sqlite_works_across_threads() -> None:
+    import threading
+
+    store = Store("sqlite://")
+    store.create_schema()
+    worker = threading.Thread(target=store.record_alert, args=(gas_event(), NOW))
+    worker.start()
+    worker.join()
+    assert len(store.alerts()) == 1
+    store.close()
+
+
+def test_one_alarm_is_broadcast_once_until_it_clears(store: Store) -> None:
+    from wire import Phase
+
+    first = gas_event(severity=Severity.SEVERE)
+    escalated = gas_event(phase=Phase.UPDATED, at=NOW + timedelta(seconds=5))
+    again = gas_event(phase=Phase.UPDATED, at=NOW + timedelta(seconds=9))
+    assert store.record_alert(first, NOW)[1] is None
+    stored, broadcast = store.record_alert(escalated, NOW)
+    assert stored and broadcast is not None and broadcast.cause == escalated.id
+    assert store.record_alert(again, NOW) == (True, None)
+    cleared = gas_event(phase=Phase.CLEARED, at=NOW + timedelta(minutes=5))
+    assert store.record_alert(cleared, NOW)[1] is None
+    # A new leak after the clear is a new alarm, and is broadcast again.
+    later = gas_event(at=NOW + timedelta(minutes=10))
+    assert store.record_alert(later, NOW)[1] is not None
+    assert len(store.broadcasts()) == 2
