@@ -81,7 +81,7 @@ class MqttLink:
         client_id: str,
         subscriptions: Sequence[tuple[str, int]] = (),
         handler: Handler | None = None,
-        will: LastWill | None = None,
+        will: LastWill | Callable[[], LastWill] | None = None,
         persistent: bool = False,
         on_connect: ConnectHook | None = None,
         keepalive: int = 15,
@@ -105,8 +105,10 @@ class MqttLink:
 
     def _make_client(self) -> aiomqtt.Client:
         will = None
-        if self.will is not None:
-            will = aiomqtt.Will(self.will.topic, self.will.payload, self.will.qos, self.will.retain)
+        # A factory makes the will afresh at each connect, so its timestamp is not months old.
+        last_will = self.will() if callable(self.will) else self.will
+        if last_will is not None:
+            will = aiomqtt.Will(last_will.topic, last_will.payload, last_will.qos, last_will.retain)
         return aiomqtt.Client(
             self.broker.host,
             self.broker.port,

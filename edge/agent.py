@@ -97,10 +97,12 @@ class EdgeAgent:
         self._broadcast_topic = topics.broadcast(site)
         upstream_subs = [(self._ack_topic, 1), (self._broadcast_topic, 1)]
         local_subs = [(topics.gateway_devices_filter(site, gateway), 1)]
-        offline = Heartbeat(site=site, gateway=gateway, state="offline", ts=clock())
-        will = LastWill(
-            topics.gateway_topic(Channel.HEARTBEAT, site, gateway), self.codec.encode(offline)
-        )
+        heartbeat_topic = topics.gateway_topic(Channel.HEARTBEAT, site, gateway)
+
+        def will() -> LastWill:
+            offline = Heartbeat(site=site, gateway=gateway, state="offline", ts=self.clock())
+            return LastWill(heartbeat_topic, self.codec.encode(offline))
+
         # A persistent session: the broker keeps QoS 1 readings for us across short outages.
         self.local = MqttLink(
             _broker(config.broker),
