@@ -33,7 +33,7 @@ def test_gas_leak_building_has_the_kitchen_sensor_and_a_speaker() -> None:
 def test_the_will_marks_the_first_device_offline() -> None:
     sim = gas_leak_building(bus.Broker("127.0.0.1", 1), clock=lambda: T0)
     will = sim.link.will
-    assert will is not None
+    assert isinstance(will, bus.LastWill)
     assert (will.retain, will.qos) == (True, 1)
     assert will.topic == wire.topics.status("demo", "gw-1", "gas-b1-101")
     status = wire.Codec().decode(will.payload, wire.DeviceStatus, T0)
