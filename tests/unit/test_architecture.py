@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "bus": {"aiomqtt", "paho"},
     "edge": {"wire", "rules", "bus", "msgspec", "yaml"},
     "hub": {"wire", "bus", "msgspec", "fastapi", "starlette", "pydantic", "sqlalchemy", "uvicorn"},
-    "firmware_sim": {"wire", "bus"},
+    "firmware_sim": {"wire", "bus", "msgspec", "yaml"},
     "anmin": OURS | {"typer", "rich", "msgspec", "amqtt"},
 }
 
