@@ -23,6 +23,8 @@ from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from edge.config import BrokerConfig, EdgeConfig
 from edge.ingest import Accepted, Ingest, Rejection
 from edge.outbox import Outbox
+from edge.telemetry import Telemetry
+from edge.warnings import local_warning
 from rules import GasRule, GasState, Transition, step
 from wire import (
     Ack,
@@ -44,6 +46,8 @@ from wire.models import CommandAction
 from wire.topics import Channel
 
 log = logging.getLogger(__name__)
+
+GAS_STATE = "gas"  # the name of the gas rule's state in the outbox database
 
 Clock = Callable[[], datetime]
 
@@ -88,7 +92,17 @@ class EdgeAgent:
         self.ingest = Ingest(config.site, config.gateway, config.devices, self.codec)
         self.counters: Counter[str] = Counter()
         self.gas_rule: GasRule = config.rules.gas
-        self.gas_states: dict[str, GasState] = {}
+        # The rules' state survives a restart: hold timers keep running, alarms stay raised.
+        saved = self.outbox.load_state(GAS_STATE)
+        self.gas_states: dict[str, GasState] = (
+            msgspec.json.decode(saved, type=dict[str, GasState]) if saved else {}
+        )
+        self._state_dirty = False
+        self.telemetry: Telemetry | None = None
+        if config.telemetry is not None:
+            self.telemetry = Telemetry(config, self.data_dir)
+        self._local_warnings: dict[str, asyncio.Task[None]] = {}
+        self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
         self._kick = asyncio.Event()
         self._broadcasts_seen: OrderedDict[str, None] = OrderedDict()
@@ -129,15 +143,89 @@ class EdgeAgent:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.local.run())
-            if self.upstream is not self.local:
-                tasks.create_task(self.upstream.run())
-            tasks.create_task(self._uplink_loop())
-            tasks.create_task(self._heartbeat_loop())
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.local.run())
+                if self.upstream is not self.local:
+                    tasks.create_task(self.upstream.run())
+                tasks.create_task(self._uplink_loop())
+                tasks.create_task(self._heartbeat_loop())
+                tasks.create_task(self._housekeeping_loop())
+                if self.telemetry is not None:
+                    tasks.create_task(self._telemetry_loop(self.telemetry))
+        finally:
+            for task in self._local_warnings.values():
+                task.cancel()
+            self._save_state()
+            if self.telemetry is not None:
+                await asyncio.to_thread(self.telemetry.flush, self.clock(), True)
 
     def close(self) -> None:
+        self._save_state()
         self.outbox.close()
+        if self.telemetry is not None:
+            self.telemetry.close()
+
+    def stats(self) -> dict[str, float]:
+        """Counters and gauges: for the heartbeat, /metrics and the telemetry."""
+        out: dict[str, float] = dict(self.ingest.counters + self.counters)
+        out["outbox_depth"] = self.outbox.depth()
+        out["outbox_dropped"] = self.outbox.dropped
+        oldest = self.outbox.oldest_ms()
+        out["uplink_lag_s"] = 0.0 if oldest is None else max(0.0, _ms(self.clock()) - oldest) / 1000
+        out["devices_online"] = sum(1 for d in self.ingest.devices.values() if d.state == "online")
+        out["devices_offline"] = sum(
+            1 for d in self.ingest.devices.values() if d.state == "offline"
+        )
+        out["uptime_s"] = time.monotonic() - self.started
+        out["mqtt_reconnects"] = max(0, self.local.connections - 1)
+        out["handler_errors"] = self.local.handler_errors
+        if self.telemetry is not None:
+            out["telemetry_buffered_batches"] = self.telemetry.buffer.depth()
+            out["telemetry_dropped_batches"] = self.telemetry.buffer.dropped_batches
+        return out
+
+    def _save_state(self) -> None:
+        if self._state_dirty:
+            self.outbox.save_state(GAS_STATE, self._encoded_state())
+            self._state_dirty = False
+
+    def _encoded_state(self) -> bytes:
+        return msgspec.json.encode(self.gas_states)
+
+    async def _housekeeping_loop(self) -> None:
+        """Once a second: save changed rule state, notice silent devices, apply outbox bounds."""
+        bounds = self.config.outbox
+        while True:
+            await asyncio.sleep(1.0)
+            now = self.clock()
+            self._save_state()
+            for health in self.ingest.devices.values():
+                silent_for = self.config.silent_after * health.config.interval_s
+                if (
+                    health.state == "online"
+                    and health.last_seen is not None
+                    and (now - health.last_seen).total_seconds() > silent_for
+                ):
+                    # A device that stopped talking must never look like a safe reading.
+                    health.state = "offline"
+                    self.counters["devices_went_silent"] += 1
+                    self._observe("health", f"{health.config.id} silent for {silent_for:.0f}s")
+            dropped = self.outbox.prune(
+                _ms(now),
+                max_age_ms=int(bounds.max_age_days * 86_400_000),
+                max_entries=bounds.max_entries,
+            )
+            if dropped:
+                self.counters["outbox_dropped"] += dropped
+                log.warning("outbox over its bounds: dropped %d non-life-safety entries", dropped)
+
+    async def _telemetry_loop(self, telemetry: Telemetry) -> None:
+        interval = self.config.telemetry.flush_s if self.config.telemetry else 5.0
+        while True:
+            await asyncio.sleep(interval)
+            telemetry.gateway_point(self.stats(), self.clock())
+            await asyncio.to_thread(telemetry.flush, self.clock(), False)
 
     def _observe(self, what: str, detail: str) -> None:
         if self.observer is not None:
@@ -182,6 +270,8 @@ class EdgeAgent:
 
     async def _evaluate(self, reading: Reading, now: datetime) -> None:
         health = self.ingest.devices[reading.device]
+        if self.telemetry is not None:
+            self.telemetry.reading(health.config, self.config.building, reading, now)
         if health.config.kind != "gas":
             return
         value = reading.values.get(self.gas_rule.metric)
@@ -191,7 +281,9 @@ class EdgeAgent:
         # The rule's time is the gateway's clock at arrival: device clocks cannot be trusted
         # to hold an alarm back or bring it forward.
         state, transition = step(self.gas_rule, state, value, now)
-        self.gas_states[reading.device] = state
+        if state != self.gas_states.get(reading.device):
+            self.gas_states[reading.device] = state
+            self._state_dirty = True
         if transition is not None:
             await self._alarm(reading.device, transition)
 
@@ -223,13 +315,46 @@ class EdgeAgent:
             asyncio.create_task(self._command(device, action, cause=event.id)) for action in actions
         ]
         await asyncio.sleep(0)  # let the command tasks hand their messages to the socket
-        # ... then the event is made durable, and only then sent to the hub.
+        # ... then the event is made durable with the rule state that caused it, and only
+        # then sent to the hub.
         topic = topics.gateway_topic(Channel.ALERT, self.config.site, self.config.gateway)
         self.outbox.add(
-            event.id, topic, self.codec.encode(event), life_safety=True, now_ms=_ms(transition.at)
+            event.id,
+            topic,
+            self.codec.encode(event),
+            life_safety=True,
+            now_ms=_ms(transition.at),
+            state=(GAS_STATE, self._encoded_state()),
         )
+        self._state_dirty = False
         self._kick.set()
+        if self.telemetry is not None:
+            self.telemetry.alert(event)
+        self._plan_local_warning(event)
         await asyncio.gather(*sending)
+
+    def _plan_local_warning(self, event: AlertEvent) -> None:
+        """If the hub does not answer an Extreme alarm in time, warn the building ourselves."""
+        if event.phase is Phase.CLEARED:
+            pending = self._local_warnings.pop(event.key, None)
+            if pending is not None:
+                pending.cancel()
+            return
+        if event.severity is not Severity.EXTREME or event.key in self._local_warnings:
+            return
+        self._local_warnings[event.key] = asyncio.create_task(self._warn_if_unanswered(event))
+
+    async def _warn_if_unanswered(self, event: AlertEvent) -> None:
+        await asyncio.sleep(self.config.local_warning_after_s)
+        hub_acked = event.id not in self.outbox.ids()
+        if hub_acked and event.id in self._hub_broadcast_causes:
+            return
+        if hub_acked and self.upstream.connected.is_set():
+            return  # the hub has it and decides about broadcasting
+        self.counters["local_warnings"] += 1
+        warning = local_warning(event, self.clock())
+        self._observe("broadcast", f"local warning (hub unreachable): {warning.headline}")
+        await self._play(warning)
 
     def _actions_for(self, event: AlertEvent) -> list[CommandAction]:
         if event.phase is Phase.CLEARED:
@@ -317,7 +442,7 @@ class EdgeAgent:
             uptime_s=time.monotonic() - self.started,
             outbox_depth=self.outbox.depth(),
             devices_online=sum(1 for d in self.ingest.devices.values() if d.state == "online"),
-            counters=dict(self.ingest.counters + self.counters),
+            counters={k: int(v) for k, v in self.stats().items()},
         )
         topic = topics.gateway_topic(Channel.HEARTBEAT, self.config.site, self.config.gateway)
         await self.upstream.publish(topic, self.codec.encode(beat), qos=0, retain=True)
@@ -333,8 +458,13 @@ class EdgeAgent:
         self._broadcasts_seen[broadcast.id] = None
         while len(self._broadcasts_seen) > 1000:
             self._broadcasts_seen.popitem(last=False)
+        if broadcast.cause is not None:
+            self._hub_broadcast_causes.add(broadcast.cause)
         self.counters["broadcasts"] += 1
         self._observe("broadcast", f"{broadcast.severity}: {broadcast.headline}")
+        await self._play(broadcast)
+
+    async def _play(self, broadcast: Broadcast) -> None:
         speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
         await asyncio.gather(
             *(

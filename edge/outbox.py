@@ -22,6 +22,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_ms   INTEGER NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
     last_sent_ms INTEGER
+);
+-- The rules' state, saved in the same transaction as the alerts it caused: after a crash the
+-- agent neither forgets a raised alarm nor raises it a second time.
+CREATE TABLE IF NOT EXISTS rule_state (
+    name  TEXT PRIMARY KEY,
+    blob  BLOB NOT NULL
 )
 """
 
@@ -48,17 +54,69 @@ class Outbox:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
+        self.dropped = 0  # entries dropped by the bounds (never life-safety ones)
 
-    def add(self, id: str, topic: str, payload: bytes, *, life_safety: bool, now_ms: int) -> bool:
-        """Store durably; False if this id is already waiting (a repeat is not queued twice)."""
+    def add(
+        self,
+        id: str,
+        topic: str,
+        payload: bytes,
+        *,
+        life_safety: bool,
+        now_ms: int,
+        state: tuple[str, bytes] | None = None,
+    ) -> bool:
+        """Store durably (with the rules' ``state``, atomically); False if ``id`` is queued."""
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (id, topic, payload, int(life_safety), now_ms),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (id, topic, payload, int(life_safety), now_ms),
+                )
+                if state is not None:
+                    self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", state)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return cursor.rowcount == 1
+
+    def save_state(self, name: str, blob: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", (name, blob))
+
+    def load_state(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def prune(self, now_ms: int, *, max_age_ms: int, max_entries: int) -> int:
+        """Apply the bounds to entries that are not life-safety; return how many were dropped."""
+        with self._lock:
+            aged = self._db.execute(
+                "DELETE FROM outbox WHERE life_safety = 0 AND created_ms < ?",
+                (now_ms - max_age_ms,),
+            ).rowcount
+            (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+            excess = max(0, int(count) - max_entries)
+            over = 0
+            if excess:
+                over = self._db.execute(
+                    "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox"
+                    " WHERE life_safety = 0 ORDER BY seq LIMIT ?)",
+                    (excess,),
+                ).rowcount
+        self.dropped += aged + over
+        return aged + over
+
+    def oldest_ms(self) -> int | None:
+        """When the oldest waiting entry was created: the uplink's lag."""
+        with self._lock:
+            (oldest,) = self._db.execute("SELECT min(created_ms) FROM outbox").fetchone()
+        return None if oldest is None else int(oldest)
 
     def due(self, now_ms: int, retry_ms: int, limit: int = 100) -> list[Entry]:
         """Entries never sent, or sent longer ago than their backoff, oldest first."""

@@ -1,0 +1,294 @@
+"""Telemetry: downsampled series to InfluxDB, buffered on disk while InfluxDB is away.
+
+Readings are summarised per device and metric over a fixed window (min, max, mean, last,
+count) and written through InfluxDB's v1 ``/write`` API, which 1.x speaks natively, 2.x through
+its DBRP mapping and 3.x as well. Line protocol comes from influxdb_client's ``Point`` (its
+escaping of tags and fields is not something to hand-roll). A failed batch goes to a bounded
+SQLite buffer and is written, oldest first, when InfluxDB answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import urllib3
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
+from edge.config import DeviceConfig, EdgeConfig, TelemetryConfig
+from wire import AlertEvent, Reading
+
+log = logging.getLogger(__name__)
+
+# Measurements; the dashboards (grafana/) query these names.
+SENSOR = "sensor"  # tags: site, gateway, building, unit, device, kind, metric
+GATEWAY = "gateway"  # tags: site, gateway; fields: counters and gauges of the agent
+ALERT = "alert"  # tags: site, gateway, building, unit, device, kind, severity, phase
+
+
+@dataclass(slots=True)
+class _Window:
+    start: int  # epoch seconds, aligned to the interval
+    low: float
+    high: float
+    total: float
+    last: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    device: str
+    metric: str
+    kind: str
+    building: str
+    unit: str | None
+
+
+@dataclass
+class Downsampler:
+    """Per device and metric: min, max, mean, last and count over ``interval_s`` windows."""
+
+    site: str
+    gateway: str
+    interval_s: int = 10
+    _open: dict[SeriesKey, _Window] = field(default_factory=dict)
+
+    def add(self, key: SeriesKey, value: float, at: datetime) -> list[Point]:
+        """Add a value; returns the points of a window this value closed, if any."""
+        second = int(at.timestamp())
+        start = second - second % self.interval_s
+        window = self._open.get(key)
+        closed: list[Point] = []
+        if window is not None and window.start != start:
+            closed.append(self._point(key, window))
+            window = None
+        if window is None:
+            self._open[key] = _Window(start, value, value, value, value, 1)
+        else:
+            window.low = min(window.low, value)
+            window.high = max(window.high, value)
+            window.total += value
+            window.last = value
+            window.count += 1
+        return closed
+
+    def flush(self, now: datetime, *, everything: bool = False) -> list[Point]:
+        """Points of every window that has ended by ``now`` (or all of them, at shutdown)."""
+        limit = int(now.timestamp())
+        points = []
+        for key, window in list(self._open.items()):
+            if everything or window.start + self.interval_s <= limit:
+                points.append(self._point(key, window))
+                del self._open[key]
+        return points
+
+    def _point(self, key: SeriesKey, window: _Window) -> Point:
+        point = (
+            Point(SENSOR)
+            .tag("site", self.site)
+            .tag("gateway", self.gateway)
+            .tag("building", key.building)
+            .tag("device", key.device)
+            .tag("kind", key.kind)
+            .tag("metric", key.metric)
+            .field("min", window.low)
+            .field("max", window.high)
+            .field("mean", window.total / window.count)
+            .field("last", window.last)
+            .field("count", window.count)
+            .time(window.start, WritePrecision.S)
+        )
+        if key.unit:
+            point = point.tag("unit", key.unit)
+        return point  # type: ignore[no-any-return]  # influxdb_client's builder is untyped
+
+
+class TelemetryBuffer:
+    """Line-protocol batches that could not be written yet: SQLite, bounded in bytes."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.dropped_batches = 0
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS batch (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " body BLOB NOT NULL)"
+        )
+
+    def push(self, body: bytes) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO batch (body) VALUES (?)", (body,))
+            # Over the bound the oldest telemetry goes first: it matters least. Counted.
+            while self._size() > self.max_bytes:
+                (oldest,) = self._db.execute("SELECT min(seq) FROM batch").fetchone()
+                if oldest is None:
+                    break
+                self._db.execute("DELETE FROM batch WHERE seq = ?", (oldest,))
+                self.dropped_batches += 1
+
+    def _size(self) -> int:
+        (size,) = self._db.execute("SELECT coalesce(sum(length(body)), 0) FROM batch").fetchone()
+        return int(size)
+
+    def oldest(self) -> tuple[int, bytes] | None:
+        with self._lock:
+            row = self._db.execute("SELECT seq, body FROM batch ORDER BY seq LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def remove(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM batch WHERE seq = ?", (seq,))
+
+    def depth(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM batch").fetchone()
+        return int(count)
+
+    def size(self) -> int:
+        with self._lock:
+            return self._size()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class InfluxWriter:
+    """Writes line protocol to InfluxDB's v1 ``/write``; buffers what fails. Blocking: the
+    agent calls it from a worker thread."""
+
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        buffer: TelemetryBuffer,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        query = {"db": database, "precision": "s"}
+        if username:
+            query |= {"u": username, "p": password or ""}
+        self.endpoint = f"{url.rstrip('/')}/write?{urllib.parse.urlencode(query)}"
+        self.buffer = buffer
+        self.counters: Counter[str] = Counter()
+        self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
+
+    def write(self, points: list[Point]) -> bool:
+        """Write the points, after anything buffered; False if InfluxDB is not taking writes."""
+        if points:
+            body = "\n".join(p.to_line_protocol() for p in points).encode("utf-8")
+            self.buffer.push(body)  # durable first; removed once written
+            self.counters["points"] += len(points)
+        return self.drain()
+
+    def drain(self) -> bool:
+        while (entry := self.buffer.oldest()) is not None:
+            seq, body = entry
+            if not self._post(body):
+                return False
+            self.buffer.remove(seq)
+            self.counters["batches_written"] += 1
+        return True
+
+    def _post(self, body: bytes) -> bool:
+        try:
+            response = self._http.request(
+                "POST", self.endpoint, body=body, headers={"Content-Type": "text/plain"}
+            )
+        except urllib3.exceptions.HTTPError as exc:
+            self.counters["write_errors"] += 1
+            log.debug("influxdb unreachable: %s", exc)
+            return False
+        if response.status == 204:
+            return True
+        self.counters["write_errors"] += 1
+        if 400 <= response.status < 500:
+            # InfluxDB refuses this batch itself (e.g. a field type conflict): retrying it
+            # would block every later batch, so it is dropped and counted.
+            self.counters["batches_refused"] += 1
+            log.error("influxdb refused a batch: %s %s", response.status, response.data[:200])
+            return True
+        return False
+
+
+class Telemetry:
+    """What the agent holds: the downsampler, the pending points and the writer."""
+
+    def __init__(self, config: EdgeConfig, data_dir: Path) -> None:
+        settings = config.telemetry or TelemetryConfig()
+        self.site = config.site
+        self.gateway = config.gateway
+        self.downsampler = Downsampler(config.site, config.gateway, settings.interval_s)
+        self.buffer = TelemetryBuffer(
+            data_dir / "telemetry.sqlite3", int(settings.buffer_max_mb * 1024 * 1024)
+        )
+        self.writer = InfluxWriter(
+            settings.url,
+            settings.database,
+            self.buffer,
+            username=settings.username,
+            password=settings.password,
+        )
+        self._pending: list[Point] = []
+        self._lock = threading.Lock()
+
+    def reading(self, device: DeviceConfig, building: str, reading: Reading, at: datetime) -> None:
+        closed: list[Point] = []
+        for metric, value in reading.values.items():
+            key = SeriesKey(device.id, metric, device.kind, building, device.unit)
+            closed.extend(self.downsampler.add(key, value, at))
+        if closed:
+            with self._lock:
+                self._pending.extend(closed)
+
+    def alert(self, event: AlertEvent) -> None:
+        point = (
+            Point(ALERT)
+            .tag("site", event.site)
+            .tag("gateway", event.gateway)
+            .tag("building", event.building or "")
+            .tag("device", event.device or "")
+            .tag("kind", event.kind)
+            .tag("severity", event.severity.value)
+            .tag("phase", event.phase.value)
+            .field("message", event.message)
+            .field("id", event.id)
+            .time(event.ts, WritePrecision.S)
+        )
+        if event.unit:
+            point = point.tag("unit", event.unit)
+        with self._lock:
+            self._pending.append(point)
+
+    def gateway_point(self, stats: dict[str, float], at: datetime) -> None:
+        point = Point(GATEWAY).tag("site", self.site).tag("gateway", self.gateway)
+        for name, value in sorted(stats.items()):
+            # Field names are stable and simple: counters like rejected.bad_topic become
+            # rejected_bad_topic, and every value is a float so types never conflict.
+            point = point.field(name.replace(".", "_"), float(value))
+        with self._lock:
+            self._pending.append(point.time(at, WritePrecision.S))
+
+    def flush(self, now: datetime, everything: bool = False) -> bool:
+        """Write what is ready (blocking; call from a worker thread)."""
+        points = self.downsampler.flush(now, everything=everything)
+        with self._lock:
+            points = self._pending + points
+            self._pending = []
+        return self.writer.write(points)
+
+    def close(self) -> None:
+        self.buffer.close()
