@@ -136,7 +136,12 @@ class MqttLink:
                     delay = self.reconnect_min_s
                     log.info("mqtt %s connected to %s:%s", self.client_id, *self._where())
                     if self.on_connect is not None:
-                        await self.on_connect()
+                        try:
+                            await self.on_connect()
+                        except Exception:
+                            # A failed hook (a publish that timed out) must not end the link.
+                            self.handler_errors += 1
+                            log.exception("mqtt %s: on_connect hook failed", self.client_id)
                     async for message in client.messages:
                         if self.handler is None:
                             continue

@@ -12,10 +12,11 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -48,6 +49,7 @@ from wire.topics import Channel
 log = logging.getLogger(__name__)
 
 GAS_STATE = "gas"  # the name of the gas rule's state in the outbox database
+SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
 
 Clock = Callable[[], datetime]
 
@@ -102,6 +104,8 @@ class EdgeAgent:
         if config.telemetry is not None:
             self.telemetry = Telemetry(config, self.data_dir)
         self._local_warnings: dict[str, asyncio.Task[None]] = {}
+        self._siren_sent: dict[str, datetime] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
         self._kick = asyncio.Event()
@@ -109,7 +113,12 @@ class EdgeAgent:
         site, gateway = config.site, config.gateway
         self._ack_topic = topics.gateway_topic(Channel.ACK, site, gateway)
         self._broadcast_topic = topics.broadcast(site)
-        upstream_subs = [(self._ack_topic, 1), (self._broadcast_topic, 1)]
+        self._hub_online_topic = topics.hub_online()
+        upstream_subs = [
+            (self._ack_topic, 1),
+            (self._broadcast_topic, 1),
+            (self._hub_online_topic, 1),
+        ]
         local_subs = [(topics.gateway_devices_filter(site, gateway), 1)]
         heartbeat_topic = topics.gateway_topic(Channel.HEARTBEAT, site, gateway)
 
@@ -237,7 +246,9 @@ class EdgeAgent:
         now = self.clock()
         try:
             if message.topic == self._ack_topic:
-                self._on_ack(message.payload, now)
+                await self._on_ack(message.payload, now)
+            elif message.topic == self._hub_online_topic:
+                await self._on_hub_online()
             elif message.topic == self._broadcast_topic:
                 await self._on_broadcast(message, now)
             else:
@@ -286,6 +297,26 @@ class EdgeAgent:
             self._state_dirty = True
         if transition is not None:
             await self._alarm(reading.device, transition)
+        elif state.level is not None:
+            self._reassert_siren(reading.device, now)
+
+    def _reassert_siren(self, device: str, now: datetime) -> None:
+        """While an alarm stands, a siren the device does not report as on is commanded again:
+        one lost command must not leave a leak silent."""
+        if self.ingest.devices[device].actuators.get("siren") == "on":
+            return
+        last = self._siren_sent.get(device)
+        if last is not None and (now - last).total_seconds() < SIREN_RETRY_S:
+            return
+        self._siren_sent[device] = now
+        self.counters["commands.reasserted"] += 1
+        self._background(self._command(device, "siren_on"))
+
+    def _background(self, coro: Coroutine[Any, Any, object]) -> None:
+        # Commands wait for the broker's PUBACK; the message loop must not wait with them.
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _alarm(self, device: str, transition: Transition) -> None:
         config = self.ingest.devices[device].config
@@ -310,15 +341,16 @@ class EdgeAgent:
             "alert", f"{event.phase} {event.severity} {event.kind} on {device}: {event.message}"
         )
         # Life safety first: the local actions go out before anything else is done ...
-        actions = self._actions_for(event)
-        sending = [
-            asyncio.create_task(self._command(device, action, cause=event.id)) for action in actions
-        ]
-        await asyncio.sleep(0)  # let the command tasks hand their messages to the socket
-        # ... then the event is made durable with the rule state that caused it, and only
-        # then sent to the hub.
+        for action in self._actions_for(event):
+            self._background(self._command(device, action, cause=event.id))
+        if event.phase is not Phase.CLEARED:
+            self._siren_sent[device] = transition.at
+        # ... then the event is made durable with the rule state that caused it (in a worker
+        # thread, so the commands leave on this loop while the disk syncs), and only then
+        # sent to the hub.
         topic = topics.gateway_topic(Channel.ALERT, self.config.site, self.config.gateway)
-        self.outbox.add(
+        await asyncio.to_thread(
+            self.outbox.add,
             event.id,
             topic,
             self.codec.encode(event),
@@ -331,7 +363,6 @@ class EdgeAgent:
         if self.telemetry is not None:
             self.telemetry.alert(event)
         self._plan_local_warning(event)
-        await asyncio.gather(*sending)
 
     def _plan_local_warning(self, event: AlertEvent) -> None:
         """If the hub does not answer an Extreme alarm in time, warn the building ourselves."""
@@ -346,7 +377,7 @@ class EdgeAgent:
 
     async def _warn_if_unanswered(self, event: AlertEvent) -> None:
         await asyncio.sleep(self.config.local_warning_after_s)
-        hub_acked = event.id not in self.outbox.ids()
+        hub_acked = event.id not in await asyncio.to_thread(self.outbox.ids)
         if hub_acked and event.id in self._hub_broadcast_causes:
             return
         if hub_acked and self.upstream.connected.is_set():
@@ -371,7 +402,7 @@ class EdgeAgent:
         *,
         cause: str | None = None,
         broadcast: Broadcast | None = None,
-    ) -> None:
+    ) -> bool:
         now = self.clock()
         command = Command(
             id=uuid7(_ms(now)),
@@ -387,9 +418,10 @@ class EdgeAgent:
         except NotConnected as exc:
             self.counters["commands.failed"] += 1
             log.error("edge: command %s to %s failed: %s", action, device, exc)
-            return
+            return False
         self.counters[f"commands.{action}"] += 1
         self._observe("command", f"{action} -> {device}")
+        return True
 
     # -- hub link --------------------------------------------------------------------------
 
@@ -400,29 +432,46 @@ class EdgeAgent:
 
     async def _uplink_loop(self) -> None:
         retry_ms = int(self.config.uplink_retry_s * 1000)
+        max_ms = int(self.config.uplink_retry_max_s * 1000)
         while True:
             await self.upstream.connected.wait()
-            now_ms = _ms(self.clock())
-            due = self.outbox.due(now_ms, retry_ms)
-            for index, entry in enumerate(due):
-                try:
-                    await self.upstream.publish(entry.topic, entry.payload, qos=1)
-                except NotConnected:
-                    break
-                self.outbox.mark_sent(entry.id, now_ms)
-                self.counters["uplink.sent"] += 1
-                if entry.attempts:
-                    self.counters["uplink.resent"] += 1
-                self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
-                if index:  # a replay after an outage goes out at a bounded rate
-                    await asyncio.sleep(0.01)
-            self._kick.clear()
+            self._kick.clear()  # before reading the outbox, so no wake-up is lost
+            try:
+                await self._send_due(retry_ms, max_ms)
+            except Exception:
+                # A disk or encoding fault must not end the uplink; it is tried again.
+                self.counters["uplink.errors"] += 1
+                log.exception("edge: uplink pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=min(1.0, retry_ms / 2000))
 
-    def _on_ack(self, payload: bytes, now: datetime) -> None:
-        ack = self.codec.decode(payload, Ack, now)
-        removed = self.outbox.remove(list(ack.ids))
+    async def _send_due(self, retry_ms: int, max_ms: int) -> None:
+        now_ms = _ms(self.clock())
+        due = await asyncio.to_thread(self.outbox.due, now_ms, retry_ms, 100, max_ms)
+        for index, entry in enumerate(due):
+            try:
+                await self.upstream.publish(entry.topic, entry.payload, qos=1)
+            except NotConnected:
+                return
+            await asyncio.to_thread(self.outbox.mark_sent, entry.id, now_ms)
+            self.counters["uplink.sent"] += 1
+            if entry.attempts:
+                self.counters["uplink.resent"] += 1
+            self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
+            if index:  # a replay after an outage goes out at a bounded rate
+                await asyncio.sleep(0.01)
+
+    async def _on_hub_online(self) -> None:
+        # A hub (re)started: whatever waits in the outbox goes now, not at its next backoff.
+        await asyncio.to_thread(self.outbox.reset_backoff)
+        self.counters["hub_online_seen"] += 1
+        self._kick.set()
+
+    async def _on_ack(self, payload: bytes, now: datetime) -> None:
+        # Control messages skip the timestamp window: a gateway clock that drifted must not
+        # stop the outbox from draining.
+        ack = self.codec.decode(payload, Ack, now, check_time=False)
+        removed = await asyncio.to_thread(self.outbox.remove, list(ack.ids))
         self.counters["uplink.acked"] += removed
         if removed:
             self._observe("ack", f"hub stored {', '.join(ack.ids)}")
@@ -430,8 +479,13 @@ class EdgeAgent:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_s)
-            with contextlib.suppress(NotConnected):
+            try:
                 await self._publish_heartbeat()
+            except NotConnected:
+                pass
+            except Exception:
+                self.counters["heartbeat.errors"] += 1
+                log.exception("edge: heartbeat failed")
 
     async def _publish_heartbeat(self) -> None:
         beat = Heartbeat(
@@ -450,28 +504,33 @@ class EdgeAgent:
     # -- broadcasts and receipts ------------------------------------------------------------
 
     async def _on_broadcast(self, message: Incoming, now: datetime) -> None:
-        broadcast = self.codec.decode(message.payload, Broadcast, now)
+        broadcast = self.codec.decode(message.payload, Broadcast, now, check_time=False)
         if broadcast.buildings and self.config.building not in broadcast.buildings:
             return
         if broadcast.id in self._broadcasts_seen:  # QoS 1 may deliver it twice
             return
-        self._broadcasts_seen[broadcast.id] = None
-        while len(self._broadcasts_seen) > 1000:
-            self._broadcasts_seen.popitem(last=False)
+        if broadcast.expires is not None and broadcast.expires < now:
+            self.counters["broadcasts.expired"] += 1
+            return
         if broadcast.cause is not None:
             self._hub_broadcast_causes.add(broadcast.cause)
         self.counters["broadcasts"] += 1
         self._observe("broadcast", f"{broadcast.severity}: {broadcast.headline}")
-        await self._play(broadcast)
+        self._background(self._play(broadcast))
 
     async def _play(self, broadcast: Broadcast) -> None:
         speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(
                 self._command(s, "play", cause=broadcast.cause, broadcast=broadcast)
                 for s in speakers
             )
         )
+        # Remembered only once every speaker was told: a redelivery then retries the rest.
+        if all(results):
+            self._broadcasts_seen[broadcast.id] = None
+            while len(self._broadcasts_seen) > 1000:
+                self._broadcasts_seen.popitem(last=False)
 
     async def _forward_receipt(self, receipt: Receipt) -> None:
         stamped = msgspec.structs.replace(

@@ -79,8 +79,10 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     uplink: BrokerConfig | None = None
     devices: list[DeviceConfig] = []
     rules: RuleSet = RuleSet()
-    # An unacknowledged alert is sent again after this long (doubling up to 60 s).
+    # An unacknowledged alert is sent again after this long (doubling, see the next).
     uplink_retry_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
+    # The backoff stops growing here; a hub coming back online also resets it at once.
+    uplink_retry_max_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
     heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     outbox: OutboxConfig = OutboxConfig()
     telemetry: TelemetryConfig | None = None

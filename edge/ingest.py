@@ -12,7 +12,11 @@ from datetime import datetime
 
 from edge.config import DeviceConfig
 from wire import Codec, DeviceStatus, Reading, Reason, Receipt, WireError, topics
+from wire.metrics import metric
 from wire.topics import Channel
+
+# How far back a sequence number may be and still count as reordered rather than a restart.
+REORDER_WINDOW = 64
 
 
 @dataclass(slots=True)
@@ -115,6 +119,7 @@ class Ingest:
         for reading in readings:
             try:
                 self._check_device(reading.device, health.config.id)
+                self._check_range(reading)
                 self._check_seq(health, reading.seq)
             except WireError as exc:
                 # In a batch, one replayed reading must not take the good ones down with it.
@@ -132,13 +137,27 @@ class Ingest:
             raise first_fault
         return accepted
 
+    @staticmethod
+    def _check_range(reading: Reading) -> None:
+        # A value the sensor cannot physically produce is a fault; taken as a reading, a
+        # negative %LEL could clear a gas alarm.
+        for name, value in reading.values.items():
+            known = metric(name)
+            if known is not None and not known.low <= value <= known.high:
+                raise WireError(
+                    Reason.VALUE_OUT_OF_RANGE,
+                    f"{name} = {value} is outside the sensor's physical range "
+                    f"{known.low:g}..{known.high:g} {known.unit}",
+                )
+
     def _check_seq(self, health: DeviceHealth, seq: int) -> None:
         last = health.last_seq
         if last is not None and seq <= last:
-            # A device that restarts begins again at 0; anything else is a replay.
             if seq == last:
                 raise WireError(Reason.DUPLICATE, f"seq {seq} was already received")
-            if seq > 0:
+            # Within the reorder window it is a late message; far behind, or back at 0, the
+            # device has restarted (its first reading after the reboot may have been lost).
+            if seq > 0 and last - seq <= REORDER_WINDOW:
                 raise WireError(Reason.OUT_OF_ORDER, f"seq {seq} arrived after seq {last}")
             self.counters["device_restarts"] += 1
         elif last is not None and seq > last + 1:

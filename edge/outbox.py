@@ -118,15 +118,18 @@ class Outbox:
             (oldest,) = self._db.execute("SELECT min(created_ms) FROM outbox").fetchone()
         return None if oldest is None else int(oldest)
 
-    def due(self, now_ms: int, retry_ms: int, limit: int = 100) -> list[Entry]:
-        """Entries never sent, or sent longer ago than their backoff, oldest first."""
+    def due(
+        self, now_ms: int, retry_ms: int, limit: int = 100, max_backoff_ms: int = 60_000
+    ) -> list[Entry]:
+        """Entries never sent, or sent longer ago than their backoff, oldest first. The backoff
+        doubles from ``retry_ms`` with each attempt, up to ``max_backoff_ms``."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, id, topic, payload, life_safety, created_ms, attempts, last_sent_ms"
                 " FROM outbox WHERE last_sent_ms IS NULL"
                 " OR last_sent_ms + min(?, ? * (1 << min(attempts - 1, 5))) <= ?"
                 " ORDER BY seq LIMIT ?",
-                (60_000, retry_ms, now_ms, limit),
+                (max_backoff_ms, retry_ms, now_ms, limit),
             ).fetchall()
         return [Entry(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5], r[6], r[7]) for r in rows]
 

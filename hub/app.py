@@ -17,6 +17,7 @@ from hub.intake import Intake
 from hub.routes import alerts, broadcasts, health
 from hub.settings import HubSettings
 from hub.store import Store
+from hub.tasks import stop
 from wire import topics
 from wire.topics import Channel
 
@@ -31,14 +32,6 @@ def subscriptions(settings: HubSettings) -> list[tuple[str, int]]:
         (topics.hub_filter(channel, shared=settings.shared_subscription), 1)
         for channel in HUB_CHANNELS
     ]
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel a background task and wait for it, without swallowing our own cancellation."""
-    task.cancel()
-    await asyncio.wait([task])
-    if not task.cancelled() and task.exception() is not None:
-        log.error("mqtt task had failed", exc_info=task.exception())
 
 
 def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
@@ -60,15 +53,17 @@ def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
             intake = Intake(store, link, clock=clock)
             # The link and the intake need each other; wire them before the link runs.
             link.handler = intake.handle
-            link.on_connect = intake.publish_pending
+            link.on_connect = intake.on_connect
             app.state.store = store
             app.state.link = link
             app.state.intake = intake
             task = asyncio.create_task(link.run(), name=f"mqtt {settings.client_id}")
+            retry = asyncio.create_task(intake.republish_loop(), name="broadcast retry")
             try:
                 yield
             finally:
-                await _stop(task)
+                await stop(retry)
+                await stop(task)
         finally:
             await asyncio.to_thread(store.close)
 

@@ -125,7 +125,9 @@ class Intake:
 
     async def _alert(self, topic: Topic, payload: bytes) -> None:
         now = self.clock()
-        event = self.codec.decode(payload, AlertEvent, now)
+        # No timestamp window here: an alert from a gateway whose clock drifted is still an
+        # alert, and one we refused would never be acked and would come back forever.
+        event = self.codec.decode(payload, AlertEvent, now, check_time=False)
         _check_source(topic, event.site, event.gateway, "alert event")
         stored, broadcast = await asyncio.to_thread(self.store.record_alert, event, now)
         self.counters["alerts_stored" if stored else "alerts_repeated"] += 1
@@ -155,7 +157,7 @@ class Intake:
 
     async def _receipt(self, topic: Topic, payload: bytes) -> None:
         now = self.clock()
-        receipt = self.codec.decode(payload, Receipt, now)
+        receipt = self.codec.decode(payload, Receipt, now, check_time=False)
         _check_source(topic, receipt.site, receipt.gateway, "receipt")
         gateway = _gateway_of(topic)
         stored = await asyncio.to_thread(
@@ -165,18 +167,35 @@ class Intake:
 
     async def _heartbeat(self, topic: Topic, payload: bytes) -> None:
         now = self.clock()
-        heartbeat = self.codec.decode(payload, Heartbeat, now)
+        heartbeat = self.codec.decode(payload, Heartbeat, now, check_time=False)
         _check_source(topic, heartbeat.site, heartbeat.gateway, "heartbeat")
         await asyncio.to_thread(self.store.record_heartbeat, heartbeat, now)
         self.counters["heartbeats"] += 1
 
     async def _dead_letter(self, topic: Topic, payload: bytes) -> None:
         now = self.clock()
-        dead_letter = self.codec.decode(payload, DeadLetter, now)
+        dead_letter = self.codec.decode(payload, DeadLetter, now, check_time=False)
         _check_source(topic, dead_letter.site, dead_letter.gateway, "dead letter")
         await asyncio.to_thread(self.store.record_dead_letter, dead_letter, now)
         self.counters["dead_letters"] += 1
         self.dead_letters[dead_letter.reason] += 1
+
+    async def on_connect(self) -> None:
+        """The link's on-connect hook: tell the gateways we are here (so they resend what
+        waits in their outboxes now, not at their next backoff), then publish pending
+        broadcasts. Never raises (except cancellation)."""
+        try:
+            await self.publisher.publish(topics.hub_online(), b"{}", qos=1)
+        except BusError as exc:
+            self.counters["publish_errors"] += 1
+            log.warning("cannot announce the hub: %s", exc)
+        await self.publish_pending()
+
+    async def republish_loop(self, every_s: float = 5.0) -> None:
+        """A broadcast whose publish failed while the link stayed up is retried here."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.publish_pending()
 
     async def publish_pending(self) -> None:
         """Publish broadcasts committed but never published (the hub crashed, or the link fell).

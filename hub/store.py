@@ -427,7 +427,9 @@ class Store:
             select(func.max(AlertRow.ts)).where(same_alarm & (AlertRow.phase == "cleared"))
         )
         query = select(BroadcastRow.id).join(AlertRow, AlertRow.id == BroadcastRow.cause)
-        query = query.where(same_alarm)
+        # Only a broadcast still in force counts: if a clear was never received (the gateway
+        # restarted), a leak hours later must still be announced.
+        query = query.where(same_alarm & (BroadcastRow.expires > event.ts))
         if last_clear is not None:
             query = query.where(AlertRow.ts > last_clear)
         return session.scalar(query.limit(1)) is not None
@@ -515,9 +517,11 @@ class Store:
                             devices_online=heartbeat.devices_online,
                         )
                     )
-                elif heartbeat.ts >= row.last_seen:
+                # The last will (offline) is made when the gateway connects, so it is older
+                # than the heartbeats that follow; it still comes last, and wins.
+                elif heartbeat.ts >= row.last_seen or heartbeat.state == "offline":
                     row.state = heartbeat.state
-                    row.last_seen = heartbeat.ts
+                    row.last_seen = max(heartbeat.ts, row.last_seen)
                     row.received_at = now
                     row.outbox_depth = heartbeat.outbox_depth
                     row.devices_online = heartbeat.devices_online

@@ -12,6 +12,7 @@ class Reason(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_UTF8 = "not_utf8"
     MALFORMED_JSON = "malformed_json"
+    NESTED_TOO_DEEP = "nested_too_deep"
     NON_FINITE_NUMBER = "non_finite_number"
     NOT_AN_OBJECT = "not_an_object"
     MISSING_FIELD = "missing_field"

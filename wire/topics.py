@@ -177,6 +177,14 @@ def hub_filter(channel: Channel, *, shared: bool = False) -> str:
     return f"$share/{HUB_SHARE_GROUP}/{plain}" if shared else plain
 
 
+def hub_online() -> str:
+    """Where a hub worker says it has (re)connected, so that gateways resend at once.
+
+    ``_hub`` cannot be a site id (ids start with a letter or digit), so it never collides.
+    """
+    return f"{PREFIX}/_hub/online"
+
+
 def everything_filter(site: str | None = None) -> str:
     """All Anmin traffic (of one site): for observers such as the demo's console."""
     return f"{PREFIX}/{check_id(site, 'site')}/#" if site else f"{PREFIX}/#"
