@@ -17,7 +17,7 @@ from hub.intake import Intake
 from hub.routes import alerts, broadcasts, health
 from hub.settings import HubSettings
 from hub.store import Store
-from hub.tasks import stop
+from bus.tasks import stop
 from wire import topics
 from wire.topics import Channel
 

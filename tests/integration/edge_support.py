@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import Broker, Incoming, MqttLink
+from bus.tasks import stop
 from edge import EdgeAgent, parse
 
 SITE = "s1"
@@ -41,14 +42,19 @@ def make_agent(broker: Broker, data_dir: Path, *, retry_s: float = 0.3) -> EdgeA
 async def running(
     *coroutines: Coroutine[Any, Any, None],
 ) -> AsyncIterator[list[asyncio.Task[None]]]:
-    """Run coroutines as tasks for the body of the block, then cancel and await them all."""
+    """Run coroutines as tasks for the body of the block, then stop them all.
+
+    A task that ended with an error while the block ran fails the test: an agent that died
+    silently after the last check must not pass.
+    """
     tasks = [asyncio.create_task(c) for c in coroutines]
     try:
         yield tasks
+        died = [t for t in tasks if t.done() and not t.cancelled() and t.exception()]
+        assert not died, f"a task died: {[t.exception() for t in died]!r}"
     finally:
         for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await stop(task)
 
 
 class Recorder:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from bus import Incoming, MqttLink
 from bus.broker import Mosquitto, free_port
 from hub import HubSettings, Intake, create_app, serve
+from bus.tasks import stop
 from tests.conftest import wait_for
 from wire import Ack, AlertEvent, Broadcast, Codec, Phase, Receipt, Severity, topics, uuid7
 from wire.topics import Channel
@@ -97,8 +98,7 @@ async def gateway(mosquitto: Mosquitto) -> AsyncIterator[Gateway]:
         assert await gateway.link.wait_connected(timeout=10)
         yield gateway
     finally:
-        task.cancel()
-        await asyncio.wait([task])
+        await stop(task)
 
 
 @pytest.fixture

@@ -162,3 +162,20 @@ def test_uuid7_is_time_ordered_and_repeatable() -> None:
     assert first < later
     assert uuid7_time_ms(first) == 1_700_000_000_000
     assert first[14] == "7"
+
+
+def test_deeply_nested_json_is_rejected_not_crashed() -> None:
+    nested = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    payload = reading(extra=b',"x":' + nested)
+    with pytest.raises(WireError) as caught:
+        Codec(Limits(max_payload_bytes=200_000)).decode_readings(payload, NOW)
+    assert caught.value.reason is Reason.NESTED_TOO_DEEP
+
+
+def test_control_messages_may_skip_the_clock_window() -> None:
+    codec = Codec()
+    skewed = Ack(ids=[uuid7()], ts=NOW + timedelta(days=1))
+    payload = codec.encode(skewed)
+    with pytest.raises(WireError):
+        codec.decode(payload, Ack, NOW)
+    assert codec.decode(payload, Ack, NOW, check_time=False) == skewed

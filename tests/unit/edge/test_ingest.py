@@ -1,0 +1,63 @@
+"""Ingest: sequence tracking, device restarts, physical ranges, batches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from edge.config import DeviceConfig
+from edge.ingest import Accepted, Ingest, Rejection
+from wire import Codec, Reading, Reason, topics
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+TOPIC = topics.reading("s1", "gw-1", "gas-1")
+
+
+def ingest() -> Ingest:
+    return Ingest("s1", "gw-1", [DeviceConfig(id="gas-1", kind="gas")], Codec())
+
+
+def payload(seq: int, lel: float = 1.0) -> bytes:
+    return msgspec.json.encode(Reading(device="gas-1", seq=seq, ts=NOW, values={"gas_lel": lel}))
+
+
+def accept(target: Ingest, seq: int, lel: float = 1.0) -> Accepted | Rejection:
+    return target.accept(TOPIC, payload(seq, lel), NOW)
+
+
+def test_duplicates_and_late_messages_are_rejected_and_gaps_counted() -> None:
+    target = ingest()
+    assert isinstance(accept(target, 10), Accepted)
+    duplicate = accept(target, 10)
+    assert isinstance(duplicate, Rejection) and duplicate.reason is Reason.DUPLICATE
+    late = accept(target, 8)
+    assert isinstance(late, Rejection) and late.reason is Reason.OUT_OF_ORDER
+    assert isinstance(accept(target, 15), Accepted)
+    assert target.counters["seq_gaps"] == 4
+
+
+def test_a_restarted_device_is_not_locked_out_even_if_its_first_reading_was_lost() -> None:
+    target = ingest()
+    accept(target, 5000)
+    for seq in (1, 2, 3):  # seq 0 was lost; these are far behind: a restart, not a replay
+        assert isinstance(accept(target, seq, lel=40.0), Accepted)
+    assert target.counters["device_restarts"] == 1
+    assert target.devices["gas-1"].last_values["gas_lel"] == 40.0
+
+
+def test_values_outside_the_sensors_physical_range_are_rejected() -> None:
+    target = ingest()
+    result = accept(target, 1, lel=-50.0)
+    assert isinstance(result, Rejection) and result.reason is Reason.VALUE_OUT_OF_RANGE
+    assert "physical range" in result.detail
+
+
+def test_a_replayed_reading_in_a_batch_does_not_take_the_others_down() -> None:
+    target = ingest()
+    accept(target, 3)
+    batch = b"[" + payload(3) + b"," + payload(4) + b"," + payload(5) + b"]"
+    result = target.accept(TOPIC, batch, NOW)
+    assert isinstance(result, Accepted)
+    assert [r.seq for r in result.readings] == [4, 5]
+    assert target.counters["rejected.duplicate"] == 1

@@ -1,0 +1,62 @@
+"""The outbox: durable FIFO, backoff, bounds that never drop life safety, state with alerts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.outbox import Outbox
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Outbox:
+    return Outbox(tmp_path / "outbox.sqlite3")
+
+
+def test_entries_come_out_in_order_and_leave_on_ack(outbox: Outbox) -> None:
+    for i in range(3):
+        assert outbox.add(f"id-{i}", "t", b"x", life_safety=True, now_ms=1000 + i)
+    assert not outbox.add("id-1", "t", b"x", life_safety=True, now_ms=2000)  # a repeat
+    assert [e.id for e in outbox.due(5000, retry_ms=1000)] == ["id-0", "id-1", "id-2"]
+    assert outbox.remove(["id-0", "id-2", "unknown"]) == 2
+    assert outbox.ids() == ["id-1"]
+
+
+def test_backoff_doubles_and_is_capped(outbox: Outbox) -> None:
+    outbox.add("a", "t", b"x", life_safety=True, now_ms=0)
+    sent_at = 0
+    gaps = []
+    for _ in range(6):
+        outbox.mark_sent("a", sent_at)
+        wait = next(w for w in range(0, 100_000, 100) if outbox.due(sent_at + w, 1000, 10, 5000))
+        gaps.append(wait)
+        sent_at += wait
+    assert gaps == [1000, 2000, 4000, 5000, 5000, 5000]
+    outbox.mark_sent("a", sent_at)
+    outbox.reset_backoff()
+    assert [e.id for e in outbox.due(sent_at, 1000)] == ["a"]
+
+
+def test_bounds_drop_only_what_is_not_life_safety(outbox: Outbox) -> None:
+    for i in range(5):
+        outbox.add(f"safety-{i}", "t", b"x", life_safety=True, now_ms=i)
+        outbox.add(f"other-{i}", "t", b"x", life_safety=False, now_ms=i)
+    dropped = outbox.prune(10, max_age_ms=1_000_000, max_entries=7)
+    assert dropped == 3
+    assert [i for i in outbox.ids() if i.startswith("other")] == ["other-3", "other-4"]
+    # By age: old non-life-safety entries go, old life-safety ones stay, however old.
+    dropped = outbox.prune(10_000_000, max_age_ms=1000, max_entries=100)
+    assert dropped == 2
+    assert outbox.ids() == [f"safety-{i}" for i in range(5)]
+    assert outbox.dropped == 5
+
+
+def test_rule_state_is_committed_with_the_alert_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    first = Outbox(path)
+    first.add("a", "t", b"x", life_safety=True, now_ms=1, state=("gas", b'{"d":1}'))
+    first.close()
+    again = Outbox(path)
+    assert again.load_state("gas") == b'{"d":1}'
+    assert again.ids() == ["a"]
