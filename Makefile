@@ -2,7 +2,7 @@
 #   make demo   - set up and run the demo (broker, hub, one gateway, a simulated building)
 #   make test   - set up and run the whole test suite, with the servers it needs
 # Each creates .venv and installs what it needs; `make test` also installs Mosquitto from the
-# distribution's packages when it is missing (as root, or through sudo).
+# distribution's packages when they are missing (as root, or through sudo), as it does InfluxDB.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -40,6 +40,7 @@ $(VENV)/.dev-installed: pyproject.toml | venv-tools
 # Real servers for the integration tests. The tests start their own on free ports.
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { $(APT) update && $(APT) install -y mosquitto; }
+	@command -v influxd >/dev/null 2>&1 || { $(APT) update && $(APT) install -y influxdb; }
 
 schemas: $(VENV)/.dev-installed
 	$(BIN)/anmin wire schemas --out docs/schemas

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bus.broker import Mosquitto
+from bus.influx import Influxd
 
 
 @pytest.fixture
@@ -26,6 +27,18 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[Influxd]:
+    """A fresh InfluxDB 1.x (Debian's influxd) on free ports, with an ``anmin`` database."""
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        server.query("CREATE DATABASE anmin")
+        yield server
+    finally:
+        server.close()
 
 
 async def wait_for(

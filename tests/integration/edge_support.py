@@ -17,7 +17,9 @@ GATEWAY = "gw-1"
 BUILDING = "b1"
 
 
-def edge_config_yaml(broker: Broker, data_dir: Path, *, retry_s: float = 0.3) -> str:
+def edge_config_yaml(
+    broker: Broker, data_dir: Path, *, retry_s: float = 0.3, extra: str = ""
+) -> str:
     return f"""\
 site: {SITE}
 gateway: {GATEWAY}
@@ -31,11 +33,13 @@ rules:
   gas: {{low: 10, high: 25, hold_low_s: 1, hold_high_s: 1, clear_below: 5, hold_clear_s: 5}}
 uplink_retry_s: {retry_s}
 heartbeat_s: 1
-"""
+{extra}"""
 
 
-def make_agent(broker: Broker, data_dir: Path, *, retry_s: float = 0.3) -> EdgeAgent:
-    return EdgeAgent(parse(edge_config_yaml(broker, data_dir, retry_s=retry_s)))
+def make_agent(
+    broker: Broker, data_dir: Path, *, retry_s: float = 0.3, extra: str = ""
+) -> EdgeAgent:
+    return EdgeAgent(parse(edge_config_yaml(broker, data_dir, retry_s=retry_s, extra=extra)))
 
 
 @asynccontextmanager
