@@ -106,6 +106,7 @@ class EdgeAgent:
         self._local_warnings: dict[str, asyncio.Task[None]] = {}
         self._siren_sent: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._ack_waiters: dict[str, asyncio.Future[None]] = {}
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
         self._kick = asyncio.Event()
@@ -455,11 +456,25 @@ class EdgeAgent:
                 return
             await asyncio.to_thread(self.outbox.mark_sent, entry.id, now_ms)
             self.counters["uplink.sent"] += 1
+            self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
             if entry.attempts:
                 self.counters["uplink.resent"] += 1
-            self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
-            if index:  # a replay after an outage goes out at a bounded rate
+                # A replay goes one by one, each after the previous one's ack: a hub that
+                # was just coming up then stores them in the order they were raised.
+                if not await self._acked(entry.id, retry_ms / 1000):
+                    return
+            elif index:  # a burst of new alerts goes out at a bounded rate
                 await asyncio.sleep(0.01)
+
+    async def _acked(self, event_id: str, timeout: float) -> bool:
+        waiter = self._ack_waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._ack_waiters.pop(event_id, None)
+        return True
 
     async def _on_hub_online(self) -> None:
         # A hub (re)started: whatever waits in the outbox goes now, not at its next backoff.
@@ -472,6 +487,10 @@ class EdgeAgent:
         # stop the outbox from draining.
         ack = self.codec.decode(payload, Ack, now, check_time=False)
         removed = await asyncio.to_thread(self.outbox.remove, list(ack.ids))
+        for event_id in ack.ids:
+            waiter = self._ack_waiters.get(event_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         self.counters["uplink.acked"] += removed
         if removed:
             self._observe("ack", f"hub stored {', '.join(ack.ids)}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+import yaml
 from msgspec import Meta
 
-from rules import RuleSet, load_file, load_yaml
+from rules import ConfigError, RuleSet, load_file, load_yaml
 from wire.topics import ID_PATTERN
 
 Id = Annotated[str, Meta(pattern=f"^{ID_PATTERN}$")]
@@ -102,8 +105,51 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             seen.add(device.id)
 
 
-def load(path: Path) -> EdgeConfig:
-    return load_file(path, EdgeConfig)
+ENV_PREFIX = "ANMIN_EDGE_"
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``ANMIN_EDGE_BROKER__HOST=10.0.0.2`` -> ``{"broker": {"host": "10.0.0.2"}}``.
+
+    Values are read as YAML scalars (so ``1883`` is a number and ``true`` a flag): an
+    installer can override any key of the file without editing it, e.g. a password.
+    """
+    out: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or not raw:
+            continue
+        path = name.removeprefix(ENV_PREFIX).lower().split("__")
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = yaml.safe_load(raw)
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load(path: Path, env: Mapping[str, str] | None = None) -> EdgeConfig:
+    """The config file, with ``ANMIN_EDGE_*`` environment variables on top."""
+    environment = os.environ if env is None else env
+    # The file must be valid on its own, so that its errors come with their line numbers.
+    config = load_file(path, EdgeConfig)
+    overrides = env_overrides(environment)
+    if not overrides:
+        return config
+    data = msgspec.to_builtins(config)
+    try:
+        return msgspec.convert(_merge(data, overrides), EdgeConfig, strict=False)
+    except (msgspec.ValidationError, ValueError) as exc:
+        names = ", ".join(sorted(n for n in environment if n.startswith(ENV_PREFIX)))
+        raise ConfigError(str(path), None, "", f"{exc} (set by {names})") from exc
 
 
 def parse(text: str, source: str = "<edge config>") -> EdgeConfig:

@@ -11,13 +11,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from bus import MqttLink
+from bus.tasks import stop
 from hub.clock import Clock, utc_now
 from hub.errors import ServeError
 from hub.intake import Intake
 from hub.routes import alerts, broadcasts, health
 from hub.settings import HubSettings
 from hub.store import Store
-from bus.tasks import stop
 from wire import topics
 from wire.topics import Channel
 

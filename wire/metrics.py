@@ -61,5 +61,5 @@ def metric(name: str) -> Metric | None:
     if found is None and name.startswith("door_"):
         _, _, rest = name.partition("_")
         _, _, base = rest.partition("_")
-        found = METRICS.get(base)
+        found = METRICS.get(base) or METRICS.get(f"door_{base}")
     return found

@@ -1,12 +1,16 @@
 """A simulated building loudspeaker: plays broadcasts and answers each with a receipt.
 
-Pure model: no I/O, time is passed in.
+Pure model: no I/O, time is passed in. ``synthesise`` (separate, optional) speaks a
+broadcast into a WAV with espeak-ng when that is installed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 import wire
@@ -84,3 +88,30 @@ class Speaker:
             building=self.building,
             detail=detail,
         )
+
+
+def espeak_binary() -> str | None:
+    return shutil.which("espeak-ng")
+
+
+def synthesise(text: str, language: str, wav: Path) -> bool:
+    """Speak ``text`` into a WAV file with espeak-ng, when it is installed (else False).
+
+    Optional: a simulated speaker's receipt does not depend on it; the WAV lets a person hear
+    what a real speaker would have played.
+    """
+    binary = espeak_binary()
+    if binary is None:
+        return False
+    voice = {"zh-CN": "cmn", "zh": "cmn", "en": "en"}.get(language, language.split("-")[0])
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        subprocess.run(
+            [binary, "-v", voice, "-w", str(wav), text],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return wav.exists()

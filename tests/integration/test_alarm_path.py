@@ -3,44 +3,20 @@ simulated gas sensor -> edge (rule, siren, outbox) -> hub (store, ack, broadcast
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from bus.broker import Mosquitto
 from firmware_sim.building import SimulatedBuilding
 from firmware_sim.gas import GasSensor
 from firmware_sim.scenarios import gas_leak_building
 from firmware_sim.speaker import Speaker, content_hash
-from hub import HubSettings, create_app
 from tests.conftest import wait_for
 from tests.integration.edge_support import BUILDING, GATEWAY, SITE, make_agent, running
+from tests.integration.hub_support import hub_app, hub_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-def hub_app(mosquitto: Mosquitto, tmp_path: Path) -> FastAPI:
-    settings = HubSettings(
-        broker=mosquitto.broker,
-        database_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}",
-        client_id="test-hub",
-    )
-    return create_app(settings)
-
-
-@asynccontextmanager
-async def hub_running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
-            await wait_for(
-                lambda: app.state.link.connected.is_set(), what="the hub's MQTT connection"
-            )
-            yield client
 
 
 def building(mosquitto: Mosquitto, leak_after_s: float = 1.0) -> SimulatedBuilding:

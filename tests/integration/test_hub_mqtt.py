@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from bus import Incoming, MqttLink
 from bus.broker import Mosquitto, free_port
-from hub import HubSettings, Intake, create_app, serve
 from bus.tasks import stop
+from hub import HubSettings, Intake, create_app, serve
 from tests.conftest import wait_for
 from wire import Ack, AlertEvent, Broadcast, Codec, Phase, Receipt, Severity, topics, uuid7
 from wire.topics import Channel
