@@ -57,15 +57,31 @@ def _reason_for(message: str) -> Reason:
     return Reason.INVALID_VALUE
 
 
+_SCALARS = (str, int, bool, type(None), datetime)
+
+
 def _has_non_finite(value: object) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_non_finite(v) for v in value)
+    # On every encode, so written for speed: exact type checks, no generators.
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)  # type: ignore[arg-type]
+    if kind in _SCALARS:
+        return False
+    if kind is dict:
+        for item in value.values():  # type: ignore[attr-defined]
+            if type(item) is float:
+                if not math.isfinite(item):
+                    return True
+            elif type(item) not in _SCALARS and _has_non_finite(item):
+                return True
+        return False
+    if kind is list or kind is tuple:
+        return any(_has_non_finite(v) for v in value)  # type: ignore[attr-defined]
     if isinstance(value, msgspec.Struct):
-        return any(_has_non_finite(getattr(value, f)) for f in value.__struct_fields__)
+        for name in value.__struct_fields__:
+            item = getattr(value, name)
+            if type(item) not in _SCALARS and _has_non_finite(item):
+                return True
     return False
 
 
