@@ -16,6 +16,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from rules.language import Rule
+from rules.transition import Transition
 from wire.models import Phase, Severity
 
 Lel = Annotated[float, Meta(gt=0, le=100)]
@@ -45,6 +47,10 @@ class GasRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"({self.low}) < high ({self.high}), in %LEL; fix the thresholds"
             )
 
+    def as_rule(self) -> Rule:
+        """The same alarm in the rule language, for the engine (rules/engine.py)."""
+        return _as_rule(self)
+
 
 @dataclass(frozen=True, slots=True)
 class GasState:
@@ -55,19 +61,6 @@ class GasState:
     high_since: datetime | None = None
     clear_since: datetime | None = None  # value continuously < clear_below since then
     peak: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """A change in an alert's life that the edge turns into an ``AlertEvent``."""
-
-    phase: Phase
-    severity: Severity
-    rule: str
-    kind: str
-    at: datetime
-    evidence: dict[str, float]
-    message: str
 
 
 def _since(previous: datetime | None, active: bool, now: datetime) -> datetime | None:
@@ -123,3 +116,32 @@ def step(
         )
         return replace(state, level=None, peak=value), cleared
     return state, None
+
+
+def _as_rule(rule: GasRule) -> Rule:
+    def level(op: str, value: float, hold: float) -> dict[str, object]:
+        unit = "%LEL"
+        return {
+            "all": [{"metric": rule.metric, "op": op, "value": value, "unit": unit}],
+            "for": hold,
+        }
+
+    actions: list[dict[str, object]] = [{"do": "siren"}]
+    if rule.close_valve_at_high:
+        actions.append({"do": "valve_close", "at": "Extreme"})
+    return msgspec.convert(
+        {
+            "id": rule.id,
+            "kind": "gas",
+            "life_safety": True,
+            "devices": {"kinds": ["gas"]},
+            "create": {
+                "Extreme": level(">=", rule.high, rule.hold_high_s),
+                "Severe": level(">=", rule.low, rule.hold_low_s),
+            },
+            "clear": level("<", rule.clear_below, rule.hold_clear_s),
+            "actions": actions,
+            "message": f"combustible gas {{{rule.metric}:.1f}} %LEL, {{severity}} alarm",
+        },
+        Rule,
+    )

@@ -1,0 +1,595 @@
+"""The rule engine: readings and time in, alert transitions out. Pure: no I/O, no clock.
+
+    engine = Engine(ruleset)
+    engine.feed(device_info, reading, now)  # -> [Transition, ...]
+    engine.tick(now)                        # timers: holds, clears, silence, routines
+    engine.reload(new_ruleset)              # unchanged rules keep their state
+    data = engine.snapshot(); Engine.restore(ruleset, data)
+
+Each rule runs once per scope (a device, a unit, a building or a resident). An alert is raised
+at the most severe create level whose condition has held ``for`` its time (or was met
+``repeat`` times ``within`` its window), escalates but never de-escalates, and clears only when
+no create condition holds and the clear condition has held for its time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from fnmatch import fnmatchcase
+
+import msgspec
+
+from rules.co_dose import Dose
+from rules.detectors import DETECTORS, Detector, DetectorFactory
+from rules.durations import seconds
+from rules.language import SEVERITY_RANK, Action, Condition, Level, Rule
+from rules.routine import Routine
+from rules.ruleset import RuleSet, utc_offset_seconds
+from rules.signals import Context, DeviceTrack, Evidence, dose_key, evaluate_leaf, routine_key
+from rules.transition import Transition
+from wire.models import Phase, Reading, Severity
+from wire.replay import DeviceInfo
+
+SNAPSHOT_VERSION = 1
+MAX_EVIDENCE = 32  # wire.models.Values allows this many entries
+
+
+class EngineError(Exception):
+    """The engine cannot run these rules (e.g. a score names no registered detector)."""
+
+
+class AlertTrack(msgspec.Struct):
+    """One rule in one scope: its alert (if raised) and the timers leading to a change."""
+
+    severity: str | None = None
+    raised_at: float | None = None
+    device: str | None = None
+    since: dict[str, float] = {}  # create level -> its condition has held since
+    hits: dict[str, list[float]] = {}  # create level -> times it was met (repeat levels)
+    clear_since: float | None = None
+    latches: dict[str, float] = {}  # condition path -> the last time it held ("within")
+
+    def idle(self) -> bool:
+        return (
+            self.severity is None
+            and not self.since
+            and not self.hits
+            and self.clear_since is None
+            and not self.latches
+        )
+
+
+class EngineState(msgspec.Struct):
+    v: int = SNAPSHOT_VERSION
+    devices: dict[str, DeviceTrack] = {}
+    alerts: dict[str, dict[str, AlertTrack]] = {}  # rule id -> scope key -> track
+    fingerprints: dict[str, str] = {}  # rule id -> its definition, to spot edits
+    routines: dict[str, Routine] = {}
+
+
+@dataclass(slots=True)
+class _Compiled:
+    rule: Rule
+    levels: list[tuple[str, Level, Condition, float]]
+    clear: tuple[Condition | None, float] | None
+    leaves: list[Condition]
+    clocked: bool  # some condition can change with time alone
+    reads: frozenset[str]  # the metrics its conditions read ("door_*_x" patterns included)
+    every_reading: bool  # some condition is about the reading itself (silence, skew, range)
+    detectors: set[str] = field(default_factory=set)
+    inactive: list[Condition] = field(default_factory=list)
+
+
+_CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
+_EVERY_READING = {"silent", "silent_intervals", "clock_skew", "hours", "score"}
+
+
+def _compile(rule: Rule) -> _Compiled:
+    levels = []
+    for severity, level in rule.levels():
+        cond = level.condition
+        assert cond is not None  # Rule checks that every create level has one
+        levels.append((severity, level, cond, seconds(level.for_)))
+    clear = None
+    if rule.clear is not None:
+        clear = (rule.clear.condition, seconds(rule.clear.for_))
+    leaves = [leaf for _, _, cond, _ in levels for leaf in cond.leaves()]
+    if clear is not None and clear[0] is not None:
+        leaves += clear[0].leaves()
+    reads: set[str] = set()
+    for leaf in leaves:
+        for name in (leaf.metric, leaf.rate, leaf.cohb, leaf.stuck, leaf.away, leaf.out_of_range):
+            if name is not None:
+                reads.add(name)
+        if leaf.away is not None:
+            reads.update(leaf.presence)
+        reads.update(leaf.inactive or [])
+    return _Compiled(
+        rule=rule,
+        levels=levels,
+        clear=clear,
+        leaves=leaves,
+        clocked=any(leaf.subject in _CLOCKED for leaf in leaves),
+        reads=frozenset(reads),
+        every_reading="*" in reads or any(leaf.subject in _EVERY_READING for leaf in leaves),
+        detectors={leaf.score for leaf in leaves if leaf.score is not None},
+        inactive=[leaf for leaf in leaves if leaf.inactive is not None],
+    )
+
+
+def _rules_of(ruleset: RuleSet | Sequence[Rule]) -> list[Rule]:
+    return ruleset.resolved() if isinstance(ruleset, RuleSet) else list(ruleset)
+
+
+def scope_key(rule: Rule, device: DeviceInfo) -> str:
+    if rule.scope == "device":
+        return device.id
+    if rule.scope == "building":
+        return device.building
+    if rule.scope == "resident" and device.resident is not None:
+        return device.resident
+    return f"{device.building}/{device.unit or device.id}"
+
+
+def _matches(rule: Rule, device: DeviceInfo) -> bool:
+    match = rule.devices
+    return (
+        (not match.kinds or device.kind in match.kinds)
+        and (not match.rooms or device.room in match.rooms)
+        and device.kind not in match.not_kinds
+    )
+
+
+def _actions(rule: Rule, severity: str, previous: str | None) -> tuple[Action, ...]:
+    def due(action: Action, at: str | None) -> bool:
+        if at is None:
+            return False
+        return SEVERITY_RANK[action.at or "Minor"] <= SEVERITY_RANK[at]
+
+    return tuple(a for a in rule.actions if due(a, severity) and not due(a, previous))
+
+
+class _Missing(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        raise KeyError(key)
+
+
+def _message(rule: Rule, severity: str, evidence: Evidence, where: Mapping[str, str]) -> str:
+    if rule.message:
+        try:
+            return rule.message.format_map(_Missing({**where, "severity": severity, **evidence}))[
+                :256
+            ]
+        except (KeyError, ValueError, IndexError):
+            pass  # a value the template names is not in this alert's evidence
+    shown = ", ".join(f"{k} {v:.3g}" for k, v in list(evidence.items())[:6])
+    return f"{rule.kind} {severity} at {where.get('key', '')}: {shown}"[:256]
+
+
+class Engine:
+    def __init__(
+        self,
+        ruleset: RuleSet | Sequence[Rule],
+        *,
+        utc_offset_s: float | None = None,
+        detectors: Mapping[str, DetectorFactory] | None = None,
+    ) -> None:
+        if utc_offset_s is None:
+            utc_offset_s = (
+                utc_offset_seconds(ruleset.utc_offset) if isinstance(ruleset, RuleSet) else 0.0
+            )
+        self.utc_offset_s = utc_offset_s
+        self.detector_factories = dict(DETECTORS if detectors is None else detectors)
+        self.state = EngineState()
+        self._detectors: dict[tuple[str, str], Detector] = {}
+        self._compiled: list[_Compiled] = []
+        self._members: dict[str, dict[str, list[str]]] = {}
+        self._windows: dict[str, float] = {}
+        self._tolerance: dict[str, float] = {}
+        self._doses: dict[str, Condition] = {}
+        self._install(_rules_of(ruleset))
+
+    # -- rules ----------------------------------------------------------------------------
+
+    @property
+    def rules(self) -> list[Rule]:
+        return [c.rule for c in self._compiled]
+
+    def _install(self, rules: list[Rule]) -> None:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.id in seen:
+                raise EngineError(f"rule id {rule.id!r} appears twice")
+            seen.add(rule.id)
+        self._compiled = [_compile(rule) for rule in rules]
+        for compiled in self._compiled:
+            for name in compiled.detectors:
+                if name not in self.detector_factories:
+                    known = ", ".join(sorted(self.detector_factories)) or "none"
+                    raise EngineError(
+                        f"rule {compiled.rule.id!r}: no detector named {name!r} (registered: "
+                        f"{known})"
+                    )
+        self._windows, self._tolerance, self._doses = {}, {}, {}
+        for compiled in self._compiled:
+            for leaf in compiled.leaves:
+                windowed = leaf.rate or (leaf.metric if leaf.agg != "last" else None)
+                if windowed is not None and leaf.over is not None:
+                    self._windows[windowed] = max(
+                        self._windows.get(windowed, 0.0), seconds(leaf.over)
+                    )
+                if leaf.stuck is not None:
+                    key = leaf.stuck
+                    self._tolerance[key] = min(
+                        self._tolerance.get(key, leaf.tolerance), leaf.tolerance
+                    )
+                if leaf.cohb is not None:
+                    self._doses[dose_key(leaf)] = leaf
+        self.state.fingerprints = {c.rule.id: c.rule.fingerprint().decode() for c in self._compiled}
+        self._rebuild_members()
+
+    def _rebuild_members(self) -> None:
+        self._members = {}
+        for compiled in self._compiled:
+            groups: dict[str, list[str]] = {}
+            for track in self.state.devices.values():
+                if _matches(compiled.rule, track.info):
+                    groups.setdefault(scope_key(compiled.rule, track.info), []).append(
+                        track.info.id
+                    )
+            self._members[compiled.rule.id] = groups
+
+    def reload(self, ruleset: RuleSet | Sequence[Rule], now: datetime) -> list[Transition]:
+        """Run new rules. An unchanged rule keeps all its state; an edited one keeps its open
+        alerts (they clear by the new clear condition) but restarts its timers; a removed
+        one clears its open alerts."""
+        old = {c.rule.id: c for c in self._compiled}
+        old_prints = dict(self.state.fingerprints)
+        self._install(_rules_of(ruleset))
+        return self._carry_over(old, old_prints, now)
+
+    def _carry_over(
+        self, old: Mapping[str, _Compiled], old_prints: Mapping[str, str], now: datetime | None
+    ) -> list[Transition]:
+        out: list[Transition] = []
+        current = self.state.fingerprints
+        for rule_id in list(self.state.alerts):
+            tracks = self.state.alerts[rule_id]
+            if rule_id not in current:
+                gone = old.get(rule_id)
+                for key, track in tracks.items():
+                    if track.severity is not None and gone is not None and now is not None:
+                        out.append(
+                            self._transition(
+                                gone,
+                                key,
+                                Phase.CLEARED,
+                                track.severity,
+                                now,
+                                {},
+                                track.device,
+                                "rule removed",
+                            )
+                        )
+                del self.state.alerts[rule_id]
+            elif old_prints.get(rule_id) != current[rule_id]:
+                for key, track in list(tracks.items()):
+                    track.since, track.hits, track.latches = {}, {}, {}
+                    track.clear_since = None
+                    if track.idle():
+                        del tracks[key]
+        return out
+
+    # -- input ----------------------------------------------------------------------------
+
+    def add_devices(self, devices: Iterable[DeviceInfo], now: datetime) -> None:
+        """Devices that should report: silence is counted from now even if they never do."""
+        at = now.timestamp()
+        changed = False
+        for info in devices:
+            changed |= self._register(info, at)
+        if changed:
+            self._rebuild_members()
+
+    def _register(self, info: DeviceInfo, at: float) -> bool:
+        track = self.state.devices.get(info.id)
+        if track is None:
+            self.state.devices[info.id] = DeviceTrack(info=info, first_at=at)
+            return True
+        if track.info != info:
+            track.info = info
+            return True
+        return False
+
+    def feed(self, device: DeviceInfo, reading: Reading, now: datetime) -> list[Transition]:
+        """One reading from ``device``, arriving at ``now`` (the gateway's time)."""
+        at = now.timestamp()
+        if self._register(device, at):
+            self._rebuild_members()
+        track = self.state.devices[device.id]
+        values = dict(reading.values)
+        track.record(values, at, reading.ts.timestamp())
+        star = self._tolerance.get("*", 0.0)
+        for name in values:
+            track.trim(name, self._windows.get(name, 0.0), self._tolerance.get(name, star))
+        for key, leaf in self._doses.items():
+            assert leaf.cohb is not None
+            ppm = values.get(leaf.cohb)
+            if ppm is None:
+                continue
+            dose = track.doses.get(key)
+            if dose is None:
+                track.doses[key] = Dose(cohb=leaf.cohb0, ppm=ppm, at=at)
+            else:
+                dose.update(ppm, at, leaf.work)
+        out: list[Transition] = []
+        for compiled in self._compiled:
+            if not _matches(compiled.rule, device):
+                continue
+            key = scope_key(compiled.rule, device)
+            self._score(compiled, device, track, values, key)
+            for leaf in compiled.inactive:
+                if any(values.get(name, 0.0) for name in leaf.inactive or []):
+                    routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
+                    routine.activity(at, seconds(leaf.default), self.utc_offset_s)
+            if self._concerns(compiled, values, key):
+                out += self._evaluate(compiled, key, now, fed=True)
+        return out
+
+    def _concerns(self, compiled: _Compiled, values: Mapping[str, float], key: str) -> bool:
+        """Whether this reading can change the rule: it carries a metric the rule reads, or
+        the rule is about readings as such, or the rule has timers running in this scope."""
+        if compiled.every_reading or not compiled.reads.isdisjoint(values):
+            return True
+        track = self.state.alerts.get(compiled.rule.id, {}).get(key)
+        if track is not None and not track.idle():
+            return True
+        patterns = [name for name in compiled.reads if "*" in name]
+        return any(fnmatchcase(name, p) for p in patterns for name in values)
+
+    def _score(
+        self,
+        compiled: _Compiled,
+        device: DeviceInfo,
+        track: DeviceTrack,
+        values: Mapping[str, float],
+        key: str,
+    ) -> None:
+        for name in compiled.detectors:
+            detector = self._detectors.get((device.id, name))
+            if detector is None:
+                detector = self._detectors[(device.id, name)] = self.detector_factories[name]()
+            track.scores[name] = detector.score_one(values)
+            alert = self.state.alerts.get(compiled.rule.id, {}).get(key)
+            if alert is None or alert.severity is None:  # keep anomalies out of learning
+                detector.learn_one(values)
+
+    def tick(self, now: datetime) -> list[Transition]:
+        """Let time pass: holds complete, clears complete, silence and routines are checked."""
+        out: list[Transition] = []
+        for compiled in self._compiled:
+            tracks = self.state.alerts.get(compiled.rule.id, {})
+            for key in self._members.get(compiled.rule.id, {}):
+                track = tracks.get(key)
+                if compiled.clocked or (track is not None and not track.idle()):
+                    out += self._evaluate(compiled, key, now, fed=False)
+        return out
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def _condition(
+        self,
+        cond: Condition,
+        devices: Sequence[DeviceTrack],
+        ctx: Context,
+        alert: AlertTrack,
+        path: str,
+    ) -> tuple[bool, Evidence, str | None]:
+        children = cond.all if cond.all is not None else cond.any
+        if children is not None:
+            results = [
+                self._condition(child, devices, ctx, alert, f"{path}.{i}")
+                for i, child in enumerate(children)
+            ]
+            held = [r for r in results if r[0]]
+            if cond.all is not None and len(held) != len(results):
+                return (False, {}, None)
+            if not held:
+                return (False, {}, None)
+            evidence: Evidence = {}
+            for _, found, _ in held:
+                evidence.update(found)
+            device = next((d for _, _, d in held if d is not None), None)
+            return (True, evidence, device)
+        ok, evidence, device = evaluate_leaf(cond, devices, ctx)
+        if cond.within is not None:
+            if ok:
+                alert.latches[path] = ctx.now
+            elif path in alert.latches:
+                if ctx.now - alert.latches[path] <= seconds(cond.within):
+                    ok = True
+                else:
+                    del alert.latches[path]
+        return (ok, evidence, device)
+
+    def _evaluate(
+        self, compiled: _Compiled, key: str, now: datetime, *, fed: bool
+    ) -> list[Transition]:
+        rule = compiled.rule
+        at = now.timestamp()
+        ids = self._members.get(rule.id, {}).get(key, [])
+        devices = [self.state.devices[i] for i in ids]
+        tracks = self.state.alerts.setdefault(rule.id, {})
+        alert = tracks.get(key) or AlertTrack()
+        ctx = Context(at, self.utc_offset_s, self.state.routines, key)
+        out = self._decide(compiled, key, alert, devices, ctx, now, fed)
+        if alert.idle():
+            tracks.pop(key, None)
+        else:
+            tracks[key] = alert
+        return out
+
+    def _decide(
+        self,
+        compiled: _Compiled,
+        key: str,
+        alert: AlertTrack,
+        devices: Sequence[DeviceTrack],
+        ctx: Context,
+        now: datetime,
+        fed: bool,
+    ) -> list[Transition]:
+        at = ctx.now
+        met: tuple[str, Evidence, str | None] | None = None
+        any_raw = False
+        for severity, level, cond, hold in compiled.levels:
+            ok, evidence, device = self._condition(cond, devices, ctx, alert, severity)
+            any_raw |= ok
+            reached = False
+            if level.repeat is not None and level.within is not None:
+                hits = alert.hits.setdefault(severity, [])
+                if ok and fed:
+                    hits.append(at)
+                window = seconds(level.within)
+                while hits and hits[0] <= at - window:
+                    hits.pop(0)
+                reached = len(hits) >= level.repeat
+                if not hits:
+                    del alert.hits[severity]
+            elif ok:
+                reached = at - alert.since.setdefault(severity, at) >= hold
+            else:
+                alert.since.pop(severity, None)
+            if reached and met is None:
+                met = (severity, evidence, device)
+        current = alert.severity
+        if met is not None and SEVERITY_RANK[met[0]] > SEVERITY_RANK.get(current or "", 0):
+            severity, evidence, device = met
+            phase = Phase.RAISED if current is None else Phase.UPDATED
+            if current is None:
+                alert.raised_at, alert.device = at, device
+            alert.severity, alert.clear_since = severity, None
+            actions = _actions(compiled.rule, severity, current)
+            return [
+                self._transition(
+                    compiled, key, phase, severity, now, evidence, device, None, actions
+                )
+            ]
+        if current is None:
+            return []
+        if any_raw:
+            alert.clear_since = None
+            return []
+        evidence, hold = {}, 0.0
+        if compiled.clear is not None:
+            clear_cond, hold = compiled.clear
+            if clear_cond is not None:
+                ok, evidence, _ = self._condition(clear_cond, devices, ctx, alert, "clear")
+                if not ok:
+                    alert.clear_since = None
+                    return []
+        if alert.clear_since is None:
+            alert.clear_since = at
+        if at - alert.clear_since < hold:
+            return []
+        device = alert.device
+        alert.severity = alert.raised_at = alert.device = alert.clear_since = None
+        return [
+            self._transition(compiled, key, Phase.CLEARED, current, now, evidence, device, None)
+        ]
+
+    def _transition(
+        self,
+        compiled: _Compiled,
+        key: str,
+        phase: Phase,
+        severity: str,
+        now: datetime,
+        evidence: Evidence,
+        device: str | None,
+        note: str | None,
+        actions: tuple[Action, ...] = (),
+    ) -> Transition:
+        rule = compiled.rule
+        ids = self._members.get(rule.id, {}).get(key, [])
+        info = None
+        if device is not None and device in self.state.devices:
+            info = self.state.devices[device].info
+        elif ids:
+            info = self.state.devices[ids[0]].info
+        if rule.scope == "device":
+            device = key
+        where = {
+            "key": key,
+            "device": device or "",
+            "building": info.building if info else "",
+            "unit": (info.unit or "") if info else "",
+            "room": (info.room or "") if info else "",
+        }
+        evidence = dict(list(evidence.items())[:MAX_EVIDENCE])
+        if note is not None:
+            message = f"{rule.kind} alert cleared: {note}"
+        elif phase is Phase.CLEARED:
+            message = f"{rule.kind} back to normal at {key}"
+        else:
+            message = _message(rule, severity, evidence, where)
+        return Transition(
+            phase=phase,
+            severity=Severity(severity),
+            rule=rule.id,
+            kind=rule.kind,
+            at=now,
+            evidence=evidence,
+            message=message,
+            scope=rule.scope,
+            key=key,
+            device=device,
+            building=info.building if info else None,
+            unit=info.unit if info and rule.scope in ("device", "unit", "resident") else None,
+            resident=info.resident if info else None,
+            actions=actions,
+            life_safety=rule.life_safety,
+        )
+
+    # -- inspection and persistence -----------------------------------------------------
+
+    def active(self) -> list[tuple[str, str, str]]:
+        """Open alerts as (rule id, scope key, severity)."""
+        return [
+            (rule_id, key, track.severity)
+            for rule_id, tracks in self.state.alerts.items()
+            for key, track in tracks.items()
+            if track.severity is not None
+        ]
+
+    def snapshot(self) -> bytes:
+        """All state as bytes (msgpack). Detector models are not included."""
+        return msgspec.msgpack.encode(self.state)
+
+    @classmethod
+    def restore(
+        cls,
+        ruleset: RuleSet | Sequence[Rule],
+        data: bytes,
+        *,
+        utc_offset_s: float | None = None,
+        detectors: Mapping[str, DetectorFactory] | None = None,
+    ) -> Engine:
+        """An engine for ``ruleset`` continuing from a snapshot. Rules edited since keep their
+        open alerts but restart their timers; alerts of removed rules are dropped."""
+        engine = cls(ruleset, utc_offset_s=utc_offset_s, detectors=detectors)
+        try:
+            saved = msgspec.msgpack.decode(data, type=EngineState)
+        except msgspec.DecodeError as exc:
+            raise EngineError(f"not an engine snapshot: {exc}") from exc
+        if saved.v != SNAPSHOT_VERSION:
+            raise EngineError(f"snapshot version {saved.v}, this engine reads {SNAPSHOT_VERSION}")
+        prints = engine.state.fingerprints
+        old_prints = saved.fingerprints
+        saved.fingerprints = prints
+        engine.state = saved
+        engine._carry_over({}, old_prints, None)
+        engine._rebuild_members()
+        return engine

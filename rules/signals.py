@@ -1,0 +1,286 @@
+"""What the engine remembers about each device, and how one condition reads it.
+
+State is plain msgspec Structs (times are seconds since the epoch, the gateway's clock), so the
+engine can snapshot it to bytes and the edge can keep it in SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+
+import msgspec
+
+from rules.co_dose import Dose
+from rules.durations import seconds
+from rules.language import UNITLESS, Condition, parse_hours
+from rules.routine import Routine
+from wire.metrics import metric
+from wire.replay import DeviceInfo
+
+# Metrics that rest at one value for days when all is well: "stuck: '*'" leaves them out.
+RESTING = {"battery_pct", "parcel_age_h", "co_ppm", "gas_lel", "smoke_obs", "water_level_cm"}
+AWAY_GRACE_S = 120.0  # presence this soon after the door opened was the leaving itself
+
+
+class MetricTrack(msgspec.Struct):
+    last: float
+    at: float
+    history: list[tuple[float, float]] = []  # (at, value), as far back as some rule needs
+    steady_since: float = 0.0  # the value has stayed within tolerance of ``anchor`` since
+    anchor: float = 0.0
+    nonzero_at: float | None = None  # the last time the value was not 0 (flags, doors)
+
+
+class DeviceTrack(msgspec.Struct):
+    info: DeviceInfo
+    first_at: float
+    last_at: float | None = None
+    skew_s: float = 0.0  # device clock minus gateway clock, at the last reading
+    metrics: dict[str, MetricTrack] = {}
+    doses: dict[str, Dose] = {}
+    scores: dict[str, float] = {}
+
+    def record(self, values: dict[str, float], at: float, device_ts: float) -> None:
+        self.last_at = at
+        self.skew_s = device_ts - at
+        for name, value in values.items():
+            track = self.metrics.get(name)
+            if track is None:
+                self.metrics[name] = MetricTrack(
+                    value, at, steady_since=at, anchor=value, nonzero_at=at if value else None
+                )
+                continue
+            track.last, track.at = value, at
+            if value:
+                track.nonzero_at = at
+
+    def trim(self, name: str, window: float, tolerance: float) -> None:
+        """Keep the history a rule needs and follow how long the value has been steady."""
+        track = self.metrics[name]
+        if window > 0:
+            history = track.history
+            history.append((track.at, track.last))
+            while len(history) > 1 and history[1][0] <= track.at - window:
+                history.pop(0)
+        if abs(track.last - track.anchor) > tolerance:
+            track.anchor, track.steady_since = track.last, track.at
+
+
+def dose_key(leaf: Condition) -> str:
+    return f"{leaf.cohb}:{leaf.work:g}:{leaf.cohb0:g}"
+
+
+@dataclass(slots=True)
+class Context:
+    """What a condition reads besides the scope's devices."""
+
+    now: float
+    utc_offset_s: float
+    routines: dict[str, Routine]
+    scope_key: str
+
+
+Evidence = dict[str, float]
+Result = tuple[bool, Evidence, str | None]
+_FALSE: Result = (False, {}, None)
+
+
+def compare(value: float, op: str, threshold: float) -> bool:
+    if op == ">":
+        return value > threshold
+    if op == ">=":
+        return value >= threshold
+    if op == "<":
+        return value < threshold
+    if op == "<=":
+        return value <= threshold
+    if op == "==":
+        return value == threshold
+    return value != threshold
+
+
+def routine_key(scope_key: str, leaf: Condition) -> str:
+    return f"{scope_key}|{','.join(sorted(leaf.inactive or []))}"
+
+
+def _aggregate(track: MetricTrack, leaf: Condition, now: float) -> float | None:
+    if leaf.agg == "last" or leaf.over is None:
+        return track.last
+    start = now - seconds(leaf.over)
+    values = [v for t, v in track.history if t > start]
+    if leaf.agg == "count":
+        return float(len(values))
+    if leaf.agg == "sum":
+        return sum(values)
+    if not values:
+        return None
+    if leaf.agg == "mean":
+        return sum(values) / len(values)
+    return min(values) if leaf.agg == "min" else max(values)
+
+
+def _rate(track: MetricTrack, leaf: Condition) -> float | None:
+    """Change per minute (or per second) from the newest sample at least ``over`` older."""
+    assert leaf.over is not None and leaf.unit is not None
+    newest_at = track.at
+    before = [(t, v) for t, v in track.history if t <= newest_at - seconds(leaf.over)]
+    if not before:
+        return None
+    t0, v0 = before[-1]
+    per_second = (track.last - v0) / (newest_at - t0)
+    return per_second if leaf.unit.endswith("/s") else per_second * 60.0
+
+
+def _device_value(leaf: Condition, device: DeviceTrack, now: float) -> tuple[str, float] | None:
+    """The number a compared leaf tests on one device, with its evidence name."""
+    if leaf.metric is not None:
+        if "*" in leaf.metric:
+            return _any_door(leaf, device)
+        track = device.metrics.get(leaf.metric)
+        value = None if track is None else _aggregate(track, leaf, now)
+        return None if value is None else (leaf.metric, value)
+    if leaf.rate is not None:
+        track = device.metrics.get(leaf.rate)
+        rate = None if track is None else _rate(track, leaf)
+        return None if rate is None else (f"{leaf.rate}_rate", rate)
+    if leaf.cohb is not None:
+        dose = device.doses.get(dose_key(leaf))
+        return None if dose is None else ("cohb_pct", dose.now(now, leaf.work))
+    if leaf.score is not None:
+        score = device.scores.get(leaf.score)
+        return None if score is None else (f"score_{leaf.score}", score)
+    return None
+
+
+def _any_door(leaf: Condition, device: DeviceTrack) -> tuple[str, float] | None:
+    """``door_*_temp_c``: the first door whose value meets the comparison, else the first."""
+    assert leaf.metric is not None and leaf.op is not None and leaf.value is not None
+    found = [
+        (name, track.last)
+        for name, track in device.metrics.items()
+        if fnmatchcase(name, leaf.metric)
+    ]
+    meeting = [item for item in found if compare(item[1], leaf.op, leaf.value)]
+    chosen = meeting or found
+    return chosen[0] if chosen else None
+
+
+def _analogue(names: Sequence[str]) -> list[str]:
+    out = []
+    for name in names:
+        found = metric(name)
+        if found is not None and found.unit not in UNITLESS and name not in RESTING:
+            out.append(name)
+    return out
+
+
+def _device_fault(leaf: Condition, device: DeviceTrack, ctx: Context) -> Result:
+    now = ctx.now
+    if leaf.silent is not None or leaf.silent_intervals is not None:
+        limit = (
+            seconds(leaf.silent)
+            if leaf.silent is not None
+            else (leaf.silent_intervals or 0) * device.info.interval_s
+        )
+        quiet = now - (device.last_at if device.last_at is not None else device.first_at)
+        return (quiet >= limit, {"silent_s": quiet}, device.info.id)
+    if leaf.clock_skew is not None:
+        if device.last_at is None:
+            return _FALSE
+        ok = abs(device.skew_s) >= seconds(leaf.clock_skew)
+        return (ok, {"skew_s": device.skew_s}, device.info.id)
+    if leaf.stuck is not None:
+        assert leaf.over is not None
+        names = [leaf.stuck] if leaf.stuck != "*" else _analogue(list(device.metrics))
+        for name in names:
+            track = device.metrics.get(name)
+            if track is not None and track.at - track.steady_since >= seconds(leaf.over):
+                return (True, {name: track.last, "steady_s": track.at - track.steady_since}, None)
+        return _FALSE
+    if leaf.out_of_range is not None:
+        names = [leaf.out_of_range] if leaf.out_of_range != "*" else list(device.metrics)
+        for name in names:
+            found, track = metric(name), device.metrics.get(name)
+            if (
+                found is not None
+                and track is not None
+                and not found.low <= track.last <= found.high
+            ):
+                return (True, {name: track.last}, device.info.id)
+        return _FALSE
+    return _FALSE
+
+
+def _local_minute(now: float, utc_offset_s: float) -> int:
+    local = datetime.fromtimestamp(now + utc_offset_s, UTC)
+    return local.hour * 60 + local.minute
+
+
+def _in_hours(text: str, ctx: Context) -> bool:
+    start, end = parse_hours(text)
+    minute = _local_minute(ctx.now, ctx.utc_offset_s)
+    if start <= end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+def _inactive(leaf: Condition, devices: Sequence[DeviceTrack], ctx: Context) -> Result:
+    routine = ctx.routines.get(routine_key(ctx.scope_key, leaf))
+    since = routine.last_activity if routine and routine.last_activity is not None else None
+    if since is None:
+        since = min((d.first_at for d in devices), default=ctx.now)
+    limit = (routine or Routine()).limit(since, seconds(leaf.default), ctx.utc_offset_s)
+    quiet = ctx.now - since
+    return (quiet >= limit, {"inactive_h": quiet / 3600, "limit_h": limit / 3600}, None)
+
+
+def _away(leaf: Condition, devices: Sequence[DeviceTrack], ctx: Context) -> Result:
+    assert leaf.away is not None and leaf.over is not None
+    exits = [
+        t.nonzero_at
+        for d in devices
+        if (t := d.metrics.get(leaf.away)) is not None and t.nonzero_at is not None
+    ]
+    if not exits:
+        return _FALSE
+    left = max(exits)
+    seen = [
+        t.nonzero_at
+        for d in devices
+        for name in leaf.presence
+        if (t := d.metrics.get(name)) is not None and t.nonzero_at is not None
+    ]
+    if seen and max(seen) > left + AWAY_GRACE_S:
+        return _FALSE
+    away = ctx.now - left
+    return (away >= seconds(leaf.over), {"away_h": away / 3600}, None)
+
+
+def evaluate_leaf(leaf: Condition, devices: Sequence[DeviceTrack], ctx: Context) -> Result:
+    """Whether the leaf holds in the scope: for device tests, on any of its devices."""
+    if leaf.hours is not None:
+        return (_in_hours(leaf.hours, ctx), {}, None)
+    if leaf.inactive is not None:
+        return _inactive(leaf, devices, ctx)
+    if leaf.away is not None:
+        return _away(leaf, devices, ctx)
+    if leaf.op is None:
+        for device in devices:
+            result = _device_fault(leaf, device, ctx)
+            if result[0]:
+                return result
+        return _FALSE
+    assert leaf.value is not None
+    for device in devices:
+        found = _device_value(leaf, device, ctx.now)
+        if found is not None and compare(found[1], leaf.op, leaf.value):
+            name, value = found
+            evidence = {name: value}
+            if leaf.cohb is not None:
+                dose = device.doses[dose_key(leaf)]
+                evidence[leaf.cohb] = dose.ppm
+            return (True, evidence, device.info.id)
+    return _FALSE

@@ -1,0 +1,105 @@
+"""Device health: silent, stuck, out of range, battery, clock skew. A stopped sensor must
+never look like a safe reading."""
+
+from __future__ import annotations
+
+import math
+
+from rules import load_preset
+from tests.unit.rules.support import Sim, at, device
+
+HEAT = device("heat-1", "heat", interval_s=60)
+SPEAKER = device("spk-1", "speaker")
+
+
+def test_a_device_that_stops_is_reported_silent_and_clears_when_back() -> None:
+    sim = Sim("device-health")
+    sim.run(HEAT, lambda t: {"temp_c": 21 + math.sin(t / 600)}, 0, 600, 60)
+    for t in range(610, 1200, 10):
+        sim.tick(t)
+    sim.feed(1200, HEAT, temp_c=21.5)
+    assert [c for c in sim.changes() if c[1] == "device-silent"] == [
+        (780, "device-silent", "raised", "Moderate"),
+        (1200, "device-silent", "cleared", "Moderate"),
+    ]
+
+
+def test_a_device_that_never_reports_is_silent_but_speakers_are_not_watched() -> None:
+    sim = Sim("device-health")
+    sim.engine.add_devices([HEAT, SPEAKER], at(0))
+    for t in range(0, 400, 10):
+        sim.tick(t)
+    assert [(c[1], x.device) for c, (_, x) in zip(sim.changes(), sim.log, strict=True)] == [
+        ("device-silent", "heat-1")
+    ]
+
+
+def test_a_stopped_co_sensor_keeps_its_alarm_and_is_reported() -> None:
+    """CO alarm raised, then the sensor dies: the alarm does not clear, and silence is raised."""
+    co = device("co-1", "co", interval_s=30)
+    sim = Sim([*load_preset("co-ul2034").resolved(), *load_preset("device-health").resolved()])
+    sim.run(co, lambda t: {"co_ppm": 400.0}, 0, 1200, 30)
+    for t in range(1210, 4 * 3600, 60):
+        sim.tick(t)
+    phases = [(c[1], c[2]) for c in sim.changes()]
+    assert ("co", "cleared") not in phases
+    assert ("device-silent", "raised") in phases
+
+
+def test_a_flatlined_temperature_is_stuck() -> None:
+    sim = Sim("device-health")
+    sim.run(
+        HEAT,
+        lambda t: {"temp_c": 21 + 0.1 * math.sin(t / 300) if t < 3600 else 21.0},
+        0,
+        12 * 3600,
+        60,
+    )
+    stuck = [c for c in sim.changes() if c[1] == "device-stuck"]
+    assert (
+        stuck
+        and stuck[0][2] == "raised"
+        and 3600 + 6 * 3600 <= stuck[0][0] <= 3600 + 6 * 3600 + 120
+    )
+
+
+def test_a_live_sensor_is_not_stuck() -> None:
+    sim = Sim("device-health")
+    sim.run(HEAT, lambda t: {"temp_c": 21 + 0.1 * math.sin(t / 300)}, 0, 12 * 3600, 60)
+    assert sim.log == []
+
+
+def test_out_of_range_is_a_fault_and_clears_after_good_readings() -> None:
+    sim = Sim("device-health")
+    sim.run(
+        HEAT, lambda t: {"temp_c": 400.0 if 600 <= t < 900 else 21 + math.sin(t / 500)}, 0, 3000, 60
+    )
+    assert [c for c in sim.changes() if c[1] == "device-out-of-range"] == [
+        (600, "device-out-of-range", "raised", "Moderate"),
+        (1500, "device-out-of-range", "cleared", "Moderate"),
+    ]
+
+
+def test_battery_low_then_very_low_with_hysteresis_on_clear() -> None:
+    sim = Sim("device-health")
+    levels = [20, 14, 10, 4, 20, 35]
+    for i, battery in enumerate(levels):
+        sim.feed(i * 60, HEAT, temp_c=21 + i * 0.1, battery_pct=battery)
+    assert [(c[2], c[3]) for c in sim.changes()] == [
+        ("raised", "Minor"),
+        ("updated", "Moderate"),
+        ("cleared", "Moderate"),
+    ]
+    assert sim.changes()[-1][0] == 300  # not at 20 %: only above 30 %
+
+
+def test_clock_skew() -> None:
+    sim = Sim("device-health")
+    sim.feed(0, HEAT, temp_c=21.0)
+    sim.feed(60, HEAT, skew_s=-600, temp_c=21.1)
+    for t in range(120, 1000, 60):
+        sim.feed(t, HEAT, temp_c=21 + t / 1000)
+    assert [c for c in sim.changes() if c[1] == "device-clock-skew"] == [
+        (60, "device-clock-skew", "raised", "Minor"),
+        (720, "device-clock-skew", "cleared", "Minor"),
+    ]

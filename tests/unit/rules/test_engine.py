@@ -1,0 +1,219 @@
+"""The engine's mechanics: holds, repeats, latches, scopes, reload, snapshot and restore,
+and the detector hook."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+
+import pytest
+
+from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
+from tests.unit.rules.support import Sim, at, device
+
+GAS = device("gas-1", "gas")
+
+
+def ruleset(text: str) -> RuleSet:
+    return load_yaml(textwrap.dedent(text), RuleSet, "test.yaml")
+
+
+REPEATED = ruleset(
+    """\
+    rules:
+      - id: door-slams
+        kind: tamper
+        devices: {kinds: [locker]}
+        create:
+          Minor:
+            all:
+              - {metric: tamper, op: "==", value: 1}
+            repeat: 3
+            within: 10min
+    """
+)
+LOCKER = device("locker-1", "locker")
+
+
+def test_repeat_n_times_within_a_window() -> None:
+    sim = Sim(REPEATED)
+    for t in (0, 400, 800, 1300):  # never 3 within 10 min
+        sim.feed(t, LOCKER, tamper=1)
+        sim.feed(t + 30, LOCKER, tamper=0)
+    assert sim.log == []
+    for t in (2000, 2100, 2200):
+        sim.feed(t, LOCKER, tamper=1)
+    assert sim.changes() == [(2200, "door-slams", "raised", "Minor")]
+    sim.feed(2300, LOCKER, tamper=0)  # no clear condition: clears once no create holds
+    assert sim.changes()[-1][2] == "cleared"
+
+
+BUILDING = ruleset(
+    """\
+    rules:
+      - id: two-gas-alarms
+        kind: gas_building
+        scope: building
+        devices: {kinds: [gas]}
+        create:
+          Extreme:
+            all:
+              - {metric: gas_lel, op: ">=", value: 10, unit: "%LEL"}
+    """
+)
+
+
+def test_building_scope_gathers_devices_and_names_the_building() -> None:
+    sim = Sim(BUILDING)
+    sim.feed(0, device("gas-101", "gas", unit="101"), gas_lel=1)
+    sim.feed(1, device("gas-502", "gas", unit="502"), gas_lel=12)
+    assert len(sim.log) == 1
+    alert = sim.log[0][1]
+    assert (alert.key, alert.scope, alert.building, alert.device) == (
+        "b1",
+        "building",
+        "b1",
+        "gas-502",
+    )
+    assert alert.unit is None and alert.alert_key == "two-gas-alarms:b1"
+
+
+def test_a_message_that_names_missing_evidence_falls_back_to_a_plain_one() -> None:
+    rules = ruleset(
+        """\
+        rules:
+          - id: hot
+            kind: heat
+            message: "hot: {nothing_here:.1f}"
+            create:
+              Minor:
+                all:
+                  - {metric: temp_c, op: ">", value: 30, unit: "°C"}
+        """
+    )
+    sim = Sim(rules)
+    sim.feed(0, device("t-1", "heat"), temp_c=35)
+    assert sim.log[0][1].message.startswith("heat Minor at t-1: temp_c 35")
+
+
+def test_reload_keeps_unchanged_rules_and_their_timers() -> None:
+    sim = Sim("gas")
+    sim.feed(0, GAS, gas_lel=12)  # Severe pending, due at t=5
+    changed = sim.engine.reload(load_preset("gas"), at(1))
+    assert changed == []
+    sim.feed(5, GAS, gas_lel=12)
+    assert sim.changes() == [(5, "gas-lel", "raised", "Severe")]
+
+
+def test_reload_of_an_edited_rule_keeps_its_open_alert_and_a_removed_rule_clears() -> None:
+    sim = Sim([*load_preset("gas").resolved(), *load_preset("flood").resolved()])
+    sim.run(GAS, lambda t: {"gas_lel": 12.0}, 0, 10, 1)
+    assert sim.engine.active() == [("gas-lel", "gas-1", "Severe")]
+    edited_text = ruleset(
+        """\
+        rules:
+          - id: gas-lel
+            kind: gas
+            devices: {kinds: [gas]}
+            create:
+              Severe:
+                all:
+                  - {metric: gas_lel, op: ">=", value: 20, unit: "%LEL"}
+            clear:
+              all:
+                - {metric: gas_lel, op: "<", value: 15, unit: "%LEL"}
+        """
+    )
+    assert sim.engine.reload(edited_text, at(11)) == []
+    assert sim.engine.active() == [("gas-lel", "gas-1", "Severe")]
+    sim.feed(12, GAS, gas_lel=12)  # below the new clear level
+    assert sim.changes()[-1][1:3] == ("gas-lel", "cleared")
+    sim.run(GAS, lambda t: {"gas_lel": 30.0}, 20, 30, 1)
+    removed = sim.engine.reload(load_preset("flood"), at(31))
+    assert [(c.rule, c.phase.value) for c in removed] == [("gas-lel", "cleared")]
+    assert "rule removed" in removed[0].message
+
+
+def test_snapshot_and_restore_continue_exactly() -> None:
+    """Run half, snapshot, restore into a fresh engine, run the rest: same as one run."""
+
+    def drive(sim: Sim, start: int, end: int) -> None:
+        for t in range(start, end, 30):
+            sim.feed(t, device("co-1", "co"), co_ppm=150.0)
+            sim.feed(t, GAS, gas_lel=12.0 if t < 600 else 0.0)
+
+    rules = [*load_preset("co-ul2034").resolved(), *load_preset("gas").resolved()]
+    whole = Sim(rules)
+    drive(whole, 0, 4000)
+    first = Sim(rules)
+    drive(first, 0, 1200)
+    data = first.engine.snapshot()
+    assert isinstance(data, bytes) and len(data) < 20000
+    second = Sim(rules)
+    second.engine = Engine.restore(rules, data, utc_offset_s=8 * 3600)
+    second.log = list(first.log)
+    drive(second, 1200, 4000)
+    assert second.changes() == whole.changes()
+    assert [c[1] for c in whole.changes()] == ["gas-lel", "gas-lel", "co"]
+
+
+def test_restore_refuses_garbage() -> None:
+    with pytest.raises(EngineError):
+        Engine.restore(load_preset("gas"), b"not a snapshot")
+
+
+class Threshold:
+    """A stand-in detector: the score is the value over 100, learned values are counted."""
+
+    def __init__(self) -> None:
+        self.learned = 0
+
+    def learn_one(self, x: Mapping[str, float]) -> None:
+        self.learned += 1
+
+    def score_one(self, x: Mapping[str, float]) -> float:
+        return min(1.0, x.get("vibration_mm_s", 0.0) / 100)
+
+
+SCORED = ruleset(
+    """\
+    rules:
+      - id: pump-anomaly
+        kind: pump_anomaly
+        devices: {kinds: [pump]}
+        create:
+          Moderate:
+            all:
+              - {score: vibration, op: ">=", value: 0.8}
+            for: 60s
+    """
+)
+
+
+def test_a_score_condition_reads_a_registered_detector() -> None:
+    made: list[Threshold] = []
+
+    def factory() -> Threshold:
+        made.append(Threshold())
+        return made[-1]
+
+    sim = Sim(SCORED, detectors={"vibration": factory})
+    pump = device("pump-1", "pump")
+    sim.run(pump, lambda t: {"vibration_mm_s": 20.0 if t < 300 else 90.0}, 0, 600, 30)
+    assert sim.changes() == [(360, "pump-anomaly", "raised", "Moderate")]
+    assert sim.log[0][1].evidence == {"score_vibration": 0.9}
+    assert len(made) == 1 and made[0].learned == 13  # not while the alert is open
+
+
+def test_a_score_naming_no_detector_is_refused() -> None:
+    with pytest.raises(EngineError, match="no detector named 'vibration'"):
+        Engine(SCORED, detectors={})
+
+
+def test_ticks_only_touch_what_can_change() -> None:
+    """A building's worth of quiet devices: a tick does no work for rules without timers."""
+    engine = Engine(load_preset("gas"))
+    for i in range(200):
+        engine.add_devices([device(f"gas-{i}", "gas", unit=str(i))], at(0))
+    assert engine.tick(at(10)) == []
+    assert engine.state.alerts == {}
