@@ -26,7 +26,8 @@ from edge.ingest import Accepted, Ingest, Rejection
 from edge.outbox import Outbox
 from edge.telemetry import Telemetry
 from edge.warnings import local_warning
-from rules import GasRule, GasState, Transition, step
+from rules import Engine, Transition
+from rules.engine import EngineError
 from wire import (
     Ack,
     AlertEvent,
@@ -44,11 +45,13 @@ from wire import (
     uuid7,
 )
 from wire.models import CommandAction
+from wire.replay import DeviceInfo
 from wire.topics import Channel
 
 log = logging.getLogger(__name__)
 
-GAS_STATE = "gas"  # the name of the gas rule's state in the outbox database
+ENGINE_STATE = "engine"  # the name of the rules' state in the outbox database
+STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
 
 Clock = Callable[[], datetime]
@@ -93,19 +96,42 @@ class EdgeAgent:
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
         self.ingest = Ingest(config.site, config.gateway, config.devices, self.codec)
         self.counters: Counter[str] = Counter()
-        self.gas_rule: GasRule = config.rules.gas
-        # The rules' state survives a restart: hold timers keep running, alarms stay raised.
-        saved = self.outbox.load_state(GAS_STATE)
-        self.gas_states: dict[str, GasState] = (
-            msgspec.json.decode(saved, type=dict[str, GasState]) if saved else {}
-        )
+        # The rules' state survives a restart: hold timers keep running, alarms stay raised,
+        # learned routines are kept.
+        saved = self.outbox.load_state(ENGINE_STATE)
+        self.engine = Engine(config.rules)
+        if saved:
+            try:
+                self.engine = Engine.restore(config.rules, saved)
+            except EngineError as exc:
+                log.error("edge: rule state not restored (%s); starting afresh", exc)
+                self.counters["state_restore_failed"] += 1
+        self.devices: dict[str, DeviceInfo] = {
+            d.id: DeviceInfo(
+                id=d.id,
+                kind=d.kind,
+                site=config.site,
+                gateway=config.gateway,
+                building=config.building,
+                unit=d.unit,
+                room=d.room,
+                resident=d.resident,
+                interval_s=d.interval_s,
+            )
+            for d in config.devices
+        }
+        self.engine.add_devices(self.devices.values(), clock())
         self._state_dirty = False
+        self._last_snapshot = 0.0
+        # Alerts whose siren sounds: alert key -> the device that sounds it.
+        self._sirens: dict[str, str] = {}
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
             self.telemetry = Telemetry(config, self.data_dir)
         self._local_warnings: dict[str, asyncio.Task[None]] = {}
         self._siren_sent: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.rule_seconds = 0.0  # time spent in the rules, for /metrics
         self._ack_waiters: dict[str, asyncio.Future[None]] = {}
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
@@ -197,11 +223,9 @@ class EdgeAgent:
 
     def _save_state(self) -> None:
         if self._state_dirty:
-            self.outbox.save_state(GAS_STATE, self._encoded_state())
+            self.outbox.save_state(ENGINE_STATE, self.engine.snapshot())
             self._state_dirty = False
-
-    def _encoded_state(self) -> bytes:
-        return msgspec.json.encode(self.gas_states)
+            self._last_snapshot = time.monotonic()
 
     async def _housekeeping_loop(self) -> None:
         """Once a second: save changed rule state, notice silent devices, apply outbox bounds."""
@@ -209,7 +233,13 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(1.0)
             now = self.clock()
-            self._save_state()
+            # Timers and silence: rules that fire without a reading (a device gone quiet,
+            # an inactivity window ending).
+            for transition in self.engine.tick(now):
+                await self._alarm(transition)
+            self._state_dirty = True
+            if time.monotonic() - self._last_snapshot >= STATE_SAVE_S:
+                await asyncio.to_thread(self._save_state)
             for health in self.ingest.devices.values():
                 silent_for = self.config.silent_after * health.config.interval_s
                 if (
@@ -284,21 +314,16 @@ class EdgeAgent:
         health = self.ingest.devices[reading.device]
         if self.telemetry is not None:
             self.telemetry.reading(health.config, self.config.building, reading, now)
-        if health.config.kind != "gas":
-            return
-        value = reading.values.get(self.gas_rule.metric)
-        if value is None:
-            return
-        state = self.gas_states.get(reading.device, GasState())
-        # The rule's time is the gateway's clock at arrival: device clocks cannot be trusted
+        info = self.devices[reading.device]
+        # The rules' time is the gateway's clock at arrival: device clocks cannot be trusted
         # to hold an alarm back or bring it forward.
-        state, transition = step(self.gas_rule, state, value, now)
-        if state != self.gas_states.get(reading.device):
-            self.gas_states[reading.device] = state
-            self._state_dirty = True
-        if transition is not None:
-            await self._alarm(reading.device, transition)
-        elif state.level is not None:
+        started = time.perf_counter()
+        transitions = self.engine.feed(info, reading, now)
+        self.rule_seconds += time.perf_counter() - started
+        self._state_dirty = True
+        for transition in transitions:
+            await self._alarm(transition)
+        if not transitions and reading.device in self._sirens.values():
             self._reassert_siren(reading.device, now)
 
     def _reassert_siren(self, device: str, now: datetime) -> None:
@@ -319,11 +344,11 @@ class EdgeAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _alarm(self, device: str, transition: Transition) -> None:
-        config = self.ingest.devices[device].config
+    async def _alarm(self, transition: Transition) -> None:
+        device = transition.device
         event = AlertEvent(
             id=uuid7(_ms(transition.at)),
-            key=f"{transition.rule}:{device}",
+            key=transition.alert_key,
             phase=transition.phase,
             severity=transition.severity,
             kind=transition.kind,
@@ -331,21 +356,19 @@ class EdgeAgent:
             site=self.config.site,
             gateway=self.config.gateway,
             device=device,
-            building=self.config.building,
-            unit=config.unit,
+            building=transition.building or self.config.building,
+            unit=transition.unit,
             ts=transition.at,
             evidence=transition.evidence,
             message=transition.message,
+            actions=sorted({a.do for a in transition.actions}),
+            life_safety=transition.life_safety,
         )
         self.counters[f"alerts.{event.phase}"] += 1
-        self._observe(
-            "alert", f"{event.phase} {event.severity} {event.kind} on {device}: {event.message}"
-        )
+        self._observe("alert", f"{event.phase} {event.severity} {event.kind}: {event.message}")
         # Life safety first: the local actions go out before anything else is done ...
-        for action in self._actions_for(event):
-            self._background(self._command(device, action, cause=event.id))
-        if event.phase is not Phase.CLEARED:
-            self._siren_sent[device] = transition.at
+        for target, action in self._commands_for(transition, event.key):
+            self._background(self._command(target, action, cause=event.id))
         # ... then the event is made durable with the rule state that caused it (in a worker
         # thread, so the commands leave on this loop while the disk syncs), and only then
         # sent to the hub.
@@ -355,24 +378,51 @@ class EdgeAgent:
             event.id,
             topic,
             self.codec.encode(event),
-            life_safety=True,
+            life_safety=transition.life_safety,
             now_ms=_ms(transition.at),
-            state=(GAS_STATE, self._encoded_state()),
+            state=(ENGINE_STATE, self.engine.snapshot()),
         )
         self._state_dirty = False
         self._kick.set()
         if self.telemetry is not None:
             self.telemetry.alert(event)
-        self._plan_local_warning(event)
+        self._plan_local_warning(event, transition)
 
-    def _plan_local_warning(self, event: AlertEvent) -> None:
-        """If the hub does not answer an Extreme alarm in time, warn the building ourselves."""
+    def _commands_for(self, transition: Transition, key: str) -> list[tuple[str, CommandAction]]:
+        """The rule's local actions as device commands; the siren stops when the alert clears."""
+        if transition.phase is Phase.CLEARED:
+            device = self._sirens.pop(key, None)
+            return [] if device is None else [(device, "siren_off")]
+        device = transition.device
+        out: list[tuple[str, CommandAction]] = []
+        for action in transition.actions:
+            if device is None:
+                break
+            if action.do == "siren":
+                out.append((device, "siren_on"))
+                self._sirens[key] = device
+                self._siren_sent[device] = transition.at
+            elif action.do == "valve_close":
+                out.append((device, "valve_close"))
+        return out
+
+    def _plan_local_warning(self, event: AlertEvent, transition: Transition) -> None:
+        """If the hub does not answer an Extreme life-safety alarm in time, or the rule asks
+        for the speakers, warn the building ourselves."""
+        speaker = next((a for a in transition.actions if a.do == "speaker"), None)
+        if speaker is not None:
+            self.counters["local_announcements"] += 1
+            self._background(self._play(local_warning(event, self.clock(), speaker.text)))
         if event.phase is Phase.CLEARED:
             pending = self._local_warnings.pop(event.key, None)
             if pending is not None:
                 pending.cancel()
             return
-        if event.severity is not Severity.EXTREME or event.key in self._local_warnings:
+        if (
+            event.severity is not Severity.EXTREME
+            or not transition.life_safety
+            or event.key in self._local_warnings
+        ):
             return
         self._local_warnings[event.key] = asyncio.create_task(self._warn_if_unanswered(event))
 
@@ -387,14 +437,6 @@ class EdgeAgent:
         warning = local_warning(event, self.clock())
         self._observe("broadcast", f"local warning (hub unreachable): {warning.headline}")
         await self._play(warning)
-
-    def _actions_for(self, event: AlertEvent) -> list[CommandAction]:
-        if event.phase is Phase.CLEARED:
-            return ["siren_off"]
-        actions: list[CommandAction] = ["siren_on"]
-        if event.severity is Severity.EXTREME and self.gas_rule.close_valve_at_high:
-            actions.append("valve_close")
-        return actions
 
     async def _command(
         self,

@@ -48,6 +48,7 @@ class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     kind: DeviceKind
     unit: Id | None = None
     room: str | None = None
+    resident: Id | None = None  # elder care: whose routine this device watches
     # How often the device reports; silence for `silent_after` intervals marks it offline.
     interval_s: Annotated[float, Meta(gt=0, le=86400)] = 60.0
 

@@ -17,7 +17,7 @@ _TEXT = {
 _DEFAULT = "紧急通知：本楼发生紧急情况。请听从工作人员指挥，迅速离开大楼。"
 
 
-def local_warning(event: AlertEvent, now: datetime) -> Broadcast:
+def local_warning(event: AlertEvent, now: datetime, text: str = "") -> Broadcast:
     """A warning for this building only, made at the gateway from the alarm it raised."""
     return Broadcast(
         id=uuid7(int(now.timestamp() * 1000)),
@@ -25,7 +25,7 @@ def local_warning(event: AlertEvent, now: datetime) -> Broadcast:
         ts=now,
         severity=Severity.EXTREME,
         headline="本楼紧急警报（网关本地播报）",
-        text=_TEXT.get(event.kind, _DEFAULT),
+        text=text or _TEXT.get(event.kind, _DEFAULT),
         buildings=[event.building] if event.building else [],
         repeat=2,
         expires=now + timedelta(hours=1),

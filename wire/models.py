@@ -101,6 +101,10 @@ class AlertEvent(_Telemetry, kw_only=True, frozen=True):
     ts: Timestamp
     evidence: Values = {}
     message: ShortText = ""
+    # What the rule asked for beyond the gateway: "notify", "broadcast" (the hub acts on them);
+    # and whether this is a life-safety alarm (fire, gas, CO: never held back, never dropped).
+    actions: Annotated[list[Name], Meta(max_length=8)] = []
+    life_safety: bool = False
 
 
 class Ack(_Strict, kw_only=True, frozen=True):
