@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anmin.commands import edge, hub, rules, sim, wire
+from anmin.commands import edge, grafana, hub, rules, sim, wire
 from anmin.common import console, logging_setup
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app.add_typer(hub.app, name="hub")
 app.add_typer(sim.app, name="sim")
 app.add_typer(rules.app, name="rules")
 app.add_typer(wire.app, name="wire")
+app.add_typer(grafana.app, name="grafana")
 
 
 @app.command()

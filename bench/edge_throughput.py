@@ -1,0 +1,276 @@
+"""Edge agent throughput, latency and memory, through a real Mosquitto (issue 5).
+
+Runs, in one go and on one broker:
+  1. a bare paho-mqtt subscriber (the baseline: what a do-nothing Python client receives);
+  2. the edge agent (`anmin edge run`, its own process) with every preset enabled for 1,000
+     devices, fed at rising rates: the rate it sustains (readings processed per second while
+     the publisher offers more) and that rate divided by the baseline;
+  3. at 5,000 readings/s of background load, the latency from a probe reading published to
+     the alert it causes being published (p50 / p99);
+  4. the agent's RSS.
+Prints figures; asserts nothing. Usage: .venv/bin/python bench/edge_throughput.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as paho
+
+from bus.broker import Mosquitto, free_port
+from wire import topics
+
+SITE, GATEWAY, BUILDING = "bench", "gw-1", "b1"
+KINDS = ["gas", "co", "smoke", "heat", "electrical", "flood", "pump", "wearable"]
+METRIC = {
+    "gas": ("gas_lel", 0.5),
+    "co": ("co_ppm", 2.0),
+    "smoke": ("smoke_obs", 0.1),
+    "heat": ("temp_c", 24.0),
+    "electrical": ("residual_ma", 3.0),
+    "flood": ("water_level_cm", 0.0),
+    "pump": ("vibration_mm_s", 2.0),
+    "wearable": ("heart_rate_bpm", 72.0),
+}
+PROBE = "probe-gas"
+# The probe's rule: no hold, so that the alert follows the reading at once and the
+# latency measured is the agent's, not a timer's.
+PROBE_RULES = """\
+  - id: probe
+    kind: gas
+    life_safety: true
+    devices: {kinds: [gas], rooms: [probe]}
+    create:
+      Extreme:
+        all: [{metric: gas_lel, op: ">=", value: 50, unit: "%LEL"}]
+    clear:
+      all: [{metric: gas_lel, op: "<", value: 10, unit: "%LEL"}]
+"""
+
+
+def config(broker_port: int, data_dir: Path, metrics_port: int, devices: int) -> str:
+    lines = [
+        f"site: {SITE}",
+        f"gateway: {GATEWAY}",
+        f"building: {BUILDING}",
+        f"data_dir: {data_dir}",
+        f"broker: {{host: 127.0.0.1, port: {broker_port}}}",
+        f"metrics_port: {metrics_port}",
+        "rules:",
+        "  include: [gas, co-ul2034, heat-a1r, smoke, electrical, flood, pump, device-health,"
+        " elder-care, lockers]",
+        "  rules:",
+        *PROBE_RULES.splitlines(),
+        "devices:",
+        f"  - {{id: {PROBE}, kind: gas, unit: '0', room: probe, interval_s: 1}}",
+    ]
+    for i in range(devices):
+        kind = KINDS[i % len(KINDS)]
+        lines.append(f"  - {{id: d{i:04d}, kind: {kind}, unit: '{i % 50}', interval_s: 60}}")
+    return "\n".join(lines) + "\n"
+
+
+def payload(device: str, seq: int, metric: str, value: float) -> bytes:
+    ts = datetime.now(UTC).isoformat()
+    return json.dumps({"device": device, "seq": seq, "ts": ts, "values": {metric: value}}).encode()
+
+
+def bare_subscriber_rate(port: int, count: int) -> float:
+    """Messages/s a do-nothing paho subscriber receives from a flat-out publisher."""
+    got = threading.Event()
+    received = 0
+    first = 0.0
+
+    def on_message(_c: paho.Client, _u: object, _m: paho.MQTTMessage) -> None:
+        nonlocal received, first
+        if received == 0:
+            first = time.perf_counter()
+        received += 1
+        if received == count:
+            got.set()
+
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-bare-sub")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("bench/bare", qos=0)
+    sub.loop_start()
+    time.sleep(0.3)  # a benchmark, not a test: let the subscription settle
+    pub = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-bare-pub")
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    body = payload("d0000", 1, "gas_lel", 0.5)
+    for _ in range(count):
+        pub.publish("bench/bare", body, qos=0)
+    got.wait(60)
+    rate = received / (time.perf_counter() - first)
+    for client in (pub, sub):
+        client.loop_stop()
+        client.disconnect()
+    return rate
+
+
+def processed(metrics_port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("anmin_edge_readings_total{") or line.startswith(
+                "anmin_edge_readings{"
+            ):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Load:
+    """Publishes background readings from the 1,000 devices at a set rate (QoS 0)."""
+
+    def __init__(self, port: int, devices: int) -> None:
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-load")
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.devices = devices
+        self.seq = [0] * devices
+        self.sent = 0
+
+    def run(self, rate: float, seconds: float, stop: threading.Event | None = None) -> float:
+        """Offer ``rate`` readings/s for ``seconds``; return the rate actually offered."""
+        began = time.perf_counter()
+        tick = 0.01
+        per_tick = max(1, int(rate * tick))
+        sent = 0
+        while time.perf_counter() - began < seconds and not (stop and stop.is_set()):
+            for _ in range(per_tick):
+                i = self.sent % self.devices
+                kind = KINDS[i % len(KINDS)]
+                metric, value = METRIC[kind]
+                self.seq[i] += 1
+                self.client.publish(
+                    topics.reading(SITE, GATEWAY, f"d{i:04d}"),
+                    payload(f"d{i:04d}", self.seq[i], metric, value),
+                    qos=0,
+                )
+                self.sent += 1
+                sent += 1
+            ahead = began + sent / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+        return sent / (time.perf_counter() - began)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def probe_latencies(port: int, samples: int) -> list[float]:
+    """Publish the probe high then low; time each reading to its alert event."""
+    alert_topic = topics.gateway_topic(topics.Channel.ALERT, SITE, GATEWAY)
+    arrived = threading.Event()
+
+    def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+        if b'"device":"probe-gas"' in m.payload:
+            arrived.set()
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-probe")
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe(alert_topic, qos=1)
+    client.loop_start()
+    time.sleep(0.3)
+    out = []
+    seq = 1_000_000
+    for i in range(samples * 2):
+        arrived.clear()
+        seq += 1
+        value = 80.0 if i % 2 == 0 else 1.0
+        began = time.perf_counter()
+        client.publish(
+            topics.reading(SITE, GATEWAY, PROBE), payload(PROBE, seq, "gas_lel", value), qos=1
+        )
+        if arrived.wait(5):
+            out.append((time.perf_counter() - began) * 1000)
+    client.loop_stop()
+    client.disconnect()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rates", default="5000,10000,20000,40000")
+    parser.add_argument("--samples", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, Mosquitto(persistence=False) as broker:
+        baseline = bare_subscriber_rate(broker.port, 200_000)
+        print(f"bare paho subscriber on this broker: {baseline:,.0f} msgs/s")
+        metrics_port = free_port()
+        path = Path(tmp) / "edge.yaml"
+        path.write_text(config(broker.port, Path(tmp) / "data", metrics_port, args.devices))
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "anmin", "edge", "run", "--config", str(path)],
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    processed(metrics_port)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            print(
+                f"agent RSS at start ({args.devices} devices, every preset): "
+                f"{rss_mb(agent.pid):.0f} MB"
+            )
+            load = Load(broker.port, args.devices)
+            best = 0.0
+            for rate in [float(r) for r in args.rates.split(",")]:
+                before, began = processed(metrics_port), time.perf_counter()
+                offered = load.run(rate, args.seconds)
+                # Sustained = what the agent processed in the window, not what was offered.
+                done = (processed(metrics_port) - before) / (time.perf_counter() - began)
+                best = max(best, done)
+                print(f"offered {offered:>9,.0f}/s  processed {done:>9,.0f}/s")
+            print(f"sustained: {best:,.0f} readings/s; ratio to bare paho: {best / baseline:.2f}")
+            stop = threading.Event()
+            background = threading.Thread(target=load.run, args=(5000.0, 3600.0, stop))
+            background.start()
+            latencies = probe_latencies(broker.port, args.samples)
+            stop.set()
+            background.join()
+            load.close()
+            if latencies:
+                latencies.sort()
+                p99 = latencies[int(len(latencies) * 0.99) - 1]
+                p50 = statistics.median(latencies)
+                print(
+                    f"reading -> alert at 5,000/s background: p50 {p50:.2f} ms,"
+                    f" p99 {p99:.2f} ms ({len(latencies)} samples)"
+                )
+            print(f"agent RSS after the run: {rss_mb(agent.pid):.0f} MB")
+        finally:
+            agent.terminate()
+            agent.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
