@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 SENSOR = "sensor"  # tags: site, gateway, building, unit, device, kind, metric
 GATEWAY = "gateway"  # tags: site, gateway; fields: counters and gauges of the agent
 ALERT = "alert"  # tags: site, gateway, building, unit, device, kind, severity, phase
+# Elder-care devices: their series are written per building only (DESIGN.md, principle 5).
+PRIVATE_KINDS = frozenset({"pir", "door", "bed", "wearable", "sos"})
 
 
 @dataclass(slots=True)
@@ -96,7 +98,6 @@ class Downsampler:
             .tag("site", self.site)
             .tag("gateway", self.gateway)
             .tag("building", key.building)
-            .tag("device", key.device)
             .tag("kind", key.kind)
             .tag("metric", key.metric)
             .field("min", window.low)
@@ -106,6 +107,8 @@ class Downsampler:
             .field("count", window.count)
             .time(window.start, WritePrecision.S)
         )
+        if key.device:
+            point = point.tag("device", key.device)
         if key.unit:
             point = point.tag("unit", key.unit)
         return point  # type: ignore[no-any-return]  # influxdb_client's builder is untyped
@@ -247,8 +250,14 @@ class Telemetry:
 
     def reading(self, device: DeviceConfig, building: str, reading: Reading, at: datetime) -> None:
         closed: list[Point] = []
+        private = device.kind in PRIVATE_KINDS
         for metric, value in reading.values.items():
-            key = SeriesKey(device.id, metric, device.kind, building, device.unit)
+            if private:
+                # Privacy by design: a resident's movements and vital signs stay on the
+                # gateway; only the building's aggregate leaves it (no device, no unit).
+                key = SeriesKey("", metric, device.kind, building, None)
+            else:
+                key = SeriesKey(device.id, metric, device.kind, building, device.unit)
             closed.extend(self.downsampler.add(key, value, at))
         if closed:
             with self._lock:
