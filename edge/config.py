@@ -11,7 +11,7 @@ import msgspec
 import yaml
 from msgspec import Meta
 
-from rules import ConfigError, RuleSet, load_file, load_yaml
+from rules import ConfigError, RuleSet, load_file, load_rules, load_yaml
 from wire.topics import ID_PATTERN
 
 Id = Annotated[str, Meta(pattern=f"^{ID_PATTERN}$")]
@@ -83,6 +83,8 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     uplink: BrokerConfig | None = None
     devices: list[DeviceConfig] = []
     rules: RuleSet = RuleSet()
+    # A rule file instead of (not beside) an inline `rules:` section, relative to this file.
+    rules_file: str | None = None
     # An unacknowledged alert is sent again after this long (doubling, see the next).
     uplink_retry_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
     # The backoff stops growing here; a hub coming back online also resets it at once.
@@ -142,6 +144,15 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> EdgeConfig:
     environment = os.environ if env is None else env
     # The file must be valid on its own, so that its errors come with their line numbers.
     config = load_file(path, EdgeConfig)
+    if config.rules_file is not None:
+        if config.rules != RuleSet():
+            raise ConfigError(
+                str(path), None, "rules", "give either rules: or rules_file:, not both"
+            )
+        rules_path = Path(config.rules_file)
+        if not rules_path.is_absolute():
+            rules_path = path.parent / rules_path
+        config = msgspec.structs.replace(config, rules=load_rules(rules_path))
     overrides = env_overrides(environment)
     if not overrides:
         return config

@@ -1,0 +1,47 @@
+"""The gateway's config: strict errors with lines, environment overrides, a rule file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import load
+from rules import ConfigError
+
+BASE = "site: s1\ngateway: gw-1\nbuilding: b1\n"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_misspelt_key_is_an_error_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "broker:\n  hots: x\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    assert caught.value.line == 5 and "hots" in str(caught.value)
+
+
+def test_environment_variables_override_any_key(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "broker: {host: a, port: 1883}\n")
+    config = load(path, env={"ANMIN_EDGE_BROKER__PORT": "1884", "ANMIN_EDGE_HEARTBEAT_S": "3"})
+    assert config.broker.port == 1884 and config.broker.host == "a"
+    assert config.heartbeat_s == 3
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={"ANMIN_EDGE_BROKER__PORT": "not-a-port"})
+    assert "ANMIN_EDGE_BROKER__PORT" in str(caught.value)
+
+
+def test_a_rule_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text("version: 1\ninclude: [gas, smoke]\n")
+    config = load(write(tmp_path, BASE + "rules_file: rules.yaml\n"), env={})
+    assert {r.id for r in config.rules.resolved()} >= {"gas-lel", "smoke", "fire-confirmed"}
+
+
+def test_the_shipped_example_loads() -> None:
+    root = Path(__file__).resolve().parents[3]
+    config = load(root / "deploy" / "edge.example.yaml", env={})
+    assert len(config.rules.resolved()) > 10
