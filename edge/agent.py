@@ -26,7 +26,7 @@ from edge.ingest import Accepted, Ingest, Rejection
 from edge.outbox import Outbox
 from edge.telemetry import Telemetry
 from edge.warnings import local_warning
-from rules import Engine, Transition
+from rules import Engine, RuleSet, Transition
 from rules.engine import EngineError
 from wire import (
     Ack,
@@ -220,6 +220,17 @@ class EdgeAgent:
             out["telemetry_buffered_batches"] = self.telemetry.buffer.depth()
             out["telemetry_dropped_batches"] = self.telemetry.buffer.dropped_batches
         return out
+
+    async def reload_rules(self, ruleset: RuleSet) -> int:
+        """Run new rules without a restart: unchanged rules keep their state (hold timers,
+        learned routines, open alerts); removed rules clear their alerts. Returns how many
+        rules now run."""
+        for transition in self.engine.reload(ruleset, self.clock()):
+            await self._alarm(transition)
+        self._state_dirty = True
+        self.counters["rules_reloaded"] += 1
+        self._observe("rules", f"reloaded: {len(self.engine.rules)} rules")
+        return len(self.engine.rules)
 
     def _save_state(self) -> None:
         if self._state_dirty:

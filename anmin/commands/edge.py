@@ -45,24 +45,48 @@ def edge_run(
 ) -> None:
     """Run the edge agent of one gateway, as its YAML config describes (see deploy/).
 
-    SIGTERM and Ctrl-C stop it cleanly: rule state saved, telemetry flushed.
+    SIGTERM and Ctrl-C stop it cleanly: rule state saved, telemetry flushed. SIGHUP reloads
+    the rules from the config (and its rules_file) without losing the state of unchanged rules.
     """
     from edge import EdgeAgent
 
     logging_setup(verbose, json_logs=json_logs)
     agent = EdgeAgent(_load(config))
 
+    async def reload() -> None:
+        from edge import load
+        from rules import ConfigError
+
+        try:
+            fresh = load(config)
+        except ConfigError as exc:
+            # A broken edit must not stop a running gateway: keep the rules it has.
+            errors.print(f"[red]rules not reloaded:[/] {exc}")
+            return
+        count = await agent.reload_rules(fresh.rules)
+        errors.print(f"rules reloaded: {count} rules")
+
     async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        from bus.tasks import stop
+
         loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
         for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(stop_signal, task.cancel)
+            loop.add_signal_handler(stop_signal, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
         if agent.config.metrics_port is not None:
             from edge.metrics import serve_metrics
 
             serve_metrics(agent, agent.config.metrics_port)
-        await agent.run()
+        running = asyncio.create_task(agent.run())
+        waiting = asyncio.create_task(stopping.wait())
+        await asyncio.wait({running, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if running.done():
+            running.result()  # it failed: let the error show
+        else:
+            # One cancel can be lost while aiomqtt connects (Python 3.11); stop() insists.
+            await stop(running)
 
     try:
         asyncio.run(main())

@@ -1,0 +1,91 @@
+"""Rules reload at run time without losing the state of unchanged rules."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bus.broker import Mosquitto
+from rules import load_yaml
+from rules.ruleset import RuleSet
+from tests.conftest import wait_for
+from tests.integration.edge_support import (
+    GATEWAY,
+    SITE,
+    Recorder,
+    edge_config_yaml,
+    make_agent,
+    running,
+)
+from tests.integration.test_edge_faults import publish_surely, reading
+from wire import topics
+from wire.topics import Channel
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+GAS = "gas-b1-101"
+
+
+async def test_a_reload_keeps_a_standing_alarm_and_clears_a_removed_rules_alarm(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    agent = make_agent(mosquitto.broker, tmp_path / "edge")
+    topic = topics.reading(SITE, GATEWAY, GAS)
+    async with running(agent.run()):
+        assert await agent.local.wait_connected(10)
+        seq = 0
+
+        def received(count: int) -> bool:
+            return agent.ingest.counters["readings"] >= count
+
+        while agent.counters["alerts.raised"] < 1:
+            await publish_surely(agent.local, topic, reading(seq, 30.0))
+            seq += 1
+            await wait_for(lambda: received(seq), what="the reading")  # noqa: B023
+        # Same gas rule plus smoke: the gas alarm stands, no second "raised".
+        both = load_yaml("version: 1\ninclude: [gas, smoke]\n", RuleSet, "<test>")
+        assert await agent.reload_rules(both) >= 3
+        await publish_surely(agent.local, topic, reading(seq, 30.0))
+        await wait_for(lambda: agent.ingest.counters["readings"] > seq, what="a reading")
+        assert agent.counters["alerts.raised"] == 1
+        assert agent.counters["alerts.cleared"] == 0
+        # Without the gas rule its alarm is cleared, and the siren told to stop.
+        smoke_only = load_yaml("version: 1\ninclude: [smoke]\n", RuleSet, "<test>")
+        await agent.reload_rules(smoke_only)
+        assert agent.counters["alerts.cleared"] == 1
+        await wait_for(lambda: agent.counters["commands.siren_off"] == 1, what="siren off")
+    agent.close()
+
+
+def start_agent(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "anmin", "edge", "run", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_sighup_reloads_a_running_gateway(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    config = tmp_path / "edge.yaml"
+    config.write_text(edge_config_yaml(mosquitto.broker, tmp_path / "data"))
+    watcher = Recorder(
+        mosquitto.broker, topics.gateway_topic(Channel.HEARTBEAT, SITE, GATEWAY), client_id="w"
+    )
+    agent = start_agent(config)
+    try:
+        async with running(watcher.link.run()):
+            await wait_for(lambda: bool(watcher.messages), what="the gateway online")
+        agent.send_signal(signal.SIGHUP)
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=20)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert agent.returncode == 0, err
+    assert "rules reloaded" in err
