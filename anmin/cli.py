@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anmin.commands import edge, grafana, hub, rules, sim, wire
+from anmin.commands import broker, edge, grafana, hub, rules, sim, wire
 from anmin.common import console, logging_setup
 
 app = typer.Typer(
@@ -26,7 +26,9 @@ app.add_typer(hub.app, name="hub")
 app.add_typer(sim.app, name="sim")
 app.add_typer(rules.app, name="rules")
 app.add_typer(wire.app, name="wire")
+app.add_typer(__import__("anmin.commands.eval", fromlist=["app"]).app, name="eval")
 app.add_typer(grafana.app, name="grafana")
+app.add_typer(broker.app, name="broker")
 
 
 @app.command()
@@ -51,6 +53,17 @@ def demo(
     embedded_broker: Annotated[
         bool, typer.Option(help="Use the embedded amqtt broker even if Mosquitto is installed.")
     ] = False,
+    community: Annotated[
+        bool,
+        typer.Option(
+            "--community",
+            help="Run the sample community instead: 4 gateways, ~300 devices, an hour of "
+            "incidents of every kind (needs Mosquitto).",
+        ),
+    ] = False,
+    speed: Annotated[
+        float, typer.Option(help="With --community: how much faster than real time.")
+    ] = 1.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")] = False,
 ) -> None:
     """Run a broker, the hub, one gateway and a simulated building; a gas leak follows.
@@ -58,9 +71,25 @@ def demo(
     The terminal shows each step as it happens: reading -> alert -> siren -> hub ->
     broadcast -> speaker receipt. Ctrl-C stops everything.
     """
-    from anmin.demo import DemoOptions, default_data_dir, run_demo
+    from anmin.demo import (
+        CommunityOptions,
+        DemoOptions,
+        default_data_dir,
+        run_community_demo,
+        run_demo,
+    )
 
     logging_setup(verbose)
+    if community:
+        community_options = CommunityOptions(
+            data_dir=data_dir or default_data_dir(), speed=speed, seed=seed, http_port=port
+        )
+        try:
+            code = asyncio.run(run_community_demo(community_options, console))
+        except KeyboardInterrupt:
+            console.print("[dim]demo stopped[/]")
+            code = 0
+        raise typer.Exit(code)
     options = DemoOptions(
         data_dir=data_dir or default_data_dir(),
         http_port=port,

@@ -6,6 +6,7 @@ It is an ordinary MQTT subscriber, so what it shows is what really crossed the b
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,9 +52,10 @@ def _summary(channel: Channel, data: dict[str, object]) -> str | None:
     if channel is Channel.CMD:
         return f"{data.get('action')} -> {data.get('device')}"
     if channel is Channel.ALERT:
+        place = "/".join(str(p) for p in (data.get("building"), data.get("unit")) if p)
         return (
             f"{data.get('phase')} {data.get('severity')} {data.get('kind')} at "
-            f"{data.get('building')}/{data.get('unit')}: {data.get('message')}"
+            f"{place}: {data.get('message')}"
         )
     if channel is Channel.ACK:
         return f"stored {', '.join(str(i)[:13] for i in data.get('ids', []))}..."  # type: ignore[attr-defined]
@@ -78,10 +80,13 @@ class LiveConsole:
         milestones: Milestones,
         *,
         on_receipt: Callable[[], None] | None = None,
+        quiet: frozenset[Channel] = frozenset(),
     ) -> None:
         self.console = console
         self.milestones = milestones
         self.on_receipt = on_receipt
+        self.quiet = quiet | {Channel.HEARTBEAT}
+        self.alert_kinds: Counter[str] = Counter()
         self._last_reading_print = 0.0
 
     async def __call__(self, message: Incoming) -> None:
@@ -89,7 +94,7 @@ class LiveConsole:
             channel = topics.parse(message.topic).channel
         except Exception:
             return
-        if channel is Channel.HEARTBEAT or not message.payload:
+        if channel in self.quiet or not message.payload:
             return
         try:
             data = msgspec.json.decode(message.payload)
@@ -109,6 +114,8 @@ class LiveConsole:
                 return
             self._last_reading_print = now
         self._mark(channel, data)
+        if channel is Channel.ALERT and data.get("phase") == "raised":
+            self.alert_kinds[str(data.get("kind"))] += 1
         label, style = _STYLE[channel]
         elapsed = time.monotonic() - self.milestones.started
         self.console.print(f"[dim]{elapsed:6.1f}s[/] [{style}]{label:>9}[/] {text}")

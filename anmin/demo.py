@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import socket
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,119 @@ def _print_milestones(console: Console, milestones: Milestones) -> None:
         for step in steps
     ]
     console.print("[bold]alarm path:[/] " + " -> ".join(parts))
+
+
+SAMPLE_COMMUNITY = (
+    Path(__file__).resolve().parents[1] / "firmware-sim" / "scenarios" / "sample-community.yaml"
+)
+
+
+@dataclass(frozen=True)
+class CommunityOptions:
+    data_dir: Path
+    scenario: Path = SAMPLE_COMMUNITY
+    speed: float = 1.0
+    seed: int = 7
+    http_port: int = 8080
+
+
+async def run_community_demo(options: CommunityOptions, console: Console) -> int:
+    """The sample community (2 sites, 4 buildings, ~300 devices, an hour of incidents): one
+    edge agent per gateway with every rule preset, the hub, and the simulator at ``speed``."""
+    from bus.broker import Mosquitto, free_port
+    from edge import EdgeAgent
+    from edge.config import BrokerConfig, DeviceConfig, EdgeConfig
+    from firmware_sim import community
+    from firmware_sim.runner import ScenarioRunner, run_start, utc_now
+    from firmware_sim.scenario import load_scenario, seconds
+    from hub import HubSettings, serve
+    from rules import RuleSet
+    from rules.ruleset import preset_names
+    from wire.topics import Channel
+
+    shutil.rmtree(options.data_dir, ignore_errors=True)
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    scenario = load_scenario(options.scenario)
+    duration = seconds(scenario.duration)
+    sim = community.build(
+        scenario, seed=options.seed, start=run_start(utc_now(), duration, options.speed)
+    )
+    duration = (sim.end - sim.start).total_seconds()
+    mosquitto = Mosquitto(free_port(), options.data_dir / "mosquitto")
+    mosquitto.start()
+    broker = mosquitto.broker
+    wanted = options.http_port
+    http_port = wanted if wanted and port_is_free(wanted) else free_port()
+    # One CO profile (UL 2034). Faster than real time the devices' clocks run ahead of the
+    # gateways', which the device-health preset rightly reports as clock skew: left out then.
+    skip = {"co-en50291"} | ({"device-health"} if options.speed != 1 else set())
+    rules = RuleSet(include=[n for n in preset_names() if n not in skip])
+    agents = []
+    for (site, gateway), device_ids in sim.gateways().items():
+        infos = [sim.info[d] for d in device_ids]
+        devices = [
+            DeviceConfig(
+                id=i.id,
+                kind=i.kind,  # type: ignore[arg-type]  # the simulator's kinds are the edge's
+                unit=i.unit,
+                room=i.room,
+                resident=i.resident,
+                interval_s=i.interval_s,
+            )
+            for i in infos
+        ]
+        config = EdgeConfig(
+            site=site,
+            gateway=gateway,
+            building=infos[0].building,
+            data_dir=str(options.data_dir / gateway),
+            broker=BrokerConfig(broker.host, broker.port),
+            devices=devices,
+            rules=rules,
+        )
+        agents.append(EdgeAgent(config))
+    live = LiveConsole(console, Milestones(), quiet=frozenset({Channel.READING, Channel.STATUS}))
+    observer = MqttLink(
+        broker,
+        client_id="anmin-demo-console",
+        subscriptions=[(topics.everything_filter(), 1)],
+        handler=live,
+    )
+    runner = ScenarioRunner(sim, broker, speed=options.speed, connections="gateway")
+    console.print(
+        Panel.fit(
+            f"[bold]Anmin community demo[/] (安民): {scenario.name}\n"
+            f"{len(sim.info)} devices on {len(agents)} gateways; "
+            f"{len(sim.incidents)} incidents over {duration / 60:.0f} simulated minutes, "
+            f"played at {options.speed:g}x\n"
+            f"hub: http://127.0.0.1:{http_port}/  broker: 127.0.0.1:{broker.port}\n"
+            "Rules run on the gateways' clocks: at speeds above 1, alarms that need time "
+            "(CO dose, inactivity) come later than the simulated incidents. Ctrl-C stops.",
+            border_style="blue",
+        )
+    )
+    settings = HubSettings(
+        database_url=f"sqlite:///{options.data_dir / 'hub.sqlite3'}",
+        broker=broker,
+        client_id="anmin-hub-demo",
+        http_port=http_port,
+    )
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(observer.run())
+            await observer.wait_connected(10)
+            tasks.create_task(serve(settings))
+            for agent in agents:
+                tasks.create_task(agent.run())
+            await runner.run()
+            raise _Finished
+    except* _Finished:
+        pass
+    finally:
+        for agent in agents:
+            agent.close()
+        mosquitto.close()
+        expected = Counter(i.kind for i in sim.incidents)
+        console.print(f"[bold]incidents played:[/] {dict(expected)}")
+        console.print(f"[bold]alerts raised:[/] {dict(live.alert_kinds)}")
+    return 0

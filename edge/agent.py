@@ -340,7 +340,9 @@ class EdgeAgent:
     def _reassert_siren(self, device: str, now: datetime) -> None:
         """While an alarm stands, a siren the device does not report as on is commanded again:
         one lost command must not leave a leak silent."""
-        if self.ingest.devices[device].actuators.get("siren") == "on":
+        actuators = self.ingest.devices[device].actuators
+        # Only a device that reports its siren can be seen not to sound it.
+        if "siren" not in actuators or actuators["siren"] == "on":
             return
         last = self._siren_sent.get(device)
         if last is not None and (now - last).total_seconds() < SIREN_RETRY_S:

@@ -44,3 +44,24 @@ def test_demo_shows_the_alarm_path_within_a_minute(tmp_path: Path, broker: str) 
     path = re.search(r"alarm path: (.*)", out)
     assert path and "receipt -" not in path.group(1), out
     assert "Traceback" not in out + done.stderr
+
+
+def test_the_community_demo_plays_the_sample_community(tmp_path: Path) -> None:
+    """`anmin demo --community`: four gateways, ~300 devices; at 60x the hour takes a minute."""
+    command = [
+        sys.executable, "-m", "anmin", "demo", "--community", "--speed", "60",
+        "--data-dir", str(tmp_path / "demo"), "--port", "0",
+    ]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env=env, stdin=subprocess.DEVNULL
+    )
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "306 devices on 4 gateways" in out
+    raised = re.search(r"alerts raised: (.*)", out)
+    assert raised, out
+    # Alarms that need no time to build up are raised even at 60x.
+    for kind in ("sos", "locker_forced", "gas"):
+        assert f"'{kind}'" in raised.group(1), out
+    assert "Traceback" not in out + done.stderr
