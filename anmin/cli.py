@@ -26,7 +26,7 @@ app.add_typer(hub.app, name="hub")
 app.add_typer(sim.app, name="sim")
 app.add_typer(rules.app, name="rules")
 app.add_typer(wire.app, name="wire")
-app.add_typer(__import__("anmin.commands.eval", fromlist=["app"]).app, name="eval")
+app.add_typer(eval_command.app, name="eval")
 app.add_typer(grafana.app, name="grafana")
 app.add_typer(broker.app, name="broker")
 

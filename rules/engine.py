@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 import msgspec
 
 from rules.co_dose import Dose
-from rules.detectors import DETECTORS, Detector, DetectorFactory
+from rules.detectors import DETECTORS, TIME_KEY, Detector, DetectorFactory
 from rules.durations import seconds
 from rules.language import SEVERITY_RANK, Action, Condition, Level, Rule
 from rules.routine import Routine
@@ -329,7 +329,7 @@ class Engine:
             if not _matches(compiled.rule, device):
                 continue
             key = scope_key(compiled.rule, device)
-            self._score(compiled, device, track, values, key)
+            self._score(compiled, device, track, values, key, at)
             for leaf in compiled.inactive:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
@@ -356,15 +356,19 @@ class Engine:
         track: DeviceTrack,
         values: Mapping[str, float],
         key: str,
+        at: float,
     ) -> None:
+        if not compiled.detectors:
+            return
+        x = {**values, TIME_KEY: at + self.utc_offset_s}  # local time, for seasonal baselines
         for name in compiled.detectors:
             detector = self._detectors.get((device.id, name))
             if detector is None:
                 detector = self._detectors[(device.id, name)] = self.detector_factories[name]()
-            track.scores[name] = detector.score_one(values)
+            track.scores[name] = detector.score_one(x)
             alert = self.state.alerts.get(compiled.rule.id, {}).get(key)
             if alert is None or alert.severity is None:  # keep anomalies out of learning
-                detector.learn_one(values)
+                detector.learn_one(x)
 
     def tick(self, now: datetime) -> list[Transition]:
         """Let time pass: holds complete, clears complete, silence and routines are checked."""

@@ -1,0 +1,80 @@
+"""The simulator's labelled scenarios, recorded in-process: the replay and its ground truth,
+every rule scored against the incidents, and one labelled series per device a detector reads."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from anmin.evaluation.series import Series
+from rules.language import Rule
+from rules.replay import run_replay
+from rules.scoring import Score, score
+from wire.replay import GroundTruth, ReplayHeader, ReplayRecord, decode_lines
+
+
+@dataclass(slots=True)
+class Recording:
+    header: ReplayHeader
+    records: list[ReplayRecord]
+    truth: GroundTruth
+
+
+def record(scenario: Path, *, seed: int | None, duration_s: float | None) -> Recording:
+    from firmware_sim import community
+    from firmware_sim.record import read_truth
+    from firmware_sim.record import record as record_scenario
+    from firmware_sim.scenario import load_scenario
+
+    built = community.build(load_scenario(scenario), seed=seed, duration_s=duration_s)
+    with tempfile.TemporaryDirectory(prefix="anmin-eval-") as tmp:
+        out = Path(tmp) / "replay.jsonl"
+        summary = record_scenario(built, out)
+        lines = decode_lines(out.read_bytes())
+        truth = read_truth(summary.truth)
+    header = lines[0]
+    assert isinstance(header, ReplayHeader)
+    records = [line for line in lines[1:] if isinstance(line, ReplayRecord)]
+    return Recording(header, records, truth)
+
+
+def score_rules(recording: Recording, rules: Sequence[Rule]) -> Score:
+    result = run_replay(rules, recording.header, recording.records)
+    return score(result.transitions, recording.truth)
+
+
+def series(recording: Recording, kinds: Sequence[str]) -> list[Series]:
+    """A series per device of these kinds; rows inside an incident that expects an alert on
+    the device are labelled 1, and the incident's first reading is its NAB label row."""
+    out = []
+    for info in recording.header.devices:
+        if info.kind not in kinds:
+            continue
+        mine = [r for r in recording.records if r.reading.device == info.id]
+        if not mine:
+            continue
+        incidents = [
+            i for i in recording.truth.incidents if any(e.device == info.id for e in i.expect)
+        ]
+        labels = [int(any(i.start <= r.at <= i.end for i in incidents)) for r in mine]
+        events = []
+        for incident in incidents:
+            first = next((k for k, r in enumerate(mine) if r.at >= incident.start), None)
+            if first is not None:
+                events.append(first)
+        out.append(
+            Series(
+                name=f"sim/{recording.header.scenario}/{info.id}",
+                source="sim",
+                kind=info.kind,
+                times=[r.at for r in mine],
+                rows=[dict(r.reading.values) for r in mine],
+                labels=labels,
+                events=events,
+                scored_from=0,
+                interval_s=info.interval_s,
+            )
+        )
+    return out
