@@ -53,7 +53,8 @@ ALLOWED: dict[str, set[str]] = {
         "pywebpush",
     },
     "firmware_sim": {"wire", "bus", "msgspec", "yaml"},
-    "anmin": OURS | {"typer", "rich", "msgspec", "amqtt"},
+    "anmin": OURS
+    | {"typer", "rich", "msgspec", "amqtt", "yaml", "numpy", "matplotlib", "cryptography"},
 }
 
 
