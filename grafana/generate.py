@@ -68,7 +68,7 @@ SMOKE_OBS_SEVERE = 3.0  # smoke.yaml: 3 %/m held 10 s
 HEAT_STATIC_C = 58.0  # heat-a1r.yaml: static element of EN 54-5 class A1R
 CHILLED_LOW_C = 0.0  # lockers.yaml: chilled compartments 0-8 °C
 CHILLED_HIGH_C = 8.0
-VIBRATION_ZONE_C = 2.8  # pump.yaml / ISO 10816-3: zone B/C boundary (alert clears below)
+VIBRATION_ZONE_C = 2.8  # ISO 10816-3: zone B/C boundary (drawn for reference)
 VIBRATION_ZONE_D = 4.5  # pump.yaml / ISO 10816-3: zone C/D boundary (alert raised at)
 
 GREEN, YELLOW, ORANGE, RED = "green", "yellow", "orange", "red"
