@@ -24,7 +24,7 @@ from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from edge.config import BrokerConfig, EdgeConfig
 from edge.ingest import Accepted, Ingest, Rejection
 from edge.outbox import Outbox
-from edge.telemetry import Telemetry
+from edge.telemetry import PRIVATE_KINDS, Telemetry
 from edge.warnings import local_warning
 from rules import Engine, RuleSet, Transition
 from rules.engine import EngineError
@@ -331,6 +331,10 @@ class EdgeAgent:
         started = time.perf_counter()
         transitions = self.engine.feed(info, reading, now)
         self.rule_seconds += time.perf_counter() - started
+        if self.telemetry is not None and health.config.kind not in PRIVATE_KINDS:
+            track = self.engine.state.devices.get(reading.device)
+            if track is not None and track.scores:
+                self.telemetry.scores(health.config, self.config.building, track.scores, now)
         self._state_dirty = True
         for transition in transitions:
             await self._alarm(transition)

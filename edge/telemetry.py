@@ -263,6 +263,18 @@ class Telemetry:
             with self._lock:
                 self._pending.extend(closed)
 
+    def scores(
+        self, device: DeviceConfig, building: str, scores: dict[str, float], at: datetime
+    ) -> None:
+        """Detector scores (0..1) as series ``score_<detector>``, beside the raw channels."""
+        closed: list[Point] = []
+        for name, value in scores.items():
+            key = SeriesKey(device.id, f"score_{name}", device.kind, building, device.unit)
+            closed.extend(self.downsampler.add(key, value, at))
+        if closed:
+            with self._lock:
+                self._pending.extend(closed)
+
     def alert(self, event: AlertEvent) -> None:
         point = (
             Point(ALERT)

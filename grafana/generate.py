@@ -69,6 +69,7 @@ HEAT_STATIC_C = 58.0  # heat-a1r.yaml: static element of EN 54-5 class A1R
 CHILLED_LOW_C = 0.0  # lockers.yaml: chilled compartments 0-8 °C
 CHILLED_HIGH_C = 8.0
 VIBRATION_ZONE_C = 2.8  # ISO 10816-3: zone B/C boundary (drawn for reference)
+PUMP_SCORE_ALERT = 0.5  # pump.yaml: the detector score that raises the pump alert
 VIBRATION_ZONE_D = 4.5  # pump.yaml / ISO 10816-3: zone C/D boundary (alert raised at)
 
 GREEN, YELLOW, ORANGE, RED = "green", "yellow", "orange", "red"
@@ -797,13 +798,25 @@ def pump_room() -> Board:
     b = Board(
         "anmin-pump-room",
         "Anmin · Pump room",
-        "The booster pumps' raw channels beside their condition. Anomaly scores are not in the"
-        " telemetry yet: until they are, the 5-minute vibration mean against ISO 10816-3's zones"
-        " stands in for them (it is what the pump rule alarms on).",
+        "The booster pumps' anomaly scores beside their raw channels and the 5-minute vibration"
+        " mean against ISO 10816-3's zones: the two things the pump rule alarms on.",
         kinds=PUMP_KINDS,
         annotation_may_be_empty="the pump rule needs a 5-minute mean of gateway time",
     )
     pump = "\"kind\" = 'pump'"
+    series_panel(
+        b,
+        "Anomaly score (0-1)",
+        f"The pump detector's score, highest per window: {PUMP_SCORE_ALERT:g} or more, held,"
+        " raises the pump alert (rules/presets/pump.yaml; docs/detection.md).",
+        sensor('max("max") AS "score"', f"{pump} AND \"metric\" = 'score_pump'", '"device"'),
+        Shape(number("score"), tags=("device",)),
+        unit="none",
+        alias="$tag_device",
+        steps=((None, GREEN), (PUMP_SCORE_ALERT, RED)),
+        draw=common.GraphThresholdsStyleMode.LINE_AND_AREA,
+        minimum=0,
+    )
     series_panel(
         b,
         "Condition: vibration, 5-min mean (mm/s)",
