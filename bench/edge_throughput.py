@@ -216,6 +216,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rates", default="5000,10000,20000,40000")
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--background", type=float, default=5000.0, help="readings/s")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(persistence=False) as broker:
         baseline = bare_subscriber_rate(broker.port, 200_000)
@@ -252,7 +253,7 @@ def main() -> None:
                 print(f"offered {offered:>9,.0f}/s  processed {done:>9,.0f}/s")
             print(f"sustained: {best:,.0f} readings/s; ratio to bare paho: {best / baseline:.2f}")
             stop = threading.Event()
-            background = threading.Thread(target=load.run, args=(5000.0, 3600.0, stop))
+            background = threading.Thread(target=load.run, args=(args.background, 3600.0, stop))
             background.start()
             latencies = probe_latencies(broker.port, args.samples)
             stop.set()
@@ -263,7 +264,7 @@ def main() -> None:
                 p99 = latencies[int(len(latencies) * 0.99) - 1]
                 p50 = statistics.median(latencies)
                 print(
-                    f"reading -> alert at 5,000/s background: p50 {p50:.2f} ms,"
+                    f"reading -> alert at {args.background:,.0f}/s background: p50 {p50:.2f} ms,"
                     f" p99 {p99:.2f} ms ({len(latencies)} samples)"
                 )
             print(f"agent RSS after the run: {rss_mb(agent.pid):.0f} MB")
