@@ -2,7 +2,8 @@
 #   make demo   - set up and run the demo (broker, hub, one gateway, a simulated building)
 #   make test   - set up and run the whole test suite, with the servers it needs
 # Each creates .venv and installs what it needs; `make test` also installs Mosquitto from the
-# distribution's packages when they are missing (as root, or through sudo), as it does InfluxDB.
+# distribution's packages when they are missing (as root, or through sudo), as it does InfluxDB
+# and espeak-ng (the speakers' text to speech).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -41,6 +42,7 @@ $(VENV)/.dev-installed: pyproject.toml | venv-tools
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { $(APT) update && $(APT) install -y mosquitto; }
 	@command -v influxd >/dev/null 2>&1 || { $(APT) update && $(APT) install -y influxdb; }
+	@command -v espeak-ng >/dev/null 2>&1 && command -v sox >/dev/null 2>&1 || { $(APT) update && $(APT) install -y espeak-ng sox; }
 
 schemas: $(VENV)/.dev-installed
 	$(BIN)/anmin wire schemas --out docs/schemas

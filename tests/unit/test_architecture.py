@@ -52,7 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "apprise",
         "pywebpush",
     },
-    "firmware_sim": {"wire", "bus", "msgspec", "yaml"},
+    "firmware_sim": {"wire", "bus", "msgspec", "yaml", "pypinyin"},
     "anmin": OURS
     | {"typer", "rich", "msgspec", "amqtt", "yaml", "numpy", "matplotlib", "cryptography"},
 }
