@@ -44,6 +44,7 @@ from wire import (
     topics,
     uuid7,
 )
+from wire import cap
 from wire.models import CommandAction
 from wire.replay import DeviceInfo
 from wire.topics import Channel
@@ -137,6 +138,7 @@ class EdgeAgent:
         self.started = time.monotonic()
         self._kick = asyncio.Event()
         self._broadcasts_seen: OrderedDict[str, None] = OrderedDict()
+        self._cancelled: set[str] = set()
         site, gateway = config.site, config.gateway
         self._ack_topic = topics.gateway_topic(Channel.ACK, site, gateway)
         self._broadcast_topic = topics.broadcast(site)
@@ -586,6 +588,15 @@ class EdgeAgent:
         if broadcast.buildings and self.config.building not in broadcast.buildings:
             return
         if broadcast.id in self._broadcasts_seen:  # QoS 1 may deliver it twice
+            return
+        if broadcast.msg_type in ("Update", "Cancel"):
+            # Remembered, so that a warning it replaces, redelivered late (a gateway or speaker
+            # back from an outage), is never played after its Cancel.
+            self._cancelled.update(cap.referenced(broadcast))
+            while len(self._cancelled) > 1000:
+                self._cancelled.pop()
+        elif cap.identifiers(broadcast) & self._cancelled:
+            self.counters["broadcasts.cancelled"] += 1
             return
         if broadcast.expires is not None and broadcast.expires < now:
             self.counters["broadcasts.expired"] += 1

@@ -239,3 +239,43 @@ async def test_a_drill_says_so_and_receipts_prove_it(mosquitto: Mosquitto, tmp_p
             )
         )
     agent.close()
+
+
+async def test_a_warning_arriving_after_its_cancel_is_never_played(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    speakers = [Speaker(s, BUILDING) for s in SPEAKERS]
+    sim = SimulatedBuilding(
+        mosquitto.broker,
+        site=SITE,
+        gateway=GATEWAY,
+        building=BUILDING,
+        gas_devices=[],
+        speakers=speakers,
+    )
+    agent = agent_for(mosquitto, tmp_path / "edge")
+    hub = Hub(mosquitto)
+    warning = cap.with_cap(broadcast(), FIELDS)
+    cancel = cap.with_cap(
+        broadcast(msg_type="Cancel", headline="警报解除", text="警报解除。", repeat=1),
+        dataclasses.replace(
+            FIELDS,
+            urgency="Past",
+            instruction="",
+            translations=(),
+            references=(cap.Reference(SENDER, warning.id, warning.ts),),
+        ),
+    )
+    async with running(agent.run(), sim.run(), hub.recorder.link.run()):
+        for link in (agent.local, sim.link, hub.recorder.link):
+            assert await link.wait_connected(10)
+        # Redelivered late, after its Cancel (a gateway back from an outage): skipped.
+        await hub.send(cancel)
+        await wait_for(lambda: len(hub.receipts(cancel.id)) == len(SPEAKERS), what="receipts")
+        await hub.send(warning)
+        await wait_for(
+            lambda: agent.counters["broadcasts.cancelled"] == 1, what="the late warning skipped"
+        )
+    assert hub.receipts(warning.id) == []
+    assert all(s.renditions(warning.id) == [] for s in speakers)
+    agent.close()
