@@ -41,10 +41,10 @@ from wire import (
     Receipt,
     Severity,
     WireError,
+    cap,
     topics,
     uuid7,
 )
-from wire import cap
 from wire.models import CommandAction
 from wire.replay import DeviceInfo
 from wire.topics import Channel
