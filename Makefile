@@ -42,6 +42,7 @@ $(VENV)/.dev-installed: pyproject.toml | venv-tools
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || { $(APT) update && $(APT) install -y mosquitto; }
 	@command -v influxd >/dev/null 2>&1 || { $(APT) update && $(APT) install -y influxdb; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update && $(APT) install -y postgresql; }
 	@command -v espeak-ng >/dev/null 2>&1 && command -v sox >/dev/null 2>&1 || { $(APT) update && $(APT) install -y espeak-ng sox; }
 
 schemas: $(VENV)/.dev-installed

@@ -126,6 +126,8 @@ async def run_demo(options: DemoOptions, console: Console) -> int:
         shared_subscription=mosquitto is not None,
         http_host="127.0.0.1",
         http_port=http_port,
+        # The demo runs on 127.0.0.1 for one person at a terminal; a deployment keeps auth on.
+        auth_required=False,
     )
     edge_config = parse(edge_config_text(broker, data_dir / "edge"), "<demo edge config>")
     agent = EdgeAgent(edge_config)
@@ -301,6 +303,8 @@ async def run_community_demo(options: CommunityOptions, console: Console) -> int
         broker=broker,
         client_id="anmin-hub-demo",
         http_port=http_port,
+        # The demo runs on 127.0.0.1 for one person at a terminal; a deployment keeps auth on.
+        auth_required=False,
     )
     try:
         async with asyncio.TaskGroup() as tasks:

@@ -6,18 +6,24 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from bus import MqttLink
 from bus.tasks import stop
+from hub.auth import ADMIN, LoginLimiter, hash_password
 from hub.clock import Clock, utc_now
+from hub.deps import get_principal
+from hub.directory import DirectoryError
 from hub.errors import ServeError
-from hub.intake import Intake
-from hub.routes import alerts, broadcasts, health
+from hub.intake import AckBatcher, Intake, Pipeline
+from hub.routes import alerts, auth, broadcasts, directory, events, health, incidents, stream
 from hub.settings import HubSettings
 from hub.store import Store
+from hub.timers import Timers
 from wire import topics
 from wire.topics import Channel
 
@@ -42,37 +48,105 @@ def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = await asyncio.to_thread(Store, settings.database_url)
+        store = await asyncio.to_thread(make_store, settings)
         try:
             await asyncio.to_thread(store.create_schema)
+            await asyncio.to_thread(bootstrap_admin, store, settings)
             link = MqttLink(
                 settings.broker,
                 client_id=settings.client_id,
                 subscriptions=subscriptions(settings),
             )
-            intake = Intake(store, link, clock=clock)
+            acks = AckBatcher(link, clock=clock)
+            intake = Intake(store, link, clock=clock, acks=acks)
+            pipeline = Pipeline(intake, workers=settings.intake_workers)
+            timers = Timers(store, settings, clock=clock)
+            intake.on_incident = timers.wake
             # The link and the intake need each other; wire them before the link runs.
-            link.handler = intake.handle
+            link.handler = pipeline.handle
             link.on_connect = intake.on_connect
             app.state.store = store
             app.state.link = link
             app.state.intake = intake
+            app.state.timers = timers
             task = asyncio.create_task(link.run(), name=f"mqtt {settings.client_id}")
             retry = asyncio.create_task(intake.republish_loop(), name="broadcast retry")
+            timer_task = asyncio.create_task(timers.run(), name="hub timers")
+            lanes = asyncio.create_task(pipeline.run(), name="intake lanes")
+            ack_task = asyncio.create_task(acks.run(), name="acks")
             try:
                 yield
             finally:
+                await stop(lanes)
+                await acks.flush()  # what was committed is acked before we go
+                await stop(ack_task)
+                await stop(timer_task)
                 await stop(retry)
                 await stop(task)
+                await timers.aclose()
         finally:
             await asyncio.to_thread(store.close)
 
-    app = FastAPI(title="Anmin hub", lifespan=lifespan)
+    # The OpenAPI docs are open only when authentication is off; otherwise the schema is at
+    # /api/v1/openapi.json, for a logged-in caller like everything else.
+    open_docs = not settings.auth_required
+    app = FastAPI(
+        title="Anmin hub",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if open_docs else None,
+        docs_url="/docs" if open_docs else None,
+        redoc_url=None,
+    )
     app.state.settings = settings
+    app.state.clock = clock
+    app.state.login_limiter = LoginLimiter()
+    # /health and logging in are open; every other endpoint needs a valid token.
     app.include_router(health.router)
-    app.include_router(alerts.router)
-    app.include_router(broadcasts.router)
+    app.include_router(auth.login_router)
+    authenticated = [Depends(get_principal)]
+    for router in (
+        auth.router,
+        alerts.router,
+        broadcasts.router,
+        events.router,
+        incidents.router,
+        stream.router,
+        directory.router,
+    ):
+        app.include_router(router, dependencies=authenticated)
+
+    @app.get("/api/v1/openapi.json", dependencies=authenticated, include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     return app
+
+
+def make_store(settings: HubSettings) -> Store:
+    return Store(
+        settings.database_url,
+        incident_window=timedelta(seconds=settings.incident_window_s),
+        gateway_stale_after=timedelta(seconds=settings.gateway_stale_after_s),
+        gateway_grace=timedelta(seconds=settings.gateway_grace_s),
+    )
+
+
+def bootstrap_admin(store: Store, settings: HubSettings) -> None:
+    """Create the first administrator from the settings when nobody exists yet."""
+    if settings.admin_username is None or settings.admin_password is None:
+        return
+    if store.count_people() > 0:
+        return
+    try:
+        store.add_person(
+            settings.admin_username,
+            settings.admin_username,
+            ADMIN,
+            password_hash=hash_password(settings.admin_password),
+        )
+    except DirectoryError:
+        return  # another hub created it first
+    log.info("created the first administrator, %s", settings.admin_username)
 
 
 async def serve(settings: HubSettings, *, clock: Clock = utc_now) -> None:

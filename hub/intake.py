@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Protocol
 
 from bus import BusError, Incoming
 from hub.clock import Clock, utc_now
 from hub.errors import StoreError
-from hub.store import Store
+from hub.store import Recorded, Store
 from wire import (
     Ack,
     AlertEvent,
@@ -85,12 +87,17 @@ class Intake:
         *,
         clock: Clock = utc_now,
         codec: Codec | None = None,
+        acks: AckBatcher | None = None,
     ) -> None:
         self.store = store
+        # With a batcher, acks (still only after the commit) go out batched, not one by one.
+        self.acks = acks
         self.publisher = publisher
         self.clock = clock
         self.codec = codec or Codec()
         self.counters: Counter[str] = Counter()
+        # Called when an alert opens an incident, to wake the notification timers at once.
+        self.on_incident: Callable[[], None] | None = None
         self.dead_letters: Counter[str] = Counter()
         self._channels: dict[Channel, Callable[[Topic, bytes], Awaitable[None]]] = {
             Channel.ALERT: self._alert,
@@ -129,9 +136,12 @@ class Intake:
         # alert, and one we refused would never be acked and would come back forever.
         event = self.codec.decode(payload, AlertEvent, now, check_time=False)
         _check_source(topic, event.site, event.gateway, "alert event")
-        stored, broadcast = await asyncio.to_thread(self.store.record_alert, event, now)
-        self.counters["alerts_stored" if stored else "alerts_repeated"] += 1
+        recorded = await self.accept_alert(event, now)
         # Ack a repeat too: the edge resends because it missed our first ack.
+        if self.acks is not None:
+            self.acks.add(event.site, event.gateway, event.id)
+            await self.publish_caused(recorded)
+            return
         ack = Ack(ids=[event.id], ts=now)
         try:
             await self.publisher.publish(
@@ -144,6 +154,25 @@ class Intake:
             # The edge resends and gets the ack then; the broadcast must not wait for that.
             self.counters["publish_errors"] += 1
             log.warning("ack of %s not sent: %s", event.id, exc)
+        await self.publish_caused(recorded)
+
+    async def accept_alert(self, event: AlertEvent, now: datetime) -> Recorded:
+        """Store an alert event once, with its incident: the part MQTT and HTTP share.
+
+        Raises ``StoreError``; the caller acknowledges only after this returns.
+        """
+        recorded = await asyncio.to_thread(self.store.record_alert_event, event, now)
+        self.counters["alerts_stored" if recorded.stored else "alerts_repeated"] += 1
+        if recorded.incident_opened:
+            self.counters["incidents_opened"] += 1
+            if self.on_incident is not None:
+                self.on_incident()
+        return recorded
+
+    async def publish_caused(self, recorded: Recorded) -> None:
+        """Publish the broadcast an alert caused, if any (raises ``BusError``; a failed
+        publish stays pending and is retried by ``publish_pending``)."""
+        broadcast = recorded.broadcast
         if broadcast is not None:
             await self._publish_broadcast(
                 broadcast.id, broadcast.site, self.codec.encode(broadcast)
@@ -216,3 +245,83 @@ class Intake:
         except Exception:
             self.counters["internal_errors"] += 1
             log.exception("unexpected failure publishing pending broadcasts")
+
+
+class AckBatcher:
+    """Acks of committed events, gathered per gateway and published as few ``Ack`` messages.
+
+    While one ack is on its way to the broker the next ids pile up and leave together, so the
+    intake never waits on the broker per event. An ack that cannot be published is dropped:
+    the edge resends the event and is acked then.
+    """
+
+    def __init__(self, publisher: Publisher, *, clock: Clock = utc_now, codec: Codec | None = None):
+        self.publisher = publisher
+        self.clock = clock
+        self.codec = codec or Codec()
+        self.counters: Counter[str] = Counter()
+        self._pending: dict[tuple[str, str], list[str]] = {}
+        self._ready = asyncio.Event()
+
+    def add(self, site: str, gateway: str, event_id: str) -> None:
+        self._pending.setdefault((site, gateway), []).append(event_id)
+        self._ready.set()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        self._ready.clear()
+        for (site, gateway), ids in pending.items():
+            for start in range(0, len(ids), MAX_ACK_IDS):
+                chunk = ids[start : start + MAX_ACK_IDS]
+                ack = Ack(ids=chunk, ts=self.clock())
+                try:
+                    await self.publisher.publish(
+                        topics.gateway_topic(Channel.ACK, site, gateway),
+                        self.codec.encode(ack),
+                        qos=1,
+                    )
+                    self.counters["acks_sent"] += 1
+                    self.counters["ids_acked"] += len(chunk)
+                except BusError as exc:
+                    self.counters["publish_errors"] += 1
+                    log.warning("ack of %d events to %s/%s not sent: %s", len(chunk), site,
+                                gateway, exc)  # fmt: skip
+
+    async def run(self) -> None:
+        while True:
+            await self._ready.wait()
+            await self.flush()
+
+
+# The wire's Ack takes at most this many ids.
+MAX_ACK_IDS = 500
+
+
+class Pipeline:
+    """Handles messages on ``workers`` concurrent lanes, one gateway always on the same lane.
+
+    A gateway's messages stay in order; different gateways' messages overlap their database
+    round trips. The lanes are bounded, so a flood backs up into the broker, not into memory.
+    """
+
+    def __init__(self, intake: Intake, *, workers: int = 16, depth: int = 256) -> None:
+        self.intake = intake
+        self._lanes: list[asyncio.Queue[Incoming]] = [
+            asyncio.Queue(maxsize=depth) for _ in range(max(1, workers))
+        ]
+
+    async def handle(self, incoming: Incoming) -> None:
+        # Everything before the channel names the gateway: anmin/v1/{site}/{gateway}/{channel}.
+        source = incoming.topic.rsplit("/", 1)[0]
+        lane = self._lanes[zlib.crc32(source.encode()) % len(self._lanes)]
+        await lane.put(incoming)
+
+    async def _work(self, lane: asyncio.Queue[Incoming]) -> None:
+        while True:
+            incoming = await lane.get()
+            await self.intake.handle(incoming)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for n, lane in enumerate(self._lanes):
+                group.create_task(self._work(lane), name=f"intake lane {n}")

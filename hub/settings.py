@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bus import Broker
 
@@ -50,6 +51,27 @@ class HubSettings:
     shared_subscription: bool = True
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Every endpoint but /health needs a bearer token. Only a demo or a test on loopback turns
+    # this off; then every request acts as an administrator called "anonymous".
+    auth_required: bool = True
+    # Tokens are HS256-signed with this secret. Several hubs behind one load balancer must
+    # share it (ANMIN_HUB_JWT_SECRET); the default is random per process.
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    token_ttl_s: int = 3600
+    # Created at startup when nobody exists yet, so that someone can log in the first time.
+    admin_username: str | None = None
+    admin_password: str | None = field(default=None, repr=False)
+    # Events of one cause this close together are one incident.
+    incident_window_s: float = 1800.0
+    # The routing policy (YAML); None: nobody is notified (incidents are still recorded).
+    routing_policy: Path | None = None
+    # Concurrent intake lanes (one gateway's messages always share a lane, in order).
+    intake_workers: int = 16
+    # How often the escalation, delivery and gateway timers are checked.
+    timer_interval_s: float = 1.0
+    # A gateway silent this long is stale; offline (or stale) this much longer is an incident.
+    gateway_stale_after_s: float = 180.0
+    gateway_grace_s: float = 120.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HubSettings:
@@ -57,7 +79,8 @@ class HubSettings:
 
         ANMIN_HUB_DB, ANMIN_BROKER_HOST, ANMIN_BROKER_PORT, ANMIN_BROKER_USERNAME,
         ANMIN_BROKER_PASSWORD, ANMIN_HUB_CLIENT_ID, ANMIN_HUB_SHARED, ANMIN_HUB_HOST,
-        ANMIN_HUB_PORT.
+        ANMIN_HUB_PORT, ANMIN_HUB_AUTH, ANMIN_HUB_JWT_SECRET, ANMIN_HUB_ADMIN,
+        ANMIN_HUB_ADMIN_PASSWORD, ANMIN_HUB_POLICY.
         """
         env = os.environ if env is None else env
         default_broker = Broker()
@@ -81,4 +104,11 @@ class HubSettings:
             http_port=_port(env["ANMIN_HUB_PORT"], "ANMIN_HUB_PORT")
             if "ANMIN_HUB_PORT" in env
             else defaults.http_port,
+            auth_required=_flag(env["ANMIN_HUB_AUTH"], "ANMIN_HUB_AUTH")
+            if "ANMIN_HUB_AUTH" in env
+            else defaults.auth_required,
+            jwt_secret=env.get("ANMIN_HUB_JWT_SECRET") or defaults.jwt_secret,
+            admin_username=env.get("ANMIN_HUB_ADMIN") or None,
+            admin_password=env.get("ANMIN_HUB_ADMIN_PASSWORD") or None,
+            routing_policy=Path(env["ANMIN_HUB_POLICY"]) if env.get("ANMIN_HUB_POLICY") else None,
         )

@@ -5,44 +5,43 @@ same code runs on PostgreSQL, so only portable SQL is used: idempotency comes fr
 keys and unique constraints (select first, and an ``IntegrityError`` from a concurrent writer
 means "already there"), never from a dialect's ``ON CONFLICT``.
 
-Tables are created with ``metadata.create_all`` for now; Alembic migrations come later.
+The schema comes from Alembic migrations (``hub.migrate``), run by ``create_schema`` at startup.
+Alert events are grouped into incidents in the same transaction that stores them
+(``hub.incidents``), so an event and its incident are never out of step.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Dialect,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    event,
-    func,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import Select, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.types import TypeDecorator
 
+from hub import directory, incidents
+from hub.directory import PersonRecord, ResidentRecord
 from hub.errors import StoreError
+from hub.incidents import EVERYTHING, AuditRecord, IncidentRecord, Scope
 from hub.policy import Policy, broadcast_for
+from hub.tables import (
+    AlertRow,
+    AuditRow,
+    BroadcastRow,
+    DeadLetterCountRow,
+    GatewayRow,
+    IncidentRow,
+    PersonRow,
+    ReceiptRow,
+)
 from wire import AlertEvent, Broadcast, Codec, DeadLetter, Heartbeat, Receipt
 
 log = logging.getLogger(__name__)
@@ -51,127 +50,17 @@ log = logging.getLogger(__name__)
 SQLITE_BUSY_TIMEOUT_S = 5.0
 
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in, aware UTC datetimes out, on every database.
-
-    SQLite has no time zone type: SQLAlchemy writes the wall time and reads it back naive.
-    Storing UTC and re-attaching UTC on the way out keeps comparisons and JSON honest.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value.isoformat()}; the hub stores UTC only")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {  # noqa: RUF012  (SQLAlchemy reads this class attribute)
-        datetime: UtcDateTime,
-        dict[str, float]: JSON,
-        list[str]: JSON,
-    }
-
-
-class AlertRow(Base):
-    __tablename__ = "alert_events"
-    __table_args__ = (Index("ix_alert_events_ts", "ts"),)
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the edge's UUIDv7
-    key: Mapped[str] = mapped_column(String(200), index=True)
-    phase: Mapped[str] = mapped_column(String(16))
-    severity: Mapped[str] = mapped_column(String(16))
-    kind: Mapped[str] = mapped_column(String(64))
-    rule: Mapped[str] = mapped_column(String(64))
-    site: Mapped[str] = mapped_column(String(64), index=True)
-    gateway: Mapped[str] = mapped_column(String(64))
-    device: Mapped[str | None] = mapped_column(String(64))
-    building: Mapped[str | None] = mapped_column(String(64))
-    unit: Mapped[str | None] = mapped_column(String(64))
-    ts: Mapped[datetime]
-    received_at: Mapped[datetime]
-    evidence: Mapped[dict[str, float]]
-    message: Mapped[str] = mapped_column(String(256))
-
-
-class BroadcastRow(Base):
-    __tablename__ = "broadcasts"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    site: Mapped[str] = mapped_column(String(64), index=True)
-    # Unique: one alarm gives one broadcast, even if its event arrives twice. NULL for manual
-    # broadcasts later; both SQLite and PostgreSQL allow many NULLs under a unique constraint.
-    cause: Mapped[str | None] = mapped_column(String(36), unique=True)
-    buildings: Mapped[list[str]]
-    severity: Mapped[str] = mapped_column(String(16))
-    headline: Mapped[str] = mapped_column(String(256))
-    text: Mapped[str] = mapped_column(Text)
-    language: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime]
-    expires: Mapped[datetime | None]
-    published_at: Mapped[datetime | None]
-    # The exact wire bytes (UTF-8 JSON), so a republish after a crash sends what was decided.
-    payload: Mapped[str] = mapped_column(Text)
-
-
-class ReceiptRow(Base):
-    __tablename__ = "receipts"
-    # A re-delivered receipt (QoS 1 is at-least-once) is stored once.
-    __table_args__ = (UniqueConstraint("broadcast_id", "speaker", "ts"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    # No foreign key: a receipt for a broadcast this database does not know (another hub, a
-    # reset database) is still a fact worth keeping.
-    broadcast_id: Mapped[str] = mapped_column(String(36), index=True)
-    speaker: Mapped[str] = mapped_column(String(64))
-    site: Mapped[str] = mapped_column(String(64))
-    gateway: Mapped[str] = mapped_column(String(64))
-    building: Mapped[str | None] = mapped_column(String(64))
-    outcome: Mapped[str] = mapped_column(String(16))
-    content_hash: Mapped[str] = mapped_column(String(64))
-    detail: Mapped[str] = mapped_column(String(256))
-    ts: Mapped[datetime]
-    received_at: Mapped[datetime]
-
-
-class GatewayRow(Base):
-    __tablename__ = "gateways"
-
-    site: Mapped[str] = mapped_column(String(64), primary_key=True)
-    gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
-    state: Mapped[str] = mapped_column(String(16))
-    last_seen: Mapped[datetime]  # the newest heartbeat's own ts
-    received_at: Mapped[datetime]
-    outbox_depth: Mapped[int] = mapped_column(Integer)
-    devices_online: Mapped[int] = mapped_column(Integer)
-
-
-class DeadLetterCountRow(Base):
-    """How many inputs each gateway rejected, by reason; the dead letters themselves stay out."""
-
-    __tablename__ = "dead_letters"
-
-    site: Mapped[str] = mapped_column(String(64), primary_key=True)
-    gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
-    reason: Mapped[str] = mapped_column(String(64), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
-    last_at: Mapped[datetime]
-
-
 # What the store hands out: plain frozen records, detached from any session.
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What storing an alert event did."""
+
+    stored: bool  # False: a repeat, already stored
+    broadcast: Broadcast | None
+    incident_id: str | None
+    incident_opened: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +122,20 @@ class GatewayRecord:
     received_at: datetime
     outbox_depth: int
     devices_online: int
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    site: str
+    gateway: str
+    state: str
+    last_seen: datetime
+    received_at: datetime
+    outbox_depth: int
+    devices_online: int
+    stale: bool
+    down_since: datetime | None
+    offline_incident: str | None
 
 
 def _alert_record(row: AlertRow) -> AlertRecord:
@@ -303,12 +206,25 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class Store:
     """The hub's database. Every method is blocking: call it through ``asyncio.to_thread``."""
 
-    def __init__(self, url: str, *, policy: Policy = broadcast_for, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        policy: Policy = broadcast_for,
+        incident_window: timedelta = incidents.DEFAULT_WINDOW,
+        gateway_stale_after: timedelta = timedelta(minutes=3),
+        gateway_grace: timedelta = timedelta(minutes=2),
+        echo: bool = False,
+    ) -> None:
         self.url = url
         self.policy = policy
+        self.incident_window = incident_window
+        self.gateway_stale_after = gateway_stale_after
+        self.gateway_grace = gateway_grace
         self._codec = Codec()
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.is_postgresql = parsed.get_backend_name() == "postgresql"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
             database = parsed.database
@@ -324,6 +240,7 @@ class Store:
                 kwargs["poolclass"] = StaticPool  # one shared in-memory database
         else:
             kwargs["pool_pre_ping"] = True  # a server may have dropped idle connections
+            kwargs["pool_size"] = 10
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -333,10 +250,13 @@ class Store:
         self._write_lock = threading.Lock() if self.is_sqlite else None
 
     def create_schema(self) -> None:
+        """Migrate the database to the newest schema (Alembic); safe with several hubs."""
+        from hub import migrate
+
         try:
-            Base.metadata.create_all(self.engine)
+            migrate.upgrade(self.engine)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create the schema: {exc}") from exc
+            raise StoreError(f"cannot migrate the schema: {exc}") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -345,6 +265,31 @@ class Store:
         """Raise ``StoreError`` unless the database answers."""
         with self._reading() as session:
             session.execute(text("SELECT 1"))
+
+    def writing(self) -> AbstractContextManager[Session]:
+        """One write transaction, for the hub's other modules (escalation, deliveries)."""
+        return self._writing()
+
+    def reading(self) -> AbstractContextManager[Session]:
+        return self._reading()
+
+    def lock_cause(self, session: Session, cause: str) -> None:
+        """Serialise writers of one cause (an alert key, a gateway) across hub processes.
+
+        PostgreSQL: a transaction-scoped advisory lock on the cause's hash. SQLite has one
+        writer at a time anyway.
+        """
+        if self.is_postgresql:
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:cause))"), {"cause": cause}
+            )
+
+    def skip_locked(self, query: Select[Any]) -> Select[Any]:
+        """``FOR UPDATE SKIP LOCKED`` where the database has it (PostgreSQL): each due row goes
+        to one hub. On SQLite the single writer makes it unnecessary."""
+        if self.is_postgresql:
+            return query.with_for_update(skip_locked=True)
+        return query
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
@@ -379,29 +324,39 @@ class Store:
         The broadcast row is written in the same transaction as the event, unpublished, so a
         crash between commit and publish is repaired by ``unpublished_broadcasts``.
         """
+        recorded = self.record_alert_event(event, now)
+        return recorded.stored, recorded.broadcast
+
+    def record_alert_event(self, event: AlertEvent, now: datetime) -> Recorded:
+        """Store an alert event once, with its incident and any broadcast, in one transaction."""
         broadcast = self.policy(event, now)
         try:
             with self._writing() as session:
+                # Events of one cause are handled one at a time across hubs, so a cause never
+                # gets two incidents and a repeat always finds the first copy.
+                self.lock_cause(session, f"{event.site}/{event.gateway}/{event.key}")
                 if session.get(AlertRow, event.id) is not None:
-                    return False, None
-                session.add(
-                    AlertRow(
-                        id=event.id,
-                        key=event.key,
-                        phase=event.phase.value,
-                        severity=event.severity.value,
-                        kind=event.kind,
-                        rule=event.rule,
-                        site=event.site,
-                        gateway=event.gateway,
-                        device=event.device,
-                        building=event.building,
-                        unit=event.unit,
-                        ts=event.ts,
-                        received_at=now,
-                        evidence=dict(event.evidence),
-                        message=event.message,
-                    )
+                    return Recorded(False, None, None, False)
+                row = AlertRow(
+                    id=event.id,
+                    key=event.key,
+                    phase=event.phase.value,
+                    severity=event.severity.value,
+                    kind=event.kind,
+                    rule=event.rule,
+                    site=event.site,
+                    gateway=event.gateway,
+                    device=event.device,
+                    building=event.building,
+                    unit=event.unit,
+                    ts=event.ts,
+                    received_at=now,
+                    evidence=dict(event.evidence),
+                    message=event.message,
+                )
+                session.add(row)
+                incident, opened = incidents.attach(
+                    session, event, row, now, window=self.incident_window
                 )
                 if broadcast is not None and self._alarm_broadcast(session, event):
                     broadcast = None
@@ -409,8 +364,8 @@ class Store:
                     session.add(self._broadcast_row(broadcast, now))
         except IntegrityError:
             # Another hub worker stored the same event between our check and our insert.
-            return False, None
-        return True, broadcast
+            return Recorded(False, None, None, False)
+        return Recorded(True, broadcast, incident.id if incident else None, opened)
 
     @staticmethod
     def _alarm_broadcast(session: Session, event: AlertEvent) -> bool:
@@ -501,9 +456,14 @@ class Store:
         return True
 
     def record_heartbeat(self, heartbeat: Heartbeat, now: datetime) -> None:
-        """Upsert the gateway's state; an older heartbeat (retained, reordered) changes nothing."""
+        """Upsert the gateway's state; an older heartbeat (retained, reordered) changes nothing.
+
+        ``offline`` (the last will) starts the gateway's outage clock (``down_since``); the
+        next ``online`` heartbeat ends it and clears its gateway-offline incident, if any.
+        """
         try:
             with self._writing() as session:
+                self.lock_cause(session, f"gateway:{heartbeat.site}/{heartbeat.gateway}")
                 row = session.get(GatewayRow, (heartbeat.site, heartbeat.gateway))
                 if row is None:
                     session.add(
@@ -515,6 +475,9 @@ class Store:
                             received_at=now,
                             outbox_depth=heartbeat.outbox_depth,
                             devices_online=heartbeat.devices_online,
+                            building=None,
+                            down_since=now if heartbeat.state == "offline" else None,
+                            offline_incident=None,
                         )
                     )
                 # The last will (offline) is made when the gateway connects, so it is older
@@ -525,9 +488,87 @@ class Store:
                     row.received_at = now
                     row.outbox_depth = heartbeat.outbox_depth
                     row.devices_online = heartbeat.devices_online
+                    if heartbeat.state == "offline":
+                        row.down_since = row.down_since or now
+                    else:
+                        self._gateway_back(session, row, now)
         except IntegrityError:
             # A concurrent worker inserted this gateway first; the next heartbeat updates it.
             log.debug("heartbeat of %s/%s raced another writer", heartbeat.site, heartbeat.gateway)
+
+    @staticmethod
+    def _gateway_back(session: Session, row: GatewayRow, now: datetime) -> None:
+        row.down_since = None
+        if row.offline_incident is not None:
+            incident = session.get(IncidentRow, row.offline_incident)
+            if incident is not None:
+                incidents.clear(session, incident, now, at=now, event_id=None)
+            row.offline_incident = None
+
+    def sweep_gateways(self, now: datetime) -> list[str]:
+        """Open a gateway-offline incident for each gateway down (its last will, or silent for
+        ``gateway_stale_after``) for longer than ``gateway_grace``. Returns the new incidents.
+
+        Each gateway row is locked (SKIP LOCKED on PostgreSQL), so two hubs never both open one.
+        """
+        opened: list[str] = []
+        with self._writing() as session:
+            rows = session.scalars(
+                self.skip_locked(select(GatewayRow).where(GatewayRow.offline_incident.is_(None)))
+            )
+            for row in list(rows):
+                if row.state == "offline":
+                    down_at = row.down_since or row.received_at
+                else:
+                    down_at = row.received_at + self.gateway_stale_after
+                if now < down_at + self.gateway_grace:
+                    continue
+                incident = incidents.open_incident(
+                    session,
+                    now,
+                    site=row.site,
+                    gateway=row.gateway,
+                    key=incidents.GATEWAY_OFFLINE,
+                    kind=incidents.GATEWAY_OFFLINE,
+                    severity="Severe",
+                    building=row.building,
+                    unit=None,
+                    device=None,
+                    message=f"gateway {row.site}/{row.gateway} offline since {down_at:%H:%M} UTC",
+                    at=down_at,
+                    actor=incidents.SYSTEM,
+                )
+                row.down_since = row.down_since or down_at
+                row.offline_incident = incident.id
+                opened.append(incident.id)
+        return opened
+
+    def gateway_states(self, now: datetime) -> list[GatewayState]:
+        """Every gateway, with ``stale`` when it said offline or has been silent too long."""
+        query = select(GatewayRow).order_by(GatewayRow.site, GatewayRow.gateway)
+        with self._reading() as session:
+            return [
+                GatewayState(
+                    site=row.site,
+                    gateway=row.gateway,
+                    state=row.state,
+                    last_seen=row.last_seen,
+                    received_at=row.received_at,
+                    outbox_depth=row.outbox_depth,
+                    devices_online=row.devices_online,
+                    stale=row.state == "offline"
+                    or now - row.received_at > self.gateway_stale_after,
+                    down_since=row.down_since,
+                    offline_incident=row.offline_incident,
+                )
+                for row in session.scalars(query)
+            ]
+
+    def set_gateway_building(self, site: str, gateway: str, building: str | None) -> None:
+        with self._writing() as session:
+            row = session.get(GatewayRow, (site, gateway))
+            if row is not None:
+                row.building = building
 
     def record_dead_letter(self, dead_letter: DeadLetter, now: datetime) -> None:
         """Count a gateway's rejected input by reason."""
@@ -622,3 +663,209 @@ class Store:
                 (row.site, row.gateway, row.reason): row.count
                 for row in session.scalars(select(DeadLetterCountRow))
             }
+
+    # Incidents and the audit log.
+
+    def incidents(
+        self,
+        scope: Scope = EVERYTHING,
+        *,
+        state: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[IncidentRecord]:
+        """Incidents the scope allows, newest first."""
+        query = select(IncidentRow)
+        where = scope.where(IncidentRow.site, IncidentRow.building, IncidentRow.unit)
+        if where is not None:
+            query = query.where(where)
+        if state is not None:
+            query = query.where(IncidentRow.state == state)
+        query = (
+            query.order_by(IncidentRow.opened_at.desc(), IncidentRow.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._reading() as session:
+            return [incidents.incident_record(row) for row in session.scalars(query)]
+
+    def incident(self, incident_id: str, scope: Scope = EVERYTHING) -> IncidentRecord | None:
+        with self._reading() as session:
+            row = session.get(IncidentRow, incident_id)
+            if row is None or not scope.allows(row.site, row.building, row.unit):
+                return None
+            return incidents.incident_record(row)
+
+    def incident_events(self, incident_id: str) -> list[AlertRecord]:
+        query = (
+            select(AlertRow)
+            .where(AlertRow.incident_id == incident_id)
+            .order_by(AlertRow.ts, AlertRow.id)
+        )
+        with self._reading() as session:
+            return [_alert_record(row) for row in session.scalars(query)]
+
+    def acknowledge_incident(
+        self, incident_id: str, actor: str, now: datetime, scope: Scope = EVERYTHING
+    ) -> IncidentRecord:
+        return self._transition(
+            incident_id, scope, lambda s, r: incidents.acknowledge(s, r, now, actor)
+        )
+
+    def resolve_incident(
+        self,
+        incident_id: str,
+        actor: str,
+        now: datetime,
+        scope: Scope = EVERYTHING,
+        note: str = "",
+    ) -> IncidentRecord:
+        return self._transition(
+            incident_id, scope, lambda s, r: incidents.resolve(s, r, now, actor, note)
+        )
+
+    def _transition(
+        self,
+        incident_id: str,
+        scope: Scope,
+        change: Callable[[Session, IncidentRow], None],
+    ) -> IncidentRecord:
+        with self._writing() as session:
+            row = session.get(IncidentRow, incident_id, with_for_update=not self.is_sqlite)
+            if row is None or not scope.allows(row.site, row.building, row.unit):
+                raise incidents.UnknownIncident(f"no incident {incident_id}")
+            change(session, row)
+            return incidents.incident_record(row)
+
+    def audit(
+        self,
+        *,
+        subject_id: str | None = None,
+        after_id: int = 0,
+        limit: int = 1000,
+    ) -> list[AuditRecord]:
+        """Audit lines, oldest first; ``after_id`` pages on (and tails the log)."""
+        query = select(AuditRow).where(AuditRow.id > after_id)
+        if subject_id is not None:
+            query = query.where(AuditRow.subject_id == subject_id)
+        query = query.order_by(AuditRow.id).limit(limit)
+        with self._reading() as session:
+            return [incidents.audit_record(row) for row in session.scalars(query)]
+
+    def append_audit(
+        self,
+        now: datetime,
+        actor: str,
+        action: str,
+        subject_type: str,
+        subject_id: str,
+        *,
+        site: str | None = None,
+        **detail: Any,
+    ) -> None:
+        with self._writing() as session:
+            incidents.audit(
+                session, now, actor, action, subject_type, subject_id, site=site, **detail
+            )
+
+    def alerts_in(self, scope: Scope, limit: int = 100, offset: int = 0) -> list[AlertRecord]:
+        """Alert events the scope allows, newest first."""
+        query = select(AlertRow)
+        where = scope.where(AlertRow.site, AlertRow.building, AlertRow.unit)
+        if where is not None:
+            query = query.where(where)
+        query = query.order_by(AlertRow.ts.desc(), AlertRow.id.desc()).limit(limit).offset(offset)
+        with self._reading() as session:
+            return [_alert_record(row) for row in session.scalars(query)]
+
+    # Places and people.
+
+    def add_resident(self, name: str, site: str, building: str, unit: str) -> int:
+        with self._writing() as session:
+            return directory.add_resident(session, name, site, building, unit)
+
+    def add_device(
+        self,
+        site: str,
+        gateway: str,
+        device: str,
+        kind: str,
+        *,
+        building: str | None = None,
+        unit: str | None = None,
+    ) -> None:
+        with self._writing() as session:
+            row = None
+            if building is not None and unit is not None:
+                row = directory.ensure_unit(session, site, building, unit)
+            directory.add_device(session, site, gateway, device, kind, row)
+
+    def add_person(
+        self,
+        username: str,
+        name: str,
+        role: str,
+        *,
+        password_hash: str | None = None,
+        email: str | None = None,
+        phone: str | None = None,
+    ) -> int:
+        try:
+            with self._writing() as session:
+                return directory.add_person(
+                    session,
+                    username,
+                    name,
+                    role,
+                    password_hash=password_hash,
+                    email=email,
+                    phone=phone,
+                )
+        except IntegrityError as exc:
+            raise directory.DirectoryError(f"there is already a person {username!r}") from exc
+
+    def link_family(self, person_id: int, resident_id: int) -> None:
+        with self._writing() as session:
+            directory.link_family(session, person_id, resident_id)
+
+    def person_login(self, username: str) -> tuple[PersonRecord, str | None] | None:
+        """A person and their password hash, by username (None: no such active person)."""
+        with self._reading() as session:
+            row = session.scalar(select(PersonRow).where(PersonRow.username == username))
+            if row is None or not row.active:
+                return None
+            return directory.person_record(row), row.password_hash
+
+    def person(self, person_id: int) -> PersonRecord | None:
+        with self._reading() as session:
+            row = session.get(PersonRow, person_id)
+            return None if row is None else directory.person_record(row)
+
+    def set_password_hash(self, person_id: int, password_hash: str) -> None:
+        with self._writing() as session:
+            row = session.get(PersonRow, person_id)
+            if row is not None:
+                row.password_hash = password_hash
+
+    def people(self, role: str | None = None) -> list[PersonRecord]:
+        query = select(PersonRow).order_by(PersonRow.id)
+        if role is not None:
+            query = query.where(PersonRow.role == role)
+        with self._reading() as session:
+            return [directory.person_record(row) for row in session.scalars(query)]
+
+    def count_people(self) -> int:
+        with self._reading() as session:
+            return session.scalar(select(func.count()).select_from(PersonRow)) or 0
+
+    def scope_of(self, person_id: int, role: str) -> Scope:
+        with self._reading() as session:
+            return directory.scope_of(session, person_id, role)
+
+    def residents(self, scope: Scope = EVERYTHING) -> list[ResidentRecord]:
+        with self._reading() as session:
+            return directory.residents(session, scope)
+
+    def latest_audit_id(self) -> int:
+        with self._reading() as session:
+            return session.scalar(select(func.max(AuditRow.id))) or 0

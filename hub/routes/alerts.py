@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict
 
-from hub.deps import StoreDep
+from hub.deps import PrincipalDep, StoreDep
 from hub.errors import StoreError
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -38,12 +38,13 @@ class AlertOut(BaseModel):
 @router.get("")
 async def list_alerts(
     store: StoreDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[AlertOut]:
-    """Alert events, newest first."""
+    """Alert events the caller may see, newest first (a family: only their relatives')."""
     try:
-        records = await asyncio.to_thread(store.alerts, limit, offset)
+        records = await asyncio.to_thread(store.alerts_in, principal.scope, limit, offset)
     except StoreError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable") from exc
     return [AlertOut.model_validate(record) for record in records]

@@ -19,6 +19,7 @@ def hub_app(mosquitto: Mosquitto, tmp_path: Path) -> FastAPI:
         broker=mosquitto.broker,
         database_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}",
         client_id="test-hub",
+        auth_required=False,  # these tests are about the alarm path, not about logging in
     )
     return create_app(settings)
 

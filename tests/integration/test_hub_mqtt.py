@@ -83,6 +83,7 @@ async def hub(mosquitto: Mosquitto, tmp_path: Path) -> AsyncIterator[FastAPI]:
         broker=mosquitto.broker,
         database_url=f"sqlite:///{tmp_path / 'hub.sqlite3'}",
         client_id="test-hub",
+        auth_required=False,  # these tests are about MQTT; tests/integration/hub test auth
     )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -189,7 +190,7 @@ async def test_pending_broadcast_is_published_when_the_hub_starts(
     store.close()
     assert broadcast is not None
 
-    app = create_app(HubSettings(broker=mosquitto.broker, database_url=url))
+    app = create_app(HubSettings(broker=mosquitto.broker, database_url=url, auth_required=False))
     async with app.router.lifespan_context(app):
         await wait_for(lambda: len(gateway.broadcasts) == 1, what="the pending broadcast")
         assert gateway.broadcasts[0].id == broadcast.id

@@ -51,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
         "jwt",
         "apprise",
         "pywebpush",
+        "httpx",
     },
     "firmware_sim": {"wire", "bus", "msgspec", "yaml", "pypinyin"},
     "anmin": OURS

@@ -1,31 +1,21 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, timedelta
 from pathlib import Path
-
-import pytest
 
 from hub.store import Store
 from tests.unit.hub.helpers import NOW, gas_event, receipt
 from wire import DeadLetter, Heartbeat, Severity
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
+def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'data' / 'hub.sqlite3'}")
     store.create_schema()
-    try:
-        yield store
-    finally:
-        store.close()
-
-
-def test_sqlite_file_is_in_wal_mode(store: Store, tmp_path: Path) -> None:
     assert (tmp_path / "data" / "hub.sqlite3").exists()
     with store.engine.connect() as connection:
         mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
     assert mode == "wal"
+    store.close()
 
 
 def test_record_alert_is_idempotent_on_the_event_id(store: Store) -> None:
