@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from anmin.commands import edge, grafana, hub, rules, sim, wire
+from anmin.commands import broker, edge, grafana, hub, rules, sim, wire
 from anmin.commands import eval as eval_command
 from anmin.common import console, logging_setup
 
@@ -29,6 +29,7 @@ app.add_typer(rules.app, name="rules")
 app.add_typer(wire.app, name="wire")
 app.add_typer(eval_command.app, name="eval")
 app.add_typer(grafana.app, name="grafana")
+app.add_typer(broker.app, name="broker")
 
 
 @app.command()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,6 +30,27 @@ class NotConnected(BusError):
 
 
 @dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS to the broker: the CA that signed its certificate, and optionally our own.
+
+    Without ``ca_file`` the system's trust store is used. The broker's certificate must name
+    the host we connect to (a DNS name or an IP address in its subjectAltName).
+    """
+
+    ca_file: str | None = None
+    cert_file: str | None = None  # a client certificate, where the broker asks for one
+    key_file: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that verifies the broker's certificate and host name."""
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=self.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+@dataclass(frozen=True, slots=True)
 class Broker:
     """Where a broker is and how to log in to it."""
 
@@ -36,6 +58,7 @@ class Broker:
     port: int = 1883
     username: str | None = None
     password: str | None = field(default=None, repr=False)  # never in logs
+    tls: Tls | None = None  # None: plain TCP (a gateway's loopback only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +143,7 @@ class MqttLink:
             will=will,
             keepalive=self.keepalive,
             timeout=10,
+            tls_context=None if self.broker.tls is None else self.broker.tls.context(),
             # paho leaves Nagle's algorithm on: each small message (an ack, an alert) would
             # wait ~20 ms for more to send with it. Measured: 8x on the hub's intake.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],

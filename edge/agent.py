@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
+from bus.mqtt import Tls
 from edge.config import BrokerConfig, EdgeConfig
 from edge.ingest import Accepted, Ingest, Rejection
 from edge.outbox import Outbox
@@ -67,7 +68,10 @@ def _ms(at: datetime) -> int:
 
 
 def _broker(config: BrokerConfig) -> Broker:
-    return Broker(config.host, config.port, config.username, config.password)
+    tls = None
+    if config.tls is not None:
+        tls = Tls(config.tls.ca_file, config.tls.cert_file, config.tls.key_file)
+    return Broker(config.host, config.port, config.username, config.password, tls)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,24 @@ Id = Annotated[str, Meta(pattern=f"^{ID_PATTERN}$")]
 Port = Annotated[int, Meta(ge=1, le=65535)]
 
 
+class TlsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """TLS to a broker (``anmin broker ca`` makes the site's CA and certificates)."""
+
+    ca_file: str | None = None  # the site CA; None: the system's trust store
+    cert_file: str | None = None  # this gateway's client certificate, if the broker asks
+    key_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: give cert_file and key_file together")
+
+
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 1883
     username: str | None = None
     password: str | None = None
+    tls: TlsConfig | None = None  # required whenever the broker is not on this machine
 
 
 DeviceKind = Literal[

@@ -188,3 +188,69 @@ def hub_online() -> str:
 def everything_filter(site: str | None = None) -> str:
     """All Anmin traffic (of one site): for observers such as the demo's console."""
     return f"{PREFIX}/{check_id(site, 'site')}/#" if site else f"{PREFIX}/#"
+
+
+# Access rules: the topics each kind of client may publish to and subscribe to. The broker's
+# ACL file (anmin/security) is generated from these, and docs/security.md states the same
+# rules for a clustered broker. Ids are explicit, never %u/%c substitutions, so a device's
+# rights cannot depend on a username it chose.
+
+# The gateway channels the hub reads (and the gateway writes).
+GATEWAY_UPLINK_CHANNELS = (Channel.ALERT, Channel.HEARTBEAT, Channel.RECEIPT, Channel.DEADLETTER)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What one client may do: topics (or filters) it may publish to and subscribe to."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def device_channel_filter(site: str, gateway: str, channel: Channel) -> str:
+    """One device channel of every device of a gateway, e.g. all its devices' ``cmd``."""
+    if channel not in _DEVICE_LEAF:
+        raise WireError(Reason.BAD_TOPIC, f"{channel} is not a device channel")
+    site, gateway = check_id(site, "site"), check_id(gateway, "gateway")
+    return f"{PREFIX}/{site}/{gateway}/dev/+/{_DEVICE_LEAF[channel]}"
+
+
+def device_access(site: str, gateway: str, device: str) -> Access:
+    """A device publishes its own reading, status and receipt, and reads only its own cmd."""
+    return Access(
+        publish=(
+            reading(site, gateway, device),
+            status(site, gateway, device),
+            device_receipt(site, gateway, device),
+        ),
+        subscribe=(command(site, gateway, device),),
+    )
+
+
+def gateway_access(site: str, gateway: str) -> Access:
+    """A gateway's edge agent: its own uplink channels and its devices' commands out; its
+    devices' traffic, its own acks, its site's broadcasts and the hub's presence in."""
+    return Access(
+        publish=(
+            *(gateway_topic(channel, site, gateway) for channel in GATEWAY_UPLINK_CHANNELS),
+            device_channel_filter(site, gateway, Channel.CMD),
+        ),
+        subscribe=(
+            gateway_devices_filter(site, gateway),
+            gateway_topic(Channel.ACK, site, gateway),
+            broadcast(site),
+            hub_online(),
+        ),
+    )
+
+
+def hub_access() -> Access:
+    """The hub reads every gateway's uplink channels (also as a shared subscription) and
+    publishes acks, broadcasts and its own presence."""
+    return Access(
+        publish=(f"{PREFIX}/+/+/{Channel.ACK.value}", f"{PREFIX}/+/broadcast", hub_online()),
+        subscribe=(
+            *(hub_filter(channel) for channel in GATEWAY_UPLINK_CHANNELS),
+            *(hub_filter(channel, shared=True) for channel in GATEWAY_UPLINK_CHANNELS),
+        ),
+    )
