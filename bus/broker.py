@@ -15,13 +15,12 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from bus.mqtt import Broker, Tls
+from bus.process import ServerProcess
 
 MOSQUITTO_CONF = """\
 {listeners}
@@ -115,7 +114,7 @@ def mosquitto_binary() -> str | None:
     )
 
 
-class Mosquitto:
+class Mosquitto(ServerProcess):
     """A Mosquitto process of our own; a context manager, with ``restart()`` for fault tests."""
 
     def __init__(
@@ -133,11 +132,7 @@ class Mosquitto:
             )
         self.binary = binary
         self.port = port or free_port()
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="anmin-mosquitto-")
-            data_dir = Path(self._tmp.name)
-        self.data_dir = data_dir
+        super().__init__(data_dir, "anmin-mosquitto-")
         self.persistence = persistence
         self.security = security
         tls = security.tls if security is not None else None
@@ -145,7 +140,6 @@ class Mosquitto:
         self.tls_port: int | None = None
         if tls is not None:
             self.tls_port = free_port() if security and security.plaintext else self.port
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def broker(self) -> Broker:
@@ -204,37 +198,3 @@ class Mosquitto:
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"mosquitto did not listen on port {self.port} within {timeout}s")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 from bus.broker import free_port
+from bus.process import ServerProcess
 
 INFLUXD_CONF = """\
 reporting-disabled = true
@@ -42,8 +41,10 @@ def influxd_binary() -> str | None:
     )
 
 
-class Influxd:
+class Influxd(ServerProcess):
     """An influxd process of our own; ``stop()``/``start()`` keep its data for fault tests."""
+
+    stop_timeout_s = 10.0
 
     def __init__(self, data_dir: Path | None = None) -> None:
         binary = influxd_binary()
@@ -54,12 +55,7 @@ class Influxd:
         self.binary = binary
         self.http_port = free_port()
         self.rpc_port = free_port()
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="anmin-influxd-")
-            data_dir = Path(self._tmp.name)
-        self.data_dir = data_dir
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(data_dir, "anmin-influxd-")
 
     @property
     def url(self) -> str:
@@ -108,33 +104,3 @@ class Influxd:
         with urllib.request.urlopen(f"{self.url}/query", data=data, timeout=10) as reply:  # noqa: S310
             result: dict[str, object] = json.loads(reply.read())
             return result
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.process = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Influxd:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
