@@ -20,7 +20,8 @@ test: $(VENV)/.dev-installed system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/pytest
+	# A guard over the per-test timeouts: a stuck run fails here, well inside CI's 90 minutes.
+	timeout -k 30 4500 $(BIN)/pytest
 
 # Python's venv module is a separate package on Debian and Ubuntu.
 venv-tools:

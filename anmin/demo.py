@@ -192,7 +192,8 @@ async def _stop_when(done: asyncio.Event, options: DemoOptions) -> int:
     if options.exit_after_receipt_s is None and options.timeout_s is None:
         await asyncio.Event().wait()  # until Ctrl-C
     try:
-        await asyncio.wait_for(done.wait(), options.timeout_s)
+        async with asyncio.timeout(options.timeout_s):  # not wait_for: see bus.tasks
+            await done.wait()
     except TimeoutError:
         return 1
     if options.exit_after_receipt_s:

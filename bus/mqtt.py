@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from bus.tasks import reraise_lost_cancel
+
 log = logging.getLogger(__name__)
 
 
@@ -156,9 +158,11 @@ class MqttLink:
             client = self._make_client()
             try:
                 async with client:
+                    reraise_lost_cancel()
                     self._client = client
                     for topic, qos in self.subscriptions:
                         await client.subscribe(topic, qos=qos)
+                        reraise_lost_cancel()
                     self.connections += 1
                     self.connected.set()
                     delay = self.reconnect_min_s
@@ -215,6 +219,7 @@ class MqttLink:
             await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
         except aiomqtt.MqttError as exc:
             raise NotConnected(f"publish to {topic} failed: {exc}") from exc
+        reraise_lost_cancel()
 
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 0 without waiting for the client library's confirmation.
@@ -232,5 +237,6 @@ class MqttLink:
 
     async def wait_connected(self, timeout: float | None = None) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see bus.tasks
+                await self.connected.wait()
         return self.connected.is_set()

@@ -508,8 +508,11 @@ class EdgeAgent:
                 # A disk or encoding fault must not end the uplink; it is tried again.
                 self.counters["uplink.errors"] += 1
                 log.exception("edge: uplink pass failed")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that races
+            # the kick, and the loop would then outlive its agent (bus.tasks).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), timeout=min(1.0, retry_ms / 2000))
+                async with asyncio.timeout(min(1.0, retry_ms / 2000)):
+                    await self._kick.wait()
 
     async def _send_due(self, retry_ms: int, max_ms: int) -> None:
         now_ms = _ms(self.clock())
@@ -534,7 +537,8 @@ class EdgeAgent:
     async def _acked(self, event_id: str, timeout: float) -> bool:
         waiter = self._ack_waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
         except TimeoutError:
             return False
         finally:

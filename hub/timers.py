@@ -55,7 +55,8 @@ class Timers:
         while True:
             await self.tick()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_s)
+                async with asyncio.timeout(self.interval_s):  # not wait_for: see bus.tasks
+                    await self._wake.wait()
             self._wake.clear()
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -58,7 +59,22 @@ async def running(
         assert not died, f"a task died: {[t.exception() for t in died]!r}"
     finally:
         for task in tasks:
+            await _stop_or_fail(task)
+
+
+async def _stop_or_fail(task: asyncio.Task[None], within_s: float = 30.0) -> None:
+    """Stop a task; one that will not end (a lost cancellation, see bus.tasks) fails the test
+    with the stacks of every task still running, instead of hanging the whole suite."""
+    try:
+        async with asyncio.timeout(within_s):
             await stop(task)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for other in asyncio.all_tasks():
+            other.print_stack(file=stacks)
+        raise AssertionError(
+            f"task {task.get_name()} did not stop within {within_s}s:\n{stacks.getvalue()}"
+        ) from None
 
 
 class Recorder:
