@@ -6,6 +6,7 @@ engine can snapshot it to bytes and the edge can keep it in SQLite.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,10 +64,18 @@ class DeviceTrack(msgspec.Struct):
         if window > 0:
             history = track.history
             history.append((track.at, track.last))
-            while len(history) > 1 and history[1][0] <= track.at - window:
-                history.pop(0)
+            # Keep the newest sample at or before the window's start (a rate needs one that
+            # old) and everything after it. Bisect, not a pop(0) loop: a chatty device's
+            # history is long, and this runs on every reading.
+            drop = bisect_right(history, track.at - window, key=_at) - 1
+            if drop > 0:
+                del history[:drop]
         if abs(track.last - track.anchor) > tolerance:
             track.anchor, track.steady_since = track.last, track.at
+
+
+def _at(sample: tuple[float, float]) -> float:
+    return sample[0]
 
 
 def dose_key(leaf: Condition) -> str:
@@ -109,8 +118,8 @@ def routine_key(scope_key: str, leaf: Condition) -> str:
 def _aggregate(track: MetricTrack, leaf: Condition, now: float) -> float | None:
     if leaf.agg == "last" or leaf.over is None:
         return track.last
-    start = now - seconds(leaf.over)
-    values = [v for t, v in track.history if t > start]
+    history = track.history
+    values = [v for _, v in history[bisect_right(history, now - seconds(leaf.over), key=_at) :]]
     if leaf.agg == "count":
         return float(len(values))
     if leaf.agg == "sum":
@@ -126,10 +135,10 @@ def _rate(track: MetricTrack, leaf: Condition) -> float | None:
     """Change per minute (or per second) from the newest sample at least ``over`` older."""
     assert leaf.over is not None and leaf.unit is not None
     newest_at = track.at
-    before = [(t, v) for t, v in track.history if t <= newest_at - seconds(leaf.over)]
-    if not before:
+    older = bisect_right(track.history, newest_at - seconds(leaf.over), key=_at)
+    if not older:
         return None
-    t0, v0 = before[-1]
+    t0, v0 = track.history[older - 1]
     per_second = (track.last - v0) / (newest_at - t0)
     return per_second if leaf.unit.endswith("/s") else per_second * 60.0
 
