@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bus import Broker, Incoming, MqttLink
+import msgspec
+
+from bus import Broker, Incoming, MqttLink, NotConnected
 from bus.tasks import stop
 from edge import EdgeAgent, parse
+from wire import Reading
 
 SITE = "s1"
 GATEWAY = "gw-1"
@@ -35,6 +40,28 @@ rules:
 uplink_retry_s: {retry_s}
 heartbeat_s: 1
 {extra}"""
+
+
+def gas_reading(seq: int, lel: float, device: str = "gas-b1-101") -> bytes:
+    """A gas sensor's reading, stamped now."""
+    value = Reading(device=device, seq=seq, ts=datetime.now(UTC), values={"gas_lel": lel})
+    return msgspec.json.encode(value)
+
+
+async def publish_surely(
+    link: MqttLink, topic: str, payload: bytes, *, within_s: float = 60.0
+) -> None:
+    """Publish at QoS 1 until the broker acknowledges it, across a broker restart; a broker
+    that does not come back within ``within_s`` fails the test rather than hanging it."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            await link.publish(topic, payload, qos=1, timeout=2)
+            return
+        except NotConnected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no broker to publish {topic} to for {within_s}s") from None
+            await link.wait_connected(min(10.0, max(0.1, deadline - time.monotonic())))
 
 
 def make_agent(

@@ -19,10 +19,11 @@ from tests.integration.edge_support import (
     SITE,
     Recorder,
     edge_config_yaml,
+    gas_reading,
     make_agent,
+    publish_surely,
     running,
 )
-from tests.integration.test_edge_faults import publish_surely, reading
 from wire import topics
 from wire.topics import Channel
 
@@ -41,7 +42,7 @@ async def test_a_reload_keeps_a_standing_alarm_and_clears_a_removed_rules_alarm(
         # A leak reported every 50 ms (bounded: the 1 s hold passes within ~20 readings).
         seq = 0
         for seq in range(1, 200):
-            await publish_surely(agent.local, topic, reading(seq, 30.0))
+            await publish_surely(agent.local, topic, gas_reading(seq, 30.0))
             if agent.counters["alerts.raised"]:
                 break
             await asyncio.sleep(0.05)  # the device's reporting interval, not a wait for a result
@@ -49,7 +50,7 @@ async def test_a_reload_keeps_a_standing_alarm_and_clears_a_removed_rules_alarm(
         # Same gas rule plus smoke: the gas alarm stands, no second "raised".
         both = load_yaml("version: 1\ninclude: [gas, smoke]\n", RuleSet, "<test>")
         assert await agent.reload_rules(both) >= 3
-        await publish_surely(agent.local, topic, reading(seq + 1, 30.0))
+        await publish_surely(agent.local, topic, gas_reading(seq + 1, 30.0))
         await wait_for(lambda: agent.ingest.counters["readings"] > seq, what="a reading")
         assert agent.counters["alerts.raised"] == 1
         assert agent.counters["alerts.cleared"] == 0
