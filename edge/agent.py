@@ -24,6 +24,7 @@ from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from bus.mqtt import Tls
 from edge.config import BrokerConfig, EdgeConfig
 from edge.ingest import Accepted, Ingest, Rejection
+from edge.latency import Latency
 from edge.outbox import Outbox
 from edge.telemetry import PRIVATE_KINDS, Telemetry
 from edge.warnings import local_warning
@@ -136,7 +137,7 @@ class EdgeAgent:
         self._local_warnings: dict[str, asyncio.Task[None]] = {}
         self._siren_sent: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.rule_seconds = 0.0  # time spent in the rules, for /metrics
+        self.rule_latency = Latency()  # per reading, the rules with their detectors: /metrics
         self._ack_waiters: dict[str, asyncio.Future[None]] = {}
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
@@ -336,7 +337,7 @@ class EdgeAgent:
         # to hold an alarm back or bring it forward.
         started = time.perf_counter()
         transitions = self.engine.feed(info, reading, now)
-        self.rule_seconds += time.perf_counter() - started
+        self.rule_latency.observe(time.perf_counter() - started)
         if self.telemetry is not None and health.config.kind not in PRIVATE_KINDS:
             track = self.engine.state.devices.get(reading.device)
             if track is not None and track.scores:

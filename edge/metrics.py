@@ -7,7 +7,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
-from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -29,7 +34,9 @@ class AgentCollector(Collector):
     def __init__(self, agent: EdgeAgent) -> None:
         self.agent = agent
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(
+        self,
+    ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         stats = self.agent.stats()
         labels = ["site", "gateway"]
         where = [self.agent.config.site, self.agent.config.gateway]
@@ -49,6 +56,14 @@ class AgentCollector(Collector):
             family.add_metric(where, value)
             yield family
         yield rejects
+        latency = self.agent.rule_latency
+        rules = HistogramMetricFamily(
+            "anmin_edge_rule_seconds",
+            "Time to decide on one reading: every rule that concerns it, with their detectors",
+            labels=labels,
+        )
+        rules.add_metric(where, latency.cumulative(), latency.sum)
+        yield rules
 
 
 def serve_metrics(agent: EdgeAgent, port: int, host: str = "127.0.0.1") -> None:
