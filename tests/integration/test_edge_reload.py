@@ -81,7 +81,14 @@ async def test_sighup_reloads_a_running_gateway(mosquitto: Mosquitto, tmp_path: 
     agent = start_agent(config)
     try:
         async with running(watcher.link.run()):
-            await wait_for(lambda: bool(watcher.messages), what="the gateway online")
+            # A process that must import and connect first: generous on a loaded machine,
+            # and a gateway that died says why at once.
+            await wait_for(
+                lambda: bool(watcher.messages) or agent.poll() is not None,
+                timeout=60,
+                what="the gateway online",
+            )
+            assert agent.poll() is None, agent.communicate(timeout=5)[1]
         agent.send_signal(signal.SIGHUP)
         agent.send_signal(signal.SIGTERM)
         _, err = agent.communicate(timeout=20)
