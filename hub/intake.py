@@ -15,7 +15,7 @@ import asyncio
 import logging
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -115,8 +115,7 @@ class Intake:
                 raise WireError(Reason.BAD_TOPIC, f"the hub does not read {topic.channel} topics")
             await handler(topic, incoming.payload)
         except WireError as exc:
-            self.counters[exc.reason] += 1
-            log.warning("rejected %s (%d bytes): %s", incoming.topic, len(incoming.payload), exc)
+            self._rejected(incoming, exc)
         except StoreError as exc:
             # Not acked, so the edge keeps the event in its outbox and sends it again.
             self.counters["store_errors"] += 1
@@ -130,14 +129,63 @@ class Intake:
             self.counters["internal_errors"] += 1
             log.exception("unexpected failure handling %s", incoming.topic)
 
-    async def _alert(self, topic: Topic, payload: bytes) -> None:
+    async def handle_many(self, batch: Sequence[Incoming]) -> None:
+        """Handle messages in their order; consecutive alert events are stored in one
+        transaction (``Store.record_alert_events``). Never raises (except cancellation)."""
+        events: list[AlertEvent] = []
+        for incoming in batch:
+            if incoming.topic.rsplit("/", 1)[-1] != Channel.ALERT:
+                await self._store_alerts(events)
+                events = []
+                await self.handle(incoming)
+                continue
+            try:
+                events.append(self._decode_alert(topics.parse(incoming.topic), incoming.payload))
+            except WireError as exc:
+                self._rejected(incoming, exc)
+        await self._store_alerts(events)
+
+    def _rejected(self, incoming: Incoming, exc: WireError) -> None:
+        self.counters[exc.reason] += 1
+        log.warning("rejected %s (%d bytes): %s", incoming.topic, len(incoming.payload), exc)
+
+    async def _store_alerts(self, events: list[AlertEvent]) -> None:
+        if not events:
+            return
         now = self.clock()
+        try:
+            recorded = await self.accept_alerts(events, now)
+        except StoreError as exc:
+            # Not acked, so the edge keeps the events in its outbox and sends them again.
+            self.counters["store_errors"] += 1
+            log.error("database failed on %d alert events: %s", len(events), exc)
+            return
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("unexpected failure storing %d alert events", len(events))
+            return
+        for event, done in zip(events, recorded, strict=True):
+            try:
+                await self._acknowledge(event, done, now)
+            except BusError as exc:
+                self.counters["publish_errors"] += 1
+                log.warning("broadcast caused by %s not published yet: %s", event.id, exc)
+
+    def _decode_alert(self, topic: Topic, payload: bytes) -> AlertEvent:
         # No timestamp window here: an alert from a gateway whose clock drifted is still an
         # alert, and one we refused would never be acked and would come back forever.
-        event = self.codec.decode(payload, AlertEvent, now, check_time=False)
+        event = self.codec.decode(payload, AlertEvent, self.clock(), check_time=False)
         _check_source(topic, event.site, event.gateway, "alert event")
-        recorded = await self.accept_alert(event, now)
-        # Ack a repeat too: the edge resends because it missed our first ack.
+        return event
+
+    async def _alert(self, topic: Topic, payload: bytes) -> None:
+        event = self._decode_alert(topic, payload)
+        now = self.clock()
+        await self._acknowledge(event, await self.accept_alert(event, now), now)
+
+    async def _acknowledge(self, event: AlertEvent, recorded: Recorded, now: datetime) -> None:
+        """Ack a stored event (a repeat too: the edge resends because it missed our first
+        ack), then publish the broadcast it caused (raises ``BusError``)."""
         if self.acks is not None:
             self.acks.add(event.site, event.gateway, event.id)
             await self.publish_caused(recorded)
@@ -161,12 +209,19 @@ class Intake:
 
         Raises ``StoreError``; the caller acknowledges only after this returns.
         """
-        recorded = await asyncio.to_thread(self.store.record_alert_event, event, now)
-        self.counters["alerts_stored" if recorded.stored else "alerts_repeated"] += 1
-        if recorded.incident_opened:
-            self.counters["incidents_opened"] += 1
-            if self.on_incident is not None:
-                self.on_incident()
+        return (await self.accept_alerts([event], now))[0]
+
+    async def accept_alerts(self, events: Sequence[AlertEvent], now: datetime) -> list[Recorded]:
+        """Store alert events once each, in one transaction (see ``accept_alert``)."""
+        recorded = await asyncio.to_thread(self.store.record_alert_events, events, now)
+        opened = False
+        for done in recorded:
+            self.counters["alerts_stored" if done.stored else "alerts_repeated"] += 1
+            if done.incident_opened:
+                self.counters["incidents_opened"] += 1
+                opened = True
+        if opened and self.on_incident is not None:
+            self.on_incident()
         return recorded
 
     async def publish_caused(self, recorded: Recorded) -> None:
@@ -295,6 +350,8 @@ class AckBatcher:
 
 # The wire's Ack takes at most this many ids.
 MAX_ACK_IDS = 500
+# Messages a lane takes at once: consecutive alert events among them share a transaction.
+MAX_BATCH = 64
 
 
 class Pipeline:
@@ -317,9 +374,13 @@ class Pipeline:
         await lane.put(incoming)
 
     async def _work(self, lane: asyncio.Queue[Incoming]) -> None:
+        # What has queued up while the last batch was stored goes in the next one: under a
+        # flood one commit serves many events; a lone event is stored at once.
         while True:
-            incoming = await lane.get()
-            await self.intake.handle(incoming)
+            batch = [await lane.get()]
+            while len(batch) < MAX_BATCH and not lane.empty():
+                batch.append(lane.get_nowait())
+            await self.intake.handle_many(batch)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -203,6 +203,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _cause(event: AlertEvent) -> str:
+    """What one incident is about: the alarm's key at its gateway."""
+    return f"{event.site}/{event.gateway}/{event.key}"
+
+
 class Store:
     """The hub's database. Every method is blocking: call it through ``asyncio.to_thread``."""
 
@@ -329,42 +334,66 @@ class Store:
 
     def record_alert_event(self, event: AlertEvent, now: datetime) -> Recorded:
         """Store an alert event once, with its incident and any broadcast, in one transaction."""
-        broadcast = self.policy(event, now)
+        return self.record_alert_events([event], now)[0]
+
+    def record_alert_events(self, events: Sequence[AlertEvent], now: datetime) -> list[Recorded]:
+        """Store alert events once each, with their incidents and broadcasts, in ONE transaction.
+
+        One commit (one disk sync) for a batch is what lets the intake keep up with a flood:
+        the sync, not the SQL, is most of an event's cost. The causes are locked in sorted
+        order before anything else, so two hubs' batches can wait for each other but never
+        deadlock. If another hub inserted one of the events meanwhile, the batch is rolled back
+        and each event is stored on its own.
+        """
+        decided = [(event, self.policy(event, now)) for event in events]
         try:
             with self._writing() as session:
                 # Events of one cause are handled one at a time across hubs, so a cause never
                 # gets two incidents and a repeat always finds the first copy.
-                self.lock_cause(session, f"{event.site}/{event.gateway}/{event.key}")
-                if session.get(AlertRow, event.id) is not None:
-                    return Recorded(False, None, None, False)
-                row = AlertRow(
-                    id=event.id,
-                    key=event.key,
-                    phase=event.phase.value,
-                    severity=event.severity.value,
-                    kind=event.kind,
-                    rule=event.rule,
-                    site=event.site,
-                    gateway=event.gateway,
-                    device=event.device,
-                    building=event.building,
-                    unit=event.unit,
-                    ts=event.ts,
-                    received_at=now,
-                    evidence=dict(event.evidence),
-                    message=event.message,
-                )
-                session.add(row)
-                incident, opened = incidents.attach(
-                    session, event, row, now, window=self.incident_window
-                )
-                if broadcast is not None and self._alarm_broadcast(session, event):
-                    broadcast = None
-                if broadcast is not None:
-                    session.add(self._broadcast_row(broadcast, now))
+                for cause in sorted({_cause(event) for event in events}):
+                    self.lock_cause(session, cause)
+                batch: set[str] = set()
+                return [self._record(session, e, b, now, batch) for e, b in decided]
         except IntegrityError:
-            # Another hub worker stored the same event between our check and our insert.
+            if len(events) == 1:
+                # Another hub worker stored the same event between our check and our insert.
+                return [Recorded(False, None, None, False)]
+            return [self.record_alert_event(event, now) for event in events]
+
+    def _record(
+        self,
+        session: Session,
+        event: AlertEvent,
+        broadcast: Broadcast | None,
+        now: datetime,
+        batch: set[str],
+    ) -> Recorded:
+        if event.id in batch or session.get(AlertRow, event.id) is not None:
             return Recorded(False, None, None, False)
+        batch.add(event.id)
+        row = AlertRow(
+            id=event.id,
+            key=event.key,
+            phase=event.phase.value,
+            severity=event.severity.value,
+            kind=event.kind,
+            rule=event.rule,
+            site=event.site,
+            gateway=event.gateway,
+            device=event.device,
+            building=event.building,
+            unit=event.unit,
+            ts=event.ts,
+            received_at=now,
+            evidence=dict(event.evidence),
+            message=event.message,
+        )
+        session.add(row)
+        incident, opened = incidents.attach(session, event, row, now, window=self.incident_window)
+        if broadcast is not None and self._alarm_broadcast(session, event):
+            broadcast = None
+        if broadcast is not None:
+            session.add(self._broadcast_row(broadcast, now))
         return Recorded(True, broadcast, incident.id if incident else None, opened)
 
     @staticmethod

@@ -66,18 +66,17 @@ async def post_events(request: Request, intake: IntakeDep, clock: ClockDep) -> E
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}") from exc
     except WireError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{exc.reason}: {exc}") from exc
-    results: list[EventResult] = []
     try:
-        for event in events:
-            recorded = await intake.accept_alert(event, now)
-            results.append(
-                EventResult(id=event.id, stored=recorded.stored, incident_id=recorded.incident_id)
-            )
-            try:
-                await intake.publish_caused(recorded)
-            except BusError as exc:
-                # Committed, so acknowledged; the broadcast is retried by the pending loop.
-                log.warning("broadcast for %s not published yet: %s", event.id, exc)
+        # A batch is stored in one transaction: all of it is acknowledged, or none.
+        recorded = await intake.accept_alerts(events, now)
     except StoreError as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable") from exc
+    results: list[EventResult] = []
+    for event, done in zip(events, recorded, strict=True):
+        results.append(EventResult(id=event.id, stored=done.stored, incident_id=done.incident_id))
+        try:
+            await intake.publish_caused(done)
+        except BusError as exc:
+            # Committed, so acknowledged; the broadcast is retried by the pending loop.
+            log.warning("broadcast for %s not published yet: %s", event.id, exc)
     return EventsAck(results=results)

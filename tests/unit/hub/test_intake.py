@@ -230,3 +230,40 @@ async def test_a_lost_ack_does_not_hold_back_the_broadcast(
     assert len(publisher.on(BROADCAST_TOPIC)) == 1
     assert store.unpublished_broadcasts() == []
     assert intake.counters["publish_errors"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_batch_keeps_its_order_and_a_bad_message_drops_nothing_else(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    first, second, third = (gas_event(at=NOW + timedelta(seconds=n)) for n in range(3))
+    heartbeat = Heartbeat(site="s1", gateway="g1", state="online", ts=NOW, outbox_depth=2)
+    batch = [
+        alert_message(first),
+        Incoming(topics.gateway_topic(Channel.ALERT, "s1", "g1"), b"{not json", 1, False),
+        alert_message(second),
+        Incoming(
+            topics.gateway_topic(Channel.HEARTBEAT, "s1", "g1"), codec.encode(heartbeat), 0, True
+        ),
+        alert_message(third),
+        alert_message(first),  # a resend: acked again, stored once
+    ]
+    await intake.handle_many(batch)
+    acked = [i for payload in publisher.on(ACK_TOPIC) for i in codec.decode(payload, Ack, NOW).ids]
+    assert acked == [first.id, second.id, third.id, first.id]
+    assert {a.id for a in store.alerts()} == {first.id, second.id, third.id}
+    assert intake.counters[Reason.MALFORMED_JSON] == 1
+    assert intake.counters["alerts_stored"] == 3 and intake.counters["alerts_repeated"] == 1
+    assert intake.counters["heartbeats"] == 1
+    assert len(publisher.on(BROADCAST_TOPIC)) == 1  # one Extreme leak, broadcast once
+
+
+@pytest.mark.anyio
+async def test_a_batch_the_store_refuses_is_not_acked(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    with store.engine.begin() as connection:  # a table it needs is gone
+        connection.exec_driver_sql("DROP TABLE alert_events")
+    await intake.handle_many([alert_message(gas_event()), alert_message(gas_event())])
+    assert intake.counters["store_errors"] == 1
+    assert publisher.sent == []

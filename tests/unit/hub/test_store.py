@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from pathlib import Path
 
-from hub.store import Store
+from hub.store import Recorded, Store
 from tests.unit.hub.helpers import NOW, gas_event, receipt
 from wire import DeadLetter, Heartbeat, Severity
 
@@ -156,3 +156,37 @@ def test_one_alarm_is_broadcast_once_until_it_clears(store: Store) -> None:
     later = gas_event(at=NOW + timedelta(minutes=10))
     assert store.record_alert(later, NOW)[1] is not None
     assert len(store.broadcasts()) == 2
+
+
+def test_a_batch_is_stored_once_each_with_one_incident_per_cause(store: Store) -> None:
+    first = gas_event(severity=Severity.SEVERE)
+    escalated = gas_event(at=NOW + timedelta(seconds=1))  # same cause, now Extreme
+    other = gas_event(gateway="g2", severity=Severity.SEVERE)
+    store.record_alert_event(other, NOW)  # stored before: a repeat in the batch
+    batch = [first, escalated, first, other]  # ... and one in the batch itself
+    recorded = store.record_alert_events(batch, NOW)
+    assert [r.stored for r in recorded] == [True, True, False, False]
+    assert recorded[0].incident_opened and not recorded[1].incident_opened
+    assert recorded[0].incident_id == recorded[1].incident_id is not None
+    # The Extreme escalation broadcasts once, as it would event by event.
+    assert recorded[0].broadcast is None and recorded[1].broadcast is not None
+    assert {a.id for a in store.alerts()} == {first.id, escalated.id, other.id}
+    assert len(store.incidents()) == 2
+    assert len(store.unpublished_broadcasts()) == 1
+
+
+def test_a_batch_gives_what_one_by_one_gives(store: Store, tmp_path: Path) -> None:
+    one_by_one = Store(f"sqlite:///{tmp_path / 'alone.sqlite3'}")
+    one_by_one.create_schema()
+    events = [
+        gas_event(gateway=f"g{n % 3}", at=NOW + timedelta(seconds=n), severity=severity)
+        for n, severity in enumerate([Severity.SEVERE, Severity.EXTREME] * 4)
+    ]
+    batched = store.record_alert_events(events, NOW)
+    alone = [one_by_one.record_alert_event(e, NOW) for e in events]
+    one_by_one.close()
+
+    def shape(r: Recorded) -> tuple[bool, bool, bool]:
+        return (r.stored, r.incident_opened, r.broadcast is not None)
+
+    assert [shape(r) for r in batched] == [shape(r) for r in alone]
