@@ -14,6 +14,7 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,8 @@ from wire.models import Phase, Reading, Severity
 from wire.replay import DeviceInfo
 
 SNAPSHOT_VERSION = 1
+_SEP = "\t"  # between device id and detector name in a snapshot's model keys
+MODELS_EVERY_S = 300.0  # engine time between two picklings of the detector models
 MAX_EVIDENCE = 32  # wire.models.Values allows this many entries
 
 
@@ -67,6 +70,8 @@ class EngineState(msgspec.Struct):
     alerts: dict[str, dict[str, AlertTrack]] = {}  # rule id -> scope key -> track
     fingerprints: dict[str, str] = {}  # rule id -> its definition, to spot edits
     routines: dict[str, Routine] = {}
+    # Only in snapshots: "device<TAB>detector" -> the pickled model (see Engine.snapshot).
+    detectors: dict[str, bytes] = {}
 
 
 @dataclass(slots=True)
@@ -151,6 +156,12 @@ def _actions(rule: Rule, severity: str, previous: str | None) -> tuple[Action, .
     return tuple(a for a in rule.actions if due(a, severity) and not due(a, previous))
 
 
+def _config(detector: object) -> object:
+    """A detector's configuration (``Protected`` wraps a model that has one), or None."""
+    model = getattr(detector, "model", detector)
+    return getattr(model, "config", None)
+
+
 class _Missing(dict[str, object]):
     def __missing__(self, key: str) -> str:
         raise KeyError(key)
@@ -184,6 +195,13 @@ class Engine:
         self.detector_factories = dict(DETECTORS if detectors is None else detectors)
         self.state = EngineState()
         self._detectors: dict[tuple[str, str], Detector] = {}
+        # Detector models a snapshot could not carry or restore (they learn again).
+        self.models_dropped = 0
+        # Pickled models, refreshed at most every MODELS_EVERY_S of engine time: snapshots
+        # are taken on every alert, and pickling a forest there would slow the alarm path.
+        self._models: dict[str, bytes] = {}
+        self._models_at: float | None = None
+        self._now = 0.0  # the latest time fed or ticked
         self._compiled: list[_Compiled] = []
         self._members: dict[str, dict[str, list[str]]] = {}
         self._windows: dict[str, float] = {}
@@ -306,6 +324,7 @@ class Engine:
     def feed(self, device: DeviceInfo, reading: Reading, now: datetime) -> list[Transition]:
         """One reading from ``device``, arriving at ``now`` (the gateway's time)."""
         at = now.timestamp()
+        self._now = max(self._now, at)
         if self._register(device, at):
             self._rebuild_members()
         track = self.state.devices[device.id]
@@ -325,11 +344,10 @@ class Engine:
             else:
                 dose.update(ppm, at, leaf.work)
         out: list[Transition] = []
-        for compiled in self._compiled:
-            if not _matches(compiled.rule, device):
-                continue
+        matching = [c for c in self._compiled if _matches(c.rule, device)]
+        self._score(matching, device, track, values, at)
+        for compiled in matching:
             key = scope_key(compiled.rule, device)
-            self._score(compiled, device, track, values, key, at)
             for leaf in compiled.inactive:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
@@ -351,27 +369,39 @@ class Engine:
 
     def _score(
         self,
-        compiled: _Compiled,
+        matching: Sequence[_Compiled],
         device: DeviceInfo,
         track: DeviceTrack,
         values: Mapping[str, float],
-        key: str,
         at: float,
     ) -> None:
-        if not compiled.detectors:
+        """Each detector the device's rules read scores the reading once and learns it once
+        (one instance per device and detector, however many rules read it), unless an alert
+        of a rule reading it is open for this device: anomalies stay out of learning."""
+        held: dict[str, bool] = {}  # detector -> an alert reading it is open
+        for compiled in matching:
+            if not compiled.detectors:
+                continue
+            alert = self.state.alerts.get(compiled.rule.id, {}).get(
+                scope_key(compiled.rule, device)
+            )
+            raised = alert is not None and alert.severity is not None
+            for name in sorted(compiled.detectors):
+                held[name] = held.get(name, False) or raised
+        if not held:
             return
         x = {**values, TIME_KEY: at + self.utc_offset_s}  # local time, for seasonal baselines
-        for name in compiled.detectors:
+        for name, alert_open in held.items():
             detector = self._detectors.get((device.id, name))
             if detector is None:
                 detector = self._detectors[(device.id, name)] = self.detector_factories[name]()
             track.scores[name] = detector.score_one(x)
-            alert = self.state.alerts.get(compiled.rule.id, {}).get(key)
-            if alert is None or alert.severity is None:  # keep anomalies out of learning
+            if not alert_open:
                 detector.learn_one(x)
 
     def tick(self, now: datetime) -> list[Transition]:
         """Let time pass: holds complete, clears complete, silence and routines are checked."""
+        self._now = max(self._now, now.timestamp())
         out: list[Transition] = []
         for compiled in self._compiled:
             tracks = self.state.alerts.get(compiled.rule.id, {})
@@ -568,9 +598,42 @@ class Engine:
             if track.severity is not None
         ]
 
-    def snapshot(self) -> bytes:
-        """All state as bytes (msgpack). Detector models are not included."""
-        return msgspec.msgpack.encode(self.state)
+    def snapshot(self, *, models: bool | None = None) -> bytes:
+        """All state as bytes (msgpack), with the learned detector models (pickled), so a
+        restarted gateway keeps its baselines. Models are pickled again only when
+        ``MODELS_EVERY_S`` of engine time has passed since the last time (or ``models`` is
+        True); in between a snapshot carries the last pickles, so a restart loses at most
+        that much learning. A snapshot is trusted input: restore only what this gateway
+        wrote itself."""
+        due = self._models_at is None or self._now - self._models_at >= MODELS_EVERY_S
+        if models if models is not None else due:
+            self._models = {}
+            for (device, name), detector in sorted(self._detectors.items()):
+                try:
+                    self._models[f"{device}{_SEP}{name}"] = pickle.dumps(detector, protocol=5)
+                except (pickle.PicklingError, TypeError, AttributeError):
+                    self.models_dropped += 1  # a custom detector that cannot be pickled relearns
+            self._models_at = self._now
+        return msgspec.msgpack.encode(msgspec.structs.replace(self.state, detectors=self._models))
+
+    def _restore_detectors(self, models: Mapping[str, bytes]) -> None:
+        """Detector models from a snapshot, kept only where the detector registered under the
+        same name today is built from the same configuration (else it learns again)."""
+        for key, blob in models.items():
+            device, _, name = key.partition(_SEP)
+            factory = self.detector_factories.get(name)
+            if factory is None:
+                continue
+            try:
+                model = pickle.loads(blob)  # noqa: S301 - the gateway's own snapshot
+            except Exception:  # any damage means: learn again
+                self.models_dropped += 1
+                continue
+            fresh = factory()
+            if type(model) is type(fresh) and _config(model) == _config(fresh):
+                self._detectors[(device, name)] = model
+            else:
+                self.models_dropped += 1
 
     @classmethod
     def restore(
@@ -593,7 +656,9 @@ class Engine:
         prints = engine.state.fingerprints
         old_prints = saved.fingerprints
         saved.fingerprints = prints
+        models, saved.detectors = saved.detectors, {}
         engine.state = saved
+        engine._restore_detectors(models)
         engine._carry_over({}, old_prints, None)
         engine._rebuild_members()
         return engine

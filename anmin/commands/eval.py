@@ -122,6 +122,7 @@ def evaluate(
             raise typer.Exit(2)
         root = found[0].parent.parent
         all_series += [benchmark.load(p, root) for p in found]
+        all_series += [benchmark.load(p, root) for p in benchmark.files(skab, anomaly_free=True)]
 
     out.mkdir(parents=True, exist_ok=True)
     if plots:
@@ -140,9 +141,15 @@ def evaluate(
                     file = evaluation.device_id(f"{name}-{item.name}") + ".png"
                     report.plot(outcome, out / "plots" / file, threshold)
                 bar.advance(task)
-    summaries: list[Summary] = [
-        report.summarise(name, source, items) for (name, source), items in outcomes.items()
-    ]
+    summaries: list[Summary] = []
+    for (name, source), items in outcomes.items():
+        labelled = [o for o in items if o.series.group != "anomaly-free"]
+        summaries.append(report.summarise(name, source, labelled))
+        # SKAB also by split: the tuning files, the held-out ones, the anomaly-free recording.
+        for group in ("tuning", "held-out", "anomaly-free"):
+            part = [o for o in items if o.series.group == group]
+            if part:
+                summaries.append(report.summarise(name, f"{source} {group}", part))
     command = "anmin eval " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else [])
     report.write(out, summaries, incident_rows, command.strip())
     _print(summaries, incident_rows)

@@ -29,6 +29,7 @@ class Series:
     events: list[int]  # NAB label rows: where each anomaly begins
     scored_from: int = 0  # rows before this are the training part (not in F1 / FAR / MAR)
     interval_s: float = 1.0
+    group: str = ""  # SKAB: "tuning", "held-out" or "anomaly-free" (anmin/evaluation/skab.py)
 
 
 @dataclass(slots=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from anmin.evaluation.series import Series
 from rules.language import Rule
 from rules.replay import run_replay
+from rules.ruleset import RuleSet
 from rules.scoring import Score, score
 from wire.replay import GroundTruth, ReplayHeader, ReplayRecord, decode_lines
 
@@ -20,6 +21,7 @@ class Recording:
     header: ReplayHeader
     records: list[ReplayRecord]
     truth: GroundTruth
+    utc_offset: str = "+08:00"  # the scenario's local time, for "hours" and routines
 
 
 def record(scenario: Path, *, seed: int | None, duration_s: float | None) -> Recording:
@@ -28,7 +30,8 @@ def record(scenario: Path, *, seed: int | None, duration_s: float | None) -> Rec
     from firmware_sim.record import record as record_scenario
     from firmware_sim.scenario import load_scenario
 
-    built = community.build(load_scenario(scenario), seed=seed, duration_s=duration_s)
+    loaded = load_scenario(scenario)
+    built = community.build(loaded, seed=seed, duration_s=duration_s)
     with tempfile.TemporaryDirectory(prefix="anmin-eval-") as tmp:
         out = Path(tmp) / "replay.jsonl"
         summary = record_scenario(built, out)
@@ -37,11 +40,19 @@ def record(scenario: Path, *, seed: int | None, duration_s: float | None) -> Rec
     header = lines[0]
     assert isinstance(header, ReplayHeader)
     records = [line for line in lines[1:] if isinstance(line, ReplayRecord)]
-    return Recording(header, records, truth)
+    return Recording(header, records, truth, offset_text(loaded.utc_offset_h))
+
+
+def offset_text(hours: float) -> str:
+    minutes = round(abs(hours) * 60)
+    return f"{'-' if hours < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def score_rules(recording: Recording, rules: Sequence[Rule]) -> Score:
-    result = run_replay(rules, recording.header, recording.records)
+    # A rule set, not a bare list: the engine takes local time ("hours", routines) from it,
+    # and a list would run them on UTC (night at 05:00 +08:00 would be 21:00).
+    ruleset = RuleSet(rules=list(rules), utc_offset=recording.utc_offset)
+    result = run_replay(ruleset, recording.header, recording.records)
     return score(result.transitions, recording.truth)
 
 

@@ -5,6 +5,12 @@ folder is an argument (``anmin eval --skab DIR``).
 Split, as SKAB's own loader makes it: the first 400 rows of each file are its training part
 (the detector learns them; they are not in F1 / FAR / MAR), the rest is scored. NAB label rows
 are the starts of the labelled anomaly segments.
+
+Tuning split (docs/detection.md): every choice of detector and rule settings was made on the
+even-numbered file of each folder plus the anomaly-free recording (``tuning``); the
+odd-numbered files are ``held-out``. Folders hold different experiments (valve1 is only inlet
+valve closures, "other" holds every other kind), so a split by folder would tune on one kind
+of fault and test on others; by number, each kind is on both sides.
 """
 
 from __future__ import annotations
@@ -29,13 +35,22 @@ COLUMNS = {
 }
 
 
-def files(folder: Path) -> list[Path]:
-    """The labelled experiments (valve1, valve2, other), not ``anomaly-free``."""
+def files(folder: Path, *, anomaly_free: bool = False) -> list[Path]:
+    """The labelled experiments (valve1, valve2, other), or the ``anomaly-free`` recording."""
     root = folder / "data" if (folder / "data").is_dir() else folder
     found = [
-        p for p in sorted(root.rglob("*.csv")) if "anomaly-free" not in p.parts and p.is_file()
+        p
+        for p in sorted(root.rglob("*.csv"))
+        if ("anomaly-free" in p.parts) == anomaly_free and p.is_file()
     ]
     return sorted(found, key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else 0))
+
+
+def group(path: Path) -> str:
+    """The split a file belongs to (see the module's docstring)."""
+    if "anomaly-free" in path.parts:
+        return "anomaly-free"
+    return "tuning" if path.stem.isdigit() and int(path.stem) % 2 == 0 else "held-out"
 
 
 def load(path: Path, root: Path) -> Series:
@@ -46,7 +61,7 @@ def load(path: Path, root: Path) -> Series:
             when = datetime.strptime(line["datetime"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
             times.append(when)
             rows.append({name: float(line[column]) for column, name in COLUMNS.items()})
-            labels.append(int(float(line["anomaly"] or 0)))
+            labels.append(int(float(line.get("anomaly") or 0)))
     events = [i for i, v in enumerate(labels) if v and (i == 0 or not labels[i - 1])]
     name = "skab/" + "/".join(path.relative_to(root).with_suffix("").parts[-2:])
     # Rows with the same second (SKAB has a few): keep the order, nudge the time.
@@ -65,4 +80,5 @@ def load(path: Path, root: Path) -> Series:
         events=events,
         scored_from=TRAIN_ROWS,
         interval_s=1.0,
+        group=group(path),
     )

@@ -8,6 +8,7 @@ can write ``score >= 0.5``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -70,12 +71,22 @@ class Channels:
 class Protected:
     """The filter between scores and learning: ``score_one`` is the model's; ``learn_one``
     skips a reading that scores ``protect`` or more, so an anomaly never becomes the normal.
-    (The engine also stops learning while the rule's alert is raised.)"""
+    (The engine also stops learning while the rule's alert is raised.)
 
-    def __init__(self, model: Model, protect: float) -> None:
+    ``delay``: a reading is learned only once ``delay`` later readings scored under
+    ``protect`` too; a high score drops the readings waiting, so the slow onset of an anomaly
+    (readings drifting but not yet unusual) is not learned either. Warm-up readings are
+    learned at once. ``freeze``: nothing is learned after the warm-up."""
+
+    def __init__(
+        self, model: Model, protect: float, *, freeze: bool = False, delay: int = 0
+    ) -> None:
         self.model = model
         self.protect = protect
+        self.freeze = freeze
+        self.delay = delay
         self.protected = 0  # readings kept out of learning
+        self._pending: deque[dict[str, float]] = deque()  # at most ``delay`` readings
         # (the reading, the model's version, its score): held, so the identity test is sound
         self._last: tuple[Mapping[str, float], int, float] | None = None
 
@@ -90,6 +101,9 @@ class Protected:
         return score
 
     def learn_one(self, x: Mapping[str, float]) -> None:
+        warm = self.model.learned >= self.model.warm_up
+        if self.freeze and warm:
+            return
         last = self._last
         if last is not None and last[0] is x and last[1] == self.model.learned:
             score = last[2]
@@ -97,6 +111,12 @@ class Protected:
             score = self.model.score_one(x)
         self._last = None
         if score >= self.protect:
-            self.protected += 1
+            self.protected += 1 + len(self._pending)
+            self._pending.clear()
             return
-        self.model.learn_one(x)
+        if not warm or self.delay == 0:
+            self.model.learn_one(x)
+            return
+        self._pending.append(dict(x))
+        if len(self._pending) > self.delay:
+            self.model.learn_one(self._pending.popleft())

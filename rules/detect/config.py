@@ -19,16 +19,24 @@ class DetectorConfig(
     # Readings scoring at least this are kept out of learning (the filter, rules/detect/base).
     protect: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.5
     seed: int = 0
+    # Stop learning once warmed up: the warm-up readings are the baseline (commissioning).
+    freeze: bool = False
+    # Learn a reading only after this many later readings were normal too (rules/detect/base).
+    delay: Annotated[int, Meta(ge=0, le=3600)] = 0
 
 
 class RobustZConfig(DetectorConfig, frozen=True, kw_only=True, tag="robust_z"):
-    """Per channel |x - median| / (1.4826 MAD) over the last ``window`` learned readings; the
-    score is the largest channel's. 0.5 at ``z_half``."""
+    """Per channel |x - median| over a scale, from the last ``window`` learned readings; the
+    score is the largest channel's, 0.5 at ``z_half`` scales. The scale is the MAD as a
+    standard deviation (``mad``), or the ``quantile`` of the learned readings' own
+    |x - median| (``envelope``: the spread normal operation actually shows on that channel)."""
 
     window: Annotated[int, Meta(ge=16, le=100_000)] = 512
     warm_up: Annotated[int, Meta(ge=8)] = 60
-    refresh: Annotated[int, Meta(ge=1, le=1000)] = 8  # recompute median/MAD every N learned
+    refresh: Annotated[int, Meta(ge=1, le=1000)] = 8  # recompute median/scale every N learned
     z_half: Annotated[float, Meta(gt=0)] = 4.0
+    scale: Literal["mad", "envelope"] = "mad"
+    quantile: Annotated[float, Meta(gt=0.5, le=1.0)] = 0.995  # for ``envelope``
 
 
 class SeasonalConfig(DetectorConfig, frozen=True, kw_only=True, tag="seasonal"):

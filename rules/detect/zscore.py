@@ -1,5 +1,7 @@
 """Robust streaming z-score: median and MAD (one each side of the median) per channel over a
-bounded window of learned readings, recomputed every ``refresh`` readings."""
+bounded window of learned readings, recomputed every ``refresh`` readings; or, with
+``scale: envelope``, the median and a high quantile of the learned readings' distance from it
+(normal operation's own envelope; on SKAB it beats a fixed z, docs/detection.md)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,13 @@ class RobustZ:
         assert self._buffer is not None
         data = self._buffer[: self._filled]
         centre = np.median(data, axis=0)
+        if self.config.scale == "envelope":
+            floor = np.maximum(1e-3 * np.abs(centre), 1e-6)
+            spread = np.maximum(
+                np.quantile(np.abs(data - centre), self.config.quantile, axis=0), floor
+            )
+            self._centre, self._upper, self._lower = centre, spread, spread
+            return
         # A scale each side of the median ("double MAD"): a skewed channel, such as vibration
         # RMS (never below zero, a long upper tail), is judged by its own upper spread.
         # Neither side below the standard deviation: a quantised channel that mostly

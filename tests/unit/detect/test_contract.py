@@ -41,8 +41,10 @@ def outlier(name: str, t: float) -> dict[str, float]:
 
 
 def feed(name: str, n: int, seed: int = 1) -> tuple[Protected, list[float]]:
+    """``n`` readings past the detector's warm-up (and its learning delay)."""
     detector = DETECTORS[name]()
     assert isinstance(detector, Protected)
+    n += detector.warm_up + detector.delay
     scores = []
     stream = normal(name, seed)
     for _ in range(n):
