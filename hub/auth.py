@@ -15,7 +15,7 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from hub.directory import ADMIN, COMMITTEE, FAMILY, INSTALLER, ROLES, STAFF
+from hub.directory import ACCOUNT_ROLES, ADMIN, COMMITTEE, FAMILY, GATEWAY, INSTALLER, ROLES, STAFF
 from hub.errors import HubError
 from hub.incidents import Scope
 
@@ -27,6 +27,7 @@ __all__ = [
     "ALGORITHM",
     "COMMITTEE",
     "FAMILY",
+    "GATEWAY",
     "INSTALLER",
     "ROLES",
     "STAFF",
@@ -124,7 +125,7 @@ def read_token(token: str, *, secret: str, now: datetime) -> tuple[int, str, str
         raise TokenError("the token has expired")
     role = claims.get("role")
     username = claims.get("usr")
-    if role not in ROLES or not isinstance(username, str):
+    if role not in ACCOUNT_ROLES or not isinstance(username, str):
         raise TokenError("the token names no known role")
     try:
         person_id = int(claims["sub"])

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from bus import MqttLink
-from hub.auth import ANONYMOUS_ADMIN, Principal, TokenError, read_token
+from hub.auth import ANONYMOUS_ADMIN, GATEWAY, Principal, TokenError, read_token
 from hub.clock import Clock
 from hub.errors import StoreError
 from hub.intake import Intake
@@ -48,6 +48,10 @@ SettingsDep = Annotated[HubSettings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
+# What a gateway account may do over HTTP (hub.directory.GATEWAY).
+GATEWAY_MAY = {("POST", "/api/v1/events")}
+
+
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
@@ -72,6 +76,10 @@ async def get_principal(
         )
     except TokenError as exc:
         raise _unauthorized(str(exc)) from exc
+    if role == GATEWAY and (request.method, request.url.path) not in GATEWAY_MAY:
+        # Denied by default, here rather than route by route: a route added later cannot
+        # forget it, and a gateway's stolen credentials read nothing.
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a gateway account may only post events")
     try:
         person = await asyncio.to_thread(store.person, person_id)
         if person is None or not person.active or person.role != role:

@@ -23,7 +23,19 @@ from hub.tables import (
 )
 
 ADMIN, STAFF, COMMITTEE, FAMILY, INSTALLER = "admin", "staff", "committee", "family", "installer"
-ROLES = (ADMIN, STAFF, COMMITTEE, FAMILY, INSTALLER)
+ROLES = (ADMIN, STAFF, COMMITTEE, FAMILY, INSTALLER)  # people, whom policies can notify
+# A gateway (or a fire panel) that posts alert events over HTTP: an account, not a person. Its
+# username is "gateway@site", as on the broker, and it may post only its own events.
+GATEWAY = "gateway"
+ACCOUNT_ROLES = (*ROLES, GATEWAY)
+
+
+def gateway_of(username: str) -> tuple[str, str] | None:
+    """(site, gateway) of a gateway account's username "gateway@site", or None."""
+    gateway, at, site = username.partition("@")
+    if not at or not gateway or not site or "@" in site:
+        return None
+    return site, gateway
 
 
 class DirectoryError(HubError):
@@ -116,8 +128,12 @@ def add_person(
     email: str | None = None,
     phone: str | None = None,
 ) -> int:
-    if role not in ROLES:
-        raise DirectoryError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if role not in ACCOUNT_ROLES:
+        raise DirectoryError(f"unknown role {role!r}; roles are {', '.join(ACCOUNT_ROLES)}")
+    if role == GATEWAY and gateway_of(username) is None:
+        raise DirectoryError(
+            f"a gateway account is named gateway@site (as on the broker), not {username!r}"
+        )
     if session.scalar(select(PersonRow.id).where(PersonRow.username == username)) is not None:
         raise DirectoryError(f"there is already a person {username!r}")
     row = PersonRow(
@@ -145,7 +161,10 @@ def link_family(session: Session, person_id: int, resident_id: int) -> None:
 
 
 def scope_of(session: Session, person_id: int, role: str) -> Scope:
-    """What a person may read: a family member only their relatives' units; others all."""
+    """What a person may read: a family member only their relatives' units; a gateway
+    account nothing; others all."""
+    if role == GATEWAY:
+        return Scope(frozenset())
     if role != FAMILY:
         return Scope()
     rows = session.execute(

@@ -77,7 +77,13 @@ def migrate(db: DbOption = None) -> None:
 @app.command("add-person")
 def add_person(
     username: str,
-    role: Annotated[str, typer.Option(help="admin, staff, committee, family or installer.")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="admin, staff, committee, family or installer; or gateway, for a gateway's "
+            "own account (username gateway@site) that may only post its own events."
+        ),
+    ],
     name: Annotated[str | None, typer.Option(help="Full name (default: the username).")] = None,
     email: Annotated[str | None, typer.Option()] = None,
     phone: Annotated[str | None, typer.Option()] = None,

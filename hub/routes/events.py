@@ -4,14 +4,16 @@ gateway): the same intake as MQTT, idempotent on the event id. The response is t
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 import msgspec
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from pydantic import BaseModel
 
 from bus import BusError
-from hub.auth import ADMIN, INSTALLER, STAFF
+from hub.auth import ADMIN, GATEWAY, INSTALLER, STAFF, Principal
 from hub.deps import ClockDep, IntakeDep, require
+from hub.directory import gateway_of
 from hub.errors import StoreError
 from wire import AlertEvent, WireError
 
@@ -34,7 +36,6 @@ class EventsAck(BaseModel):
 
 @router.post(
     "",
-    dependencies=[Depends(require(ADMIN, STAFF, INSTALLER))],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -42,7 +43,12 @@ class EventsAck(BaseModel):
         }
     },
 )
-async def post_events(request: Request, intake: IntakeDep, clock: ClockDep) -> EventsAck:
+async def post_events(
+    request: Request,
+    intake: IntakeDep,
+    clock: ClockDep,
+    principal: Annotated[Principal, Depends(require(ADMIN, STAFF, INSTALLER, GATEWAY))],
+) -> EventsAck:
     """Store one alert event (a JSON object) or a batch (a JSON array of up to 500), once each.
 
     Validated by the wire's own ``AlertEvent`` model, exactly as on MQTT. A 200 means every
@@ -66,6 +72,8 @@ async def post_events(request: Request, intake: IntakeDep, clock: ClockDep) -> E
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"malformed JSON: {exc}") from exc
     except WireError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{exc.reason}: {exc}") from exc
+    if principal.role == GATEWAY:
+        _check_own(principal.username, events)
     try:
         # A batch is stored in one transaction: all of it is acknowledged, or none.
         recorded = await intake.accept_alerts(events, now)
@@ -80,3 +88,16 @@ async def post_events(request: Request, intake: IntakeDep, clock: ClockDep) -> E
             # Committed, so acknowledged; the broadcast is retried by the pending loop.
             log.warning("broadcast for %s not published yet: %s", event.id, exc)
     return EventsAck(results=results)
+
+
+def _check_own(username: str, events: list[AlertEvent]) -> None:
+    """A gateway account posts only its own events, as its broker ACL lets it publish only on
+    its own topics; the whole request is refused if one event names another gateway."""
+    own = gateway_of(username)
+    for event in events:
+        if own != (event.site, event.gateway):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"event {event.id} is from {event.gateway}@{event.site}; "
+                f"{username} may post only its own events",
+            )

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from bus.broker import Mosquitto
 from hub import HubSettings, create_app
@@ -144,3 +146,18 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
         server.should_exit = True
         await asyncio.wait([task], timeout=10)
         await stop(task)
+
+
+def app_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app serves, including routes of included routers."""
+    found: list[tuple[str, str]] = []
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                found.extend((method, route.path) for method in route.methods or ())
+            elif hasattr(route, "original_router"):  # FastAPI >= 0.120 keeps routers nested
+                walk(route.original_router.routes)
+
+    walk(app.routes)
+    return sorted(found)
