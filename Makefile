@@ -20,6 +20,7 @@ test: $(VENV)/.dev-installed system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	npm ci --prefix tests/browser --no-audit --no-fund
 	# A guard over the per-test timeouts: a stuck run fails here, well inside CI's 90 minutes.
 	timeout -k 30 4500 $(BIN)/pytest
 
@@ -45,6 +46,11 @@ system-deps:
 	@command -v influxd >/dev/null 2>&1 || { $(APT) update && $(APT) install -y influxdb; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(APT) update && $(APT) install -y postgresql; }
 	@command -v espeak-ng >/dev/null 2>&1 && command -v sox >/dev/null 2>&1 || { $(APT) update && $(APT) install -y espeak-ng sox; }
+	@# Clock skew on one gateway process in the fault tests.
+	@command -v faketime >/dev/null 2>&1 || { $(APT) update && $(APT) install -y faketime; }
+	@# The web console's tests: Debian's Chromium (never a downloaded browser), a CJK font for
+	@# the screenshots, npm for axe-core.
+	@[ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi "wenquanyi micro hei" && command -v npm >/dev/null 2>&1 || { $(APT) update && $(APT) install -y chromium fonts-wqy-microhei npm; }
 
 schemas: $(VENV)/.dev-installed
 	$(BIN)/anmin wire schemas --out docs/schemas

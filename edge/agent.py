@@ -142,7 +142,9 @@ class EdgeAgent:
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
         self._kick = asyncio.Event()
-        self._broadcasts_seen: OrderedDict[str, None] = OrderedDict()
+        # Broadcast id -> the speakers whose receipt said "played": a broadcast the hub
+        # publishes again (its coverage retry) goes only to the speakers not among them.
+        self._broadcasts_seen: OrderedDict[str, set[str]] = OrderedDict()
         self._cancelled: set[str] = set()
         site, gateway = config.site, config.gateway
         self._ack_topic = topics.gateway_topic(Channel.ACK, site, gateway)
@@ -226,6 +228,11 @@ class EdgeAgent:
         if self.telemetry is not None:
             out["telemetry_buffered_batches"] = self.telemetry.buffer.depth()
             out["telemetry_dropped_batches"] = self.telemetry.buffer.dropped_batches
+            out["telemetry_expired_batches"] = self.telemetry.buffer.expired_batches
+            # Elder-care windows withheld because too few devices reported (k-anonymity).
+            out["telemetry_suppressed_windows"] = self.telemetry.downsampler.suppressed
+            out["telemetry_buffer_errors"] = self.telemetry.writer.counters["buffer_errors"]
+            out["telemetry_batches_lost"] = self.telemetry.writer.counters["batches_lost"]
         return out
 
     async def reload_rules(self, ruleset: RuleSet) -> int:
@@ -596,8 +603,13 @@ class EdgeAgent:
         broadcast = self.codec.decode(message.payload, Broadcast, now, check_time=False)
         if broadcast.buildings and self.config.building not in broadcast.buildings:
             return
-        if broadcast.id in self._broadcasts_seen:  # QoS 1 may deliver it twice
-            return
+        speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
+        played = self._broadcasts_seen.get(broadcast.id)
+        if played is not None:
+            # A QoS 1 duplicate, or the hub retrying speakers it has no receipt from.
+            speakers = [s for s in speakers if s not in played]
+            if not speakers:
+                return
         if broadcast.msg_type in ("Update", "Cancel"):
             # Remembered, so that a warning it replaces, redelivered late (a gateway or speaker
             # back from an outage), is never played after its Cancel.
@@ -612,12 +624,13 @@ class EdgeAgent:
             return
         if broadcast.cause is not None:
             self._hub_broadcast_causes.add(broadcast.cause)
-        self.counters["broadcasts"] += 1
+        self.counters["broadcasts" if played is None else "broadcasts.retried"] += 1
         self._observe("broadcast", f"{broadcast.severity}: {broadcast.headline}")
-        self._background(self._play(broadcast))
+        self._background(self._play(broadcast, speakers))
 
-    async def _play(self, broadcast: Broadcast) -> None:
-        speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
+    async def _play(self, broadcast: Broadcast, speakers: list[str] | None = None) -> None:
+        if speakers is None:
+            speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
         results = await asyncio.gather(
             *(
                 self._command(s, "play", cause=broadcast.cause, broadcast=broadcast)
@@ -626,11 +639,13 @@ class EdgeAgent:
         )
         # Remembered only once every speaker was told: a redelivery then retries the rest.
         if all(results):
-            self._broadcasts_seen[broadcast.id] = None
+            self._broadcasts_seen.setdefault(broadcast.id, set())
             while len(self._broadcasts_seen) > 1000:
                 self._broadcasts_seen.popitem(last=False)
 
     async def _forward_receipt(self, receipt: Receipt) -> None:
+        if receipt.outcome == "played" and receipt.broadcast_id in self._broadcasts_seen:
+            self._broadcasts_seen[receipt.broadcast_id].add(receipt.speaker)
         stamped = msgspec.structs.replace(
             receipt,
             site=self.config.site,

@@ -77,6 +77,14 @@ class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     flush_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
     # While InfluxDB is down, batches wait on disk up to this size; then the oldest go.
     buffer_max_mb: Annotated[float, Meta(gt=0, le=10_000)] = 50.0
+    # Retention of the downsampled series: the edge creates (or alters) a default retention
+    # policy of this many days on its database, and drops buffered batches older than that
+    # (InfluxDB would refuse them). 0: leave the database's retention alone.
+    retention_days: Annotated[int, Meta(ge=0, le=36_500)] = 90
+    # Elder-care kinds (wearable, pir, bed, door, sos) are written per building only, as count
+    # and mean, and only for windows where at least this many distinct devices reported: with
+    # fewer, the building's aggregate would be one resident's readings.
+    k_anonymity: Annotated[int, Meta(ge=2, le=1000)] = 3
 
 
 class OutboxConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -3,6 +3,11 @@ only when the hub acknowledges it, so power, network or hub failures cannot lose
 
 WAL mode with ``synchronous=FULL`` makes each commit durable on power loss; a commit costs
 a few milliseconds on an SD card, which is nothing next to an alarm's deadline.
+
+Retention: an entry is deleted when the hub acknowledges it (or, if it is not life-safety, when
+it outgrows the bounds). ``secure_delete`` overwrites a deleted entry's bytes in the database
+file, and ``prune`` checkpoints and truncates the write-ahead log now and then, so a delivered
+alert does not linger on the gateway's card in free pages or old WAL frames.
 """
 
 from __future__ import annotations
@@ -54,8 +59,11 @@ class Outbox:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
         self.dropped = 0  # entries dropped by the bounds (never life-safety ones)
+        self._deleted_since_checkpoint = False
+        self._last_checkpoint_ms: int | None = None
 
     def add(
         self,
@@ -93,9 +101,21 @@ class Outbox:
             row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def prune(self, now_ms: int, *, max_age_ms: int, max_entries: int) -> int:
-        """Apply the bounds to entries that are not life-safety; return how many were dropped."""
+    def prune(
+        self, now_ms: int, *, max_age_ms: int, max_entries: int, checkpoint_ms: int = 60_000
+    ) -> int:
+        """Apply the bounds to entries that are not life-safety; return how many were dropped.
+
+        At most every ``checkpoint_ms``, if entries were deleted since, the WAL is checkpointed
+        and truncated, so delivered entries leave the disk (see the module's docstring)."""
         with self._lock:
+            due = self._last_checkpoint_ms is None or (
+                now_ms - self._last_checkpoint_ms >= checkpoint_ms
+            )
+            if self._deleted_since_checkpoint and due:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self._deleted_since_checkpoint = False
+                self._last_checkpoint_ms = now_ms
             aged = self._db.execute(
                 "DELETE FROM outbox WHERE life_safety = 0 AND created_ms < ?",
                 (now_ms - max_age_ms,),
@@ -110,6 +130,8 @@ class Outbox:
                     (excess,),
                 ).rowcount
         self.dropped += aged + over
+        if aged + over:
+            self._deleted_since_checkpoint = True
         return aged + over
 
     def oldest_ms(self) -> int | None:
@@ -148,6 +170,8 @@ class Outbox:
     def remove(self, ids: list[str]) -> int:
         with self._lock:
             cursor = self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            if cursor.rowcount:
+                self._deleted_since_checkpoint = True
             return cursor.rowcount
 
     def depth(self) -> int:

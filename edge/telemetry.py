@@ -5,13 +5,21 @@ count) and written through InfluxDB's v1 ``/write`` API, which 1.x speaks native
 its DBRP mapping and 3.x as well. Line protocol comes from influxdb_client's ``Point`` (its
 escaping of tags and fields is not something to hand-roll). A failed batch goes to a bounded
 SQLite buffer and is written, oldest first, when InfluxDB answers again.
+
+Elder-care kinds (``PRIVATE_KINDS``) are k-anonymous: one series per building and metric, with
+only ``count`` and ``mean``, written only for a window to which at least ``k_anonymity``
+distinct devices contributed (a building with one wearable would otherwise publish one
+resident's heart rate as its min, max and last). Retention: the edge makes a default retention
+policy of ``retention_days`` on its database, and its buffer drops batches older than that.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,6 +51,8 @@ class _Window:
     total: float
     last: float
     count: int
+    # A private series: the devices that contributed, for the k-anonymity threshold.
+    devices: set[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,34 +62,48 @@ class SeriesKey:
     kind: str
     building: str
     unit: str | None
+    # A per-building aggregate of elder-care devices: count and mean, k devices or nothing.
+    private: bool = False
 
 
 @dataclass
 class Downsampler:
-    """Per device and metric: min, max, mean, last and count over ``interval_s`` windows."""
+    """Per device and metric: min, max, mean, last and count over ``interval_s`` windows.
+
+    Private series (``SeriesKey.private``) give only count and mean, and only for windows of at
+    least ``k_anonymity`` distinct devices; ``suppressed`` counts the windows withheld.
+    """
 
     site: str
     gateway: str
     interval_s: int = 10
+    k_anonymity: int = 3
+    suppressed: int = 0
     _open: dict[SeriesKey, _Window] = field(default_factory=dict)
 
-    def add(self, key: SeriesKey, value: float, at: datetime) -> list[Point]:
-        """Add a value; returns the points of a window this value closed, if any."""
+    def add(self, key: SeriesKey, value: float, at: datetime, device: str = "") -> list[Point]:
+        """Add a value (from ``device``, for a private series); returns the points of a window
+        this value closed, if any."""
         second = int(at.timestamp())
         start = second - second % self.interval_s
         window = self._open.get(key)
         closed: list[Point] = []
         if window is not None and window.start != start:
-            closed.append(self._point(key, window))
+            closed.extend(self._points(key, window))
             window = None
         if window is None:
-            self._open[key] = _Window(start, value, value, value, value, 1)
+            window = _Window(start, value, value, value, value, 1)
+            if key.private:
+                window.devices = set()
+            self._open[key] = window
         else:
             window.low = min(window.low, value)
             window.high = max(window.high, value)
             window.total += value
             window.last = value
             window.count += 1
+        if window.devices is not None:
+            window.devices.add(device)
         return closed
 
     def flush(self, now: datetime, *, everything: bool = False) -> list[Point]:
@@ -88,9 +112,15 @@ class Downsampler:
         points = []
         for key, window in list(self._open.items()):
             if everything or window.start + self.interval_s <= limit:
-                points.append(self._point(key, window))
+                points.extend(self._points(key, window))
                 del self._open[key]
         return points
+
+    def _points(self, key: SeriesKey, window: _Window) -> list[Point]:
+        if window.devices is not None and len(window.devices) < self.k_anonymity:
+            self.suppressed += 1  # too few devices: the aggregate would single someone out
+            return []
+        return [self._point(key, window)]
 
     def _point(self, key: SeriesKey, window: _Window) -> Point:
         point = (
@@ -100,13 +130,14 @@ class Downsampler:
             .tag("building", key.building)
             .tag("kind", key.kind)
             .tag("metric", key.metric)
-            .field("min", window.low)
-            .field("max", window.high)
             .field("mean", window.total / window.count)
-            .field("last", window.last)
             .field("count", window.count)
             .time(window.start, WritePrecision.S)
         )
+        if not key.private:
+            # min, max and last are one device's own values: only for non-private series.
+            point = point.field("min", window.low).field("max", window.high)
+            point = point.field("last", window.last)
         if key.device:
             point = point.tag("device", key.device)
         if key.unit:
@@ -121,17 +152,26 @@ class TelemetryBuffer:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.dropped_batches = 0
+        self.expired_batches = 0
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # What is deleted (written, expired) is overwritten with zeros, not left in free pages.
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS batch (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-            " body BLOB NOT NULL)"
+            " body BLOB NOT NULL, created_s INTEGER NOT NULL DEFAULT 0)"
         )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(batch)")}
+        if "created_s" not in columns:
+            # A buffer from before retention: its batches count as made now.
+            self._db.execute("ALTER TABLE batch ADD COLUMN created_s INTEGER NOT NULL DEFAULT 0")
+            self._db.execute("UPDATE batch SET created_s = ?", (int(time.time()),))
 
-    def push(self, body: bytes) -> None:
+    def push(self, body: bytes, created_s: int | None = None) -> None:
+        created = int(time.time()) if created_s is None else created_s
         with self._lock:
-            self._db.execute("INSERT INTO batch (body) VALUES (?)", (body,))
+            self._db.execute("INSERT INTO batch (body, created_s) VALUES (?, ?)", (body, created))
             # Over the bound the oldest telemetry goes first: it matters least. Counted.
             while self._size() > self.max_bytes:
                 (oldest,) = self._db.execute("SELECT min(seq) FROM batch").fetchone()
@@ -139,6 +179,15 @@ class TelemetryBuffer:
                     break
                 self._db.execute("DELETE FROM batch WHERE seq = ?", (oldest,))
                 self.dropped_batches += 1
+
+    def expire(self, now_s: int, max_age_s: int) -> int:
+        """Drop batches older than ``max_age_s`` (the retention period); returns how many."""
+        with self._lock:
+            gone = self._db.execute(
+                "DELETE FROM batch WHERE created_s < ?", (now_s - max_age_s,)
+            ).rowcount
+        self.expired_batches += gone
+        return int(gone)
 
     def _size(self) -> int:
         (size,) = self._db.execute("SELECT coalesce(sum(length(body)), 0) FROM batch").fetchone()
@@ -167,6 +216,9 @@ class TelemetryBuffer:
             self._db.close()
 
 
+_UNREACHABLE = "\0unreachable"
+
+
 class InfluxWriter:
     """Writes line protocol to InfluxDB's v1 ``/write``; buffers what fails. Blocking: the
     agent calls it from a worker thread."""
@@ -182,18 +234,74 @@ class InfluxWriter:
         timeout_s: float = 5.0,
     ) -> None:
         query = {"db": database, "precision": "s"}
-        if username:
-            query |= {"u": username, "p": password or ""}
+        credentials = {"u": username, "p": password or ""} if username else {}
+        query |= credentials
+        self.database = database
         self.endpoint = f"{url.rstrip('/')}/write?{urllib.parse.urlencode(query)}"
+        self.query_endpoint = f"{url.rstrip('/')}/query?{urllib.parse.urlencode(credentials)}"
         self.buffer = buffer
         self.counters: Counter[str] = Counter()
         self._http = urllib3.PoolManager(timeout=urllib3.Timeout(total=timeout_s), retries=False)
 
-    def write(self, points: list[Point]) -> bool:
+    def ensure_retention(self, days: int) -> bool | None:
+        """Make ``anmin`` the database's default retention policy, ``days`` long.
+
+        True: done; None: InfluxDB did not answer (try again later); False: it refused (e.g.
+        InfluxDB 2.x, where a bucket's retention is set on the bucket), logged once.
+        """
+        database = self.database.replace('"', "")
+        spec = f'ON "{database}" DURATION {days}d REPLICATION 1 DEFAULT'
+        answer = self._query(f'CREATE RETENTION POLICY "anmin" {spec}')
+        if answer is not None and ("conflicts" in answer or "already exists" in answer):
+            # It exists with another duration: the configured one wins.
+            answer = self._query(f'ALTER RETENTION POLICY "anmin" {spec}')
+        if answer is None:
+            return True
+        if answer == _UNREACHABLE:
+            return None
+        self.counters["retention_errors"] += 1
+        log.error(
+            "influxdb refused the retention policy (%s); set %d days on the database or bucket"
+            " by hand",
+            answer,
+            days,
+        )
+        return False
+
+    def _query(self, statement: str) -> str | None:
+        """Run one InfluxQL statement; its error, ``_UNREACHABLE``, or None when it worked."""
+        try:
+            response = self._http.request(
+                "POST", self.query_endpoint, fields={"q": statement}, encode_multipart=False
+            )
+        except urllib3.exceptions.HTTPError:
+            return _UNREACHABLE
+        if response.status >= 500:
+            return _UNREACHABLE
+        try:
+            results = json.loads(response.data or b"{}").get("results") or [{}]
+            error = results[0].get("error") or json.loads(response.data).get("error")
+        except (ValueError, AttributeError):
+            error = f"HTTP {response.status}"
+        if response.status >= 400 and not error:
+            error = f"HTTP {response.status}"
+        return str(error) if error else None
+
+    def write(self, points: list[Point], now: datetime | None = None) -> bool:
         """Write the points, after anything buffered; False if InfluxDB is not taking writes."""
         if points:
             body = "\n".join(p.to_line_protocol() for p in points).encode("utf-8")
-            self.buffer.push(body)  # durable first; removed once written
+            created = None if now is None else int(now.timestamp())
+            try:
+                self.buffer.push(body, created)  # durable first; removed once written
+            except sqlite3.Error as exc:
+                # The buffer's disk is full or broken: telemetry must never stop the gateway.
+                # Straight to InfluxDB instead; lost (and counted) if that fails too.
+                self.counters["buffer_errors"] += 1
+                log.warning("telemetry buffer unusable (%s); writing without it", exc)
+                if not self._post(body):
+                    self.counters["batches_lost"] += 1
+                    return False
             self.counters["points"] += len(points)
         return self.drain()
 
@@ -234,7 +342,12 @@ class Telemetry:
         settings = config.telemetry or TelemetryConfig()
         self.site = config.site
         self.gateway = config.gateway
-        self.downsampler = Downsampler(config.site, config.gateway, settings.interval_s)
+        self.downsampler = Downsampler(
+            config.site, config.gateway, settings.interval_s, k_anonymity=settings.k_anonymity
+        )
+        self.retention_days = settings.retention_days
+        # None: not yet known (InfluxDB not reached); then True or False once it answered.
+        self.retention_set: bool | None = None if settings.retention_days else False
         self.buffer = TelemetryBuffer(
             data_dir / "telemetry.sqlite3", int(settings.buffer_max_mb * 1024 * 1024)
         )
@@ -254,11 +367,12 @@ class Telemetry:
         for metric, value in reading.values.items():
             if private:
                 # Privacy by design: a resident's movements and vital signs stay on the
-                # gateway; only the building's aggregate leaves it (no device, no unit).
-                key = SeriesKey("", metric, device.kind, building, None)
+                # gateway; only the building's k-anonymous aggregate leaves it.
+                key = SeriesKey("", metric, device.kind, building, None, private=True)
+                closed.extend(self.downsampler.add(key, value, at, device.id))
             else:
                 key = SeriesKey(device.id, metric, device.kind, building, device.unit)
-            closed.extend(self.downsampler.add(key, value, at))
+                closed.extend(self.downsampler.add(key, value, at))
         if closed:
             with self._lock:
                 self._pending.extend(closed)
@@ -309,7 +423,21 @@ class Telemetry:
         with self._lock:
             points = self._pending + points
             self._pending = []
-        return self.writer.write(points)
+        try:
+            self.purge(now)
+            return self.writer.write(points, now)
+        except sqlite3.Error as exc:  # the buffer's disk; the gateway's alarms must go on
+            self.writer.counters["buffer_errors"] += 1
+            log.warning("telemetry buffer unusable (%s); will try again", exc)
+            return False
+
+    def purge(self, now: datetime) -> int:
+        """Retention at the gateway: set InfluxDB's policy once, expire old buffered batches."""
+        if self.retention_set is None:
+            self.retention_set = self.writer.ensure_retention(self.retention_days)
+        if not self.retention_days:
+            return 0
+        return self.buffer.expire(int(now.timestamp()), self.retention_days * 86_400)
 
     def close(self) -> None:
         self.buffer.close()

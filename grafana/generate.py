@@ -662,7 +662,9 @@ def elder_care() -> Board:
         "anmin-elder-care",
         "Anmin · Elder care (aggregated)",
         "Activity, welfare alerts and wearable batteries per building, never per person:"
-        " families see their own relative in the app, not here.",
+        " families see their own relative in the app, not here. The gateways write elder-care"
+        " series only as a building's count and mean, and only when at least k (3) devices"
+        " reported in a window (edge/telemetry.py); a building with fewer shows nothing.",
         kinds=WELFARE_KINDS,
         annotation_device=False,
     )
@@ -679,26 +681,28 @@ def elder_care() -> Board:
     series_panel(
         b,
         "Activity by hour",
-        "Motion-sensor windows with motion, summed over every flat of a building, per hour.",
-        'SELECT sum("max") AS "active" FROM "sensor" WHERE '
+        "Share of motion-sensor readings with motion, over every flat of a building, per"
+        " hour (the mean of the building's k-anonymous motion series).",
+        'SELECT mean("mean") AS "active" FROM "sensor" WHERE '
         f"{WHERE_PLACE} AND \"kind\" = 'pir' AND \"metric\" = 'motion' AND $timeFilter"
-        ' GROUP BY time(1h), "building" fill(0)',
+        ' GROUP BY time(1h), "building" fill(none)',
         Shape(number("active"), tags=("building",)),
-        unit="none",
+        unit="percentunit",
         alias="$tag_building",
         minimum=0,
     )
     series_panel(
         b,
         "Wearable batteries",
-        "Lowest and mean battery charge of the building's wearables. Below 15 % a device"
-        " battery alert is raised (rules/presets/device-health.yaml).",
+        "Mean battery charge of the building's wearables (one device's own level is not"
+        " written: it is elder-care telemetry). A wearable below 15 % raises a device battery"
+        " alert of its own (rules/presets/device-health.yaml).",
         sensor(
-            'min("last") AS "lowest", mean("last") AS "mean"',
+            'mean("mean") AS "mean"',
             "\"kind\" = 'wearable' AND \"metric\" = 'battery_pct'",
             '"building"',
         ),
-        Shape({"lowest": "number", "mean": "number"}, tags=("building",)),
+        Shape({"mean": "number"}, tags=("building",)),
         unit="percent",
         alias="$tag_building $col",
         steps=((None, RED), (15, ORANGE), (30, GREEN)),

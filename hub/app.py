@@ -15,12 +15,26 @@ from fastapi import Depends, FastAPI
 from bus import MqttLink
 from bus.tasks import stop
 from hub.auth import ADMIN, LoginLimiter, hash_password
+from hub.broadcast_rows import Redelivery
+from hub.broadcasting import Broadcaster
+from hub.cap_feed import CapIntake, FeedPoller, RelayPolicy
 from hub.clock import Clock, utc_now
 from hub.deps import get_principal
 from hub.directory import DirectoryError
 from hub.errors import ServeError
 from hub.intake import AckBatcher, Intake, Pipeline
-from hub.routes import alerts, auth, broadcasts, directory, events, health, incidents, stream
+from hub.retention import start_purging
+from hub.routes import (
+    alerts,
+    auth,
+    broadcasts,
+    directory,
+    events,
+    health,
+    incidents,
+    residents,
+    stream,
+)
 from hub.settings import HubSettings
 from hub.store import Store
 from hub.timers import Timers
@@ -69,11 +83,34 @@ def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
             app.state.link = link
             app.state.intake = intake
             app.state.timers = timers
+            broadcaster = Broadcaster(store, link, clock=clock, tick_s=settings.broadcast_tick_s)
+            app.state.broadcaster = broadcaster
+            app.state.cap_intake = CapIntake(
+                store,
+                RelayPolicy(
+                    severities=frozenset(settings.cap_relay_severities),
+                    urgencies=frozenset(settings.cap_relay_urgencies),
+                ),
+            )
+            feeds: FeedPoller | None = None
+            if settings.cap_feed_urls and settings.cap_feed_site:
+                feeds = FeedPoller(
+                    app.state.cap_intake,
+                    broadcaster,
+                    settings.cap_feed_urls,
+                    settings.cap_feed_site,
+                    every_s=settings.cap_feed_poll_s,
+                    clock=clock,
+                )
+            app.state.cap_feeds = feeds
             task = asyncio.create_task(link.run(), name=f"mqtt {settings.client_id}")
+            redeliver = asyncio.create_task(broadcaster.run(), name="broadcast redelivery")
+            feed_task = asyncio.create_task(feeds.run(), name="cap feeds") if feeds else None
             retry = asyncio.create_task(intake.republish_loop(), name="broadcast retry")
             timer_task = asyncio.create_task(timers.run(), name="hub timers")
             lanes = asyncio.create_task(pipeline.run(), name="intake lanes")
             ack_task = asyncio.create_task(acks.run(), name="acks")
+            app.state.retention = start_purging(store, settings.retention, clock=clock, until=task)
             try:
                 yield
             finally:
@@ -82,6 +119,10 @@ def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
                 await stop(ack_task)
                 await stop(timer_task)
                 await stop(retry)
+                await stop(redeliver)
+                if feeds is not None and feed_task is not None:
+                    await stop(feed_task)
+                    await feeds.aclose()
                 await stop(task)
                 await timers.aclose()
         finally:
@@ -103,15 +144,18 @@ def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
     # /health and logging in are open; every other endpoint needs a valid token.
     app.include_router(health.router)
     app.include_router(auth.login_router)
+    app.include_router(broadcasts.public)  # the Atom feed of public warnings, and their CAP
     authenticated = [Depends(get_principal)]
     for router in (
         auth.router,
         alerts.router,
         broadcasts.router,
+        broadcasts.v1,
         events.router,
         incidents.router,
         stream.router,
         directory.router,
+        residents.router,
     ):
         app.include_router(router, dependencies=authenticated)
 
@@ -119,16 +163,26 @@ def create_app(settings: HubSettings, *, clock: Clock = utc_now) -> FastAPI:
     async def openapi() -> dict[str, Any]:
         return app.openapi()
 
+    from hub import web  # the web console (hub/web, docs/console.md): pages under /console
+
+    web.install(app)
     return app
 
 
 def make_store(settings: HubSettings) -> Store:
-    return Store(
+    store = Store(
         settings.database_url,
         incident_window=timedelta(seconds=settings.incident_window_s),
         gateway_stale_after=timedelta(seconds=settings.gateway_stale_after_s),
         gateway_grace=timedelta(seconds=settings.gateway_grace_s),
     )
+    store.redelivery = Redelivery(
+        first=timedelta(seconds=settings.broadcast_retry_s),
+        longest=max(timedelta(seconds=60), timedelta(seconds=settings.broadcast_retry_s)),
+        attempts=settings.broadcast_retries,
+        stale_after=timedelta(seconds=settings.gateway_stale_after_s),
+    )
+    return store
 
 
 def bootstrap_admin(store: Store, settings: HubSettings) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bus import Broker
+from bus.mqtt import Tls
 
 # Relative to the working directory; a deployment sets ANMIN_HUB_DB to an absolute URL.
 DEFAULT_DATABASE_URL = "sqlite:///data/hub.sqlite3"
@@ -32,6 +33,16 @@ def _flag(value: str, name: str) -> bool:
     raise ValueError(f"{name}={value!r} is not a yes/no value (use 1/0, true/false, yes/no)")
 
 
+def _days(value: str, name: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number of days") from None
+    if not days > 0:
+        raise ValueError(f"{name}={value!r}: a retention period is a positive number of days")
+    return days
+
+
 def _port(value: str, name: str) -> int:
     try:
         port = int(value)
@@ -40,6 +51,86 @@ def _port(value: str, name: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"{name}={port} is not a port number (0-65535)")
     return port
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the hub keeps each record before the purge job (hub/retention.py) deletes it.
+
+    Defaults a residents' committee can defend (docs/security.md): a year of alerts, incidents
+    and speaker receipts for review; life-safety incidents (fire, gas, CO, SOS, falls, anything
+    Extreme) and their events five years, as the record of what happened and who answered;
+    notification deliveries (who was told, by which channel) and dead-letter counts 90 days.
+    Open or acknowledged incidents are never purged. The audit log is kept (see there).
+    """
+
+    alert_days: float = 365.0
+    incident_days: float = 365.0
+    life_safety_days: float = 5 * 365.0
+    delivery_days: float = 90.0
+    dead_letter_days: float = 90.0
+    receipt_days: float = 365.0
+    # How often the purge job runs.
+    interval_s: float = 3600.0
+
+
+# Retention fields and the variables that override them.
+RETENTION_ENV = {
+    "alert_days": "ANMIN_HUB_RETAIN_ALERT_DAYS",
+    "incident_days": "ANMIN_HUB_RETAIN_INCIDENT_DAYS",
+    "life_safety_days": "ANMIN_HUB_RETAIN_LIFE_SAFETY_DAYS",
+    "delivery_days": "ANMIN_HUB_RETAIN_DELIVERY_DAYS",
+    "dead_letter_days": "ANMIN_HUB_RETAIN_DEAD_LETTER_DAYS",
+    "receipt_days": "ANMIN_HUB_RETAIN_RECEIPT_DAYS",
+}
+
+
+def _retention(env: Mapping[str, str]) -> Retention:
+    days = {field: _days(env[name], name) for field, name in RETENTION_ENV.items() if name in env}
+    return Retention(**days)
+
+
+def _read_secret(path: str, name: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(
+            f"{name}={path!r}: cannot read the password file ({exc.strerror})"
+        ) from None
+
+
+def _broker(env: Mapping[str, str]) -> Broker:
+    """The hub's broker: host, port, user (``anmin-hub``), password or password file, TLS."""
+    default = Broker()
+    password = env.get("ANMIN_BROKER_PASSWORD") or None
+    if env.get("ANMIN_BROKER_PASSWORD_FILE"):
+        password = _read_secret(env["ANMIN_BROKER_PASSWORD_FILE"], "ANMIN_BROKER_PASSWORD_FILE")
+    ca_file = env.get("ANMIN_BROKER_CA_FILE") or None
+    cert_file = env.get("ANMIN_BROKER_CERT_FILE") or None
+    key_file = env.get("ANMIN_BROKER_KEY_FILE") or None
+    if key_file and not cert_file:
+        raise ValueError("ANMIN_BROKER_KEY_FILE is set without ANMIN_BROKER_CERT_FILE; set both")
+    tls_wanted = (
+        _flag(env["ANMIN_BROKER_TLS"], "ANMIN_BROKER_TLS")
+        if "ANMIN_BROKER_TLS" in env
+        else bool(ca_file or cert_file)
+    )
+    for name, path in (
+        ("ANMIN_BROKER_CA_FILE", ca_file),
+        ("ANMIN_BROKER_CERT_FILE", cert_file),
+        ("ANMIN_BROKER_KEY_FILE", key_file),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"{name}={path!r}: no such file (give the path of a PEM file)")
+    return Broker(
+        host=env.get("ANMIN_BROKER_HOST", default.host),
+        port=_port(env["ANMIN_BROKER_PORT"], "ANMIN_BROKER_PORT")
+        if "ANMIN_BROKER_PORT" in env
+        else (8883 if tls_wanted else default.port),
+        username=env.get("ANMIN_BROKER_USERNAME") or None,
+        password=password,
+        tls=Tls(ca_file=ca_file, cert_file=cert_file, key_file=key_file) if tls_wanted else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +163,20 @@ class HubSettings:
     # A gateway silent this long is stale; offline (or stale) this much longer is an incident.
     gateway_stale_after_s: float = 180.0
     gateway_grace_s: float = 120.0
+    # Broadcasts (docs/broadcast.md): speakers that have not confirmed are retried after
+    # broadcast_retry_s, doubling, at most broadcast_retries times per gateway; outside CAP
+    # alerts are polled from cap_feed_urls (Atom) and relayed to cap_feed_site's speakers.
+    broadcast_retry_s: float = 5.0
+    broadcast_retries: int = 8
+    broadcast_tick_s: float = 1.0
+    cap_feed_urls: tuple[str, ...] = ()
+    cap_feed_site: str | None = None
+    cap_feed_poll_s: float = 60.0
+    # Outside Actual alerts of these severities and urgencies reach the speakers at once.
+    cap_relay_severities: tuple[str, ...] = ("Extreme", "Severe")
+    cap_relay_urgencies: tuple[str, ...] = ("Immediate", "Expected")
+    # How long records are kept; the purge job runs every retention.interval_s.
+    retention: Retention = field(default_factory=Retention)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HubSettings:
@@ -81,17 +186,18 @@ class HubSettings:
         ANMIN_BROKER_PASSWORD, ANMIN_HUB_CLIENT_ID, ANMIN_HUB_SHARED, ANMIN_HUB_HOST,
         ANMIN_HUB_PORT, ANMIN_HUB_AUTH, ANMIN_HUB_JWT_SECRET, ANMIN_HUB_ADMIN,
         ANMIN_HUB_ADMIN_PASSWORD, ANMIN_HUB_POLICY.
+
+        The broker over TLS: ANMIN_BROKER_CA_FILE (the site CA), ANMIN_BROKER_CERT_FILE and
+        ANMIN_BROKER_KEY_FILE (a client certificate, where the broker asks for one),
+        ANMIN_BROKER_TLS (default: on when a CA or certificate is given; the port then
+        defaults to 8883), and ANMIN_BROKER_PASSWORD_FILE (the password of ANMIN_BROKER_USERNAME,
+        normally ``anmin-hub``, read from a file so it is not in the environment).
+
+        Retention in days: ANMIN_HUB_RETAIN_{ALERT,INCIDENT,LIFE_SAFETY,DELIVERY,DEAD_LETTER,
+        RECEIPT}_DAYS.
         """
         env = os.environ if env is None else env
-        default_broker = Broker()
-        broker = Broker(
-            host=env.get("ANMIN_BROKER_HOST", default_broker.host),
-            port=_port(env["ANMIN_BROKER_PORT"], "ANMIN_BROKER_PORT")
-            if "ANMIN_BROKER_PORT" in env
-            else default_broker.port,
-            username=env.get("ANMIN_BROKER_USERNAME") or None,
-            password=env.get("ANMIN_BROKER_PASSWORD") or None,
-        )
+        broker = _broker(env)
         defaults = cls(broker=broker)
         return cls(
             broker=broker,
@@ -111,4 +217,7 @@ class HubSettings:
             admin_username=env.get("ANMIN_HUB_ADMIN") or None,
             admin_password=env.get("ANMIN_HUB_ADMIN_PASSWORD") or None,
             routing_policy=Path(env["ANMIN_HUB_POLICY"]) if env.get("ANMIN_HUB_POLICY") else None,
+            cap_feed_urls=tuple(env.get("ANMIN_HUB_CAP_FEEDS", "").split()),
+            cap_feed_site=env.get("ANMIN_HUB_CAP_FEED_SITE") or None,
+            retention=_retention(env),
         )

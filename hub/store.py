@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from hub import directory, incidents
+from hub import broadcast_rows, directory, incidents
 from hub.directory import PersonRecord, ResidentRecord
 from hub.errors import StoreError
 from hub.incidents import EVERYTHING, AuditRecord, IncidentRecord, Scope
@@ -226,6 +226,8 @@ class Store:
         self.incident_window = incident_window
         self.gateway_stale_after = gateway_stale_after
         self.gateway_grace = gateway_grace
+        # Broadcast redelivery (hub.broadcasting); a gateway is down when stale, as above.
+        self.redelivery = broadcast_rows.Redelivery(stale_after=gateway_stale_after)
         self._codec = Codec()
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -393,7 +395,9 @@ class Store:
         if broadcast is not None and self._alarm_broadcast(session, event):
             broadcast = None
         if broadcast is not None:
-            session.add(self._broadcast_row(broadcast, now))
+            broadcast_row = self._broadcast_row(broadcast, now)
+            session.add(broadcast_row)
+            broadcast_rows.add_targets(session, broadcast_row, now, self.redelivery)
         return Recorded(True, broadcast, incident.id if incident else None, opened)
 
     @staticmethod
@@ -419,24 +423,17 @@ class Store:
         return session.scalar(query.limit(1)) is not None
 
     def _broadcast_row(self, broadcast: Broadcast, now: datetime) -> BroadcastRow:
-        return BroadcastRow(
-            id=broadcast.id,
-            site=broadcast.site,
-            cause=broadcast.cause,
-            buildings=list(broadcast.buildings),
-            severity=broadcast.severity.value,
-            headline=broadcast.headline,
-            text=broadcast.text,
-            language=broadcast.language,
-            created_at=now,
-            expires=broadcast.expires,
-            published_at=None,
-            payload=self._codec.encode(broadcast).decode("utf-8"),
+        # Automatic: approved by the policy, sent at once (docs/broadcast.md).
+        return broadcast_rows.new_row(
+            broadcast, now, origin="auto", state=broadcast_rows.APPROVED, approved_by="policy"
         )
 
     def unpublished_broadcasts(self, now: datetime | None = None) -> list[BroadcastRecord]:
         """Broadcasts not yet handed to the broker, oldest first; with ``now``, unexpired only."""
-        query = select(BroadcastRow).where(BroadcastRow.published_at.is_(None))
+        # Pending (awaiting a second person) and rejected broadcasts are never published.
+        query = select(BroadcastRow).where(
+            BroadcastRow.published_at.is_(None), BroadcastRow.state == broadcast_rows.APPROVED
+        )
         if now is not None:
             query = query.where((BroadcastRow.expires.is_(None)) | (BroadcastRow.expires > now))
         query = query.order_by(BroadcastRow.created_at, BroadcastRow.id)
@@ -448,7 +445,7 @@ class Store:
             session.execute(
                 update(BroadcastRow)
                 .where(BroadcastRow.id == broadcast_id, BroadcastRow.published_at.is_(None))
-                .values(published_at=at)
+                .values(published_at=at, state=broadcast_rows.SENT)
             )
 
     # Receipts, heartbeats, dead letters.
@@ -480,6 +477,7 @@ class Store:
                         received_at=now,
                     )
                 )
+                broadcast_rows.on_receipt(session, receipt, site, gateway, now)
         except IntegrityError:
             return False
         return True

@@ -108,6 +108,78 @@ class BroadcastRow(Base):
     published_at: Mapped[datetime | None]
     # The exact wire bytes (UTF-8 JSON), so a republish after a crash sends what was decided.
     payload: Mapped[str] = mapped_column(Text)
+    # 0003: composed broadcasts (hub/broadcasting.py). CAP's status and msgType; the broadcast
+    # an Update or Cancel replaces; pending -> approved -> sent (or rejected); who proposed and
+    # approved it, or the reason of an emergency override; what the speakers must say (hash).
+    status: Mapped[str] = mapped_column(String(16), server_default="Actual")
+    msg_type: Mapped[str] = mapped_column(String(16), server_default="Alert")
+    refers_to: Mapped[str | None] = mapped_column(String(36), index=True)
+    state: Mapped[str] = mapped_column(String(16), server_default="sent")
+    origin: Mapped[str] = mapped_column(String(16), server_default="auto")  # manual, relay
+    scope: Mapped[str] = mapped_column(String(16), server_default="Public")
+    repeat: Mapped[int] = mapped_column(Integer, server_default="1")
+    proposed_by: Mapped[str | None] = mapped_column(String(64))
+    approved_by: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None]
+    override_reason: Mapped[str | None] = mapped_column(String(512))
+    superseded_by: Mapped[str | None] = mapped_column(String(36))  # a later Update or Cancel
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the request as composed
+    cap_xml: Mapped[str | None] = mapped_column(Text)
+
+
+class BroadcastTargetRow(Base):
+    """A speaker a broadcast is meant for (0003), and when its receipt confirmed it played
+    the right words. Fixed when the broadcast is approved; a speaker that answers without
+    being targeted joins (``known_from`` "receipt")."""
+
+    __tablename__ = "broadcast_targets"
+
+    broadcast_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
+    speaker: Mapped[str] = mapped_column(String(64), primary_key=True)
+    building: Mapped[str | None] = mapped_column(String(64))
+    known_from: Mapped[str] = mapped_column(String(16))  # directory, receipts, receipt
+    confirmed_at: Mapped[datetime | None]
+    failed: Mapped[str | None] = mapped_column(String(256))  # the last failed receipt's detail
+
+
+class BroadcastGatewayRow(Base):
+    """Redelivery of a broadcast through one gateway (0003): bounded retries with backoff,
+    and a republish when the gateway comes back from an outage."""
+
+    __tablename__ = "broadcast_gateways"
+    __table_args__ = (Index("ix_broadcast_gateways_next_at", "next_at"),)
+
+    broadcast_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    site: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gateway: Mapped[str] = mapped_column(String(64), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)  # retries so far (the first send is not one)
+    next_at: Mapped[datetime | None]  # None: done (all confirmed, expired, cancelled, given up)
+    last_published_at: Mapped[datetime | None]
+    saw_down: Mapped[bool] = mapped_column(Boolean)  # offline since the last publish
+    devices_online: Mapped[int] = mapped_column(Integer)  # at the last publish
+
+
+class CapIntakeRow(Base):
+    """A CAP alert from an outside authority (0003): what came, what was decided, and the
+    broadcast it was relayed as."""
+
+    __tablename__ = "cap_intake"
+    __table_args__ = (UniqueConstraint("site", "sender", "identifier", "sent"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(512))  # "post:{username}" or the feed URL
+    sender: Mapped[str] = mapped_column(String(256))
+    identifier: Mapped[str] = mapped_column(String(256))
+    sent: Mapped[str] = mapped_column(String(64))  # as written in the CAP
+    received_at: Mapped[datetime]
+    decision: Mapped[str] = mapped_column(String(16))  # relayed, held, refused
+    reason: Mapped[str] = mapped_column(String(512))
+    broadcast_id: Mapped[str | None] = mapped_column(String(36))
+    xml: Mapped[str] = mapped_column(Text)
 
 
 class ReceiptRow(Base):
@@ -321,3 +393,21 @@ class DeliveryRow(Base):
     last_error: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class WebPushSubscriptionRow(Base):
+    """(0004) A browser's Web Push subscription, for a family member (hub/push.py).
+
+    ``last_audit_id``: the newest audit line (an incident opening) pushed to it; moving it
+    forward in one UPDATE is how exactly one hub claims each push.
+    """
+
+    __tablename__ = "web_push_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[int] = mapped_column(Integer, index=True)
+    endpoint: Mapped[str] = mapped_column(String(1024), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(128))
+    auth: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_audit_id: Mapped[int] = mapped_column(Integer)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict
 
-from hub.deps import PrincipalDep, StoreDep
+from hub.deps import Offset, PrincipalDep, StoreDep
 from hub.errors import StoreError
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -40,7 +40,7 @@ async def list_alerts(
     store: StoreDep,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AlertOut]:
     """Alert events the caller may see, newest first (a family: only their relatives')."""
     try:

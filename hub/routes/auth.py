@@ -16,7 +16,7 @@ from hub.auth import (
     needs_rehash,
     verify_password,
 )
-from hub.deps import ClockDep, PrincipalDep, SettingsDep, StoreDep
+from hub.deps import ClockDep, PrincipalDep, SettingsDep, StoreDep, Text
 from hub.errors import StoreError
 
 login_router = APIRouter(prefix="/api/v1", tags=["auth"])  # open: this is how one gets in
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1", tags=["auth"])
 
 
 class Login(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: Text = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.auth import ADMIN, COMMITTEE, INSTALLER, ROLES, STAFF, hash_password
-from hub.deps import ClockDep, PrincipalDep, StoreDep, require
+from hub.deps import MAX_DB_INT, ClockDep, PrincipalDep, RowId, StoreDep, Text, require
 from hub.directory import DirectoryError
 from hub.errors import StoreError
 from hub.routes.incidents import AuditOut
@@ -25,7 +25,7 @@ def _unavailable() -> HTTPException:
 
 
 class ResidentIn(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
+    name: Text = Field(min_length=1, max_length=128)
     site: Code
     building: Code
     unit: Code
@@ -43,11 +43,11 @@ class ResidentOut(BaseModel):
 
 class PersonIn(BaseModel):
     username: Code
-    name: str = Field(min_length=1, max_length=128)
-    role: str
+    name: Text = Field(min_length=1, max_length=128)
+    role: Text
     password: str | None = Field(default=None, min_length=8, max_length=1024)
-    email: str | None = Field(default=None, max_length=256)
-    phone: str | None = Field(default=None, max_length=32)
+    email: Text | None = Field(default=None, max_length=256)
+    phone: Text | None = Field(default=None, max_length=32)
 
 
 class PersonOut(BaseModel):
@@ -113,7 +113,7 @@ async def add_resident(
 
 
 @router.get("/people", dependencies=[Depends(require(ADMIN, STAFF, COMMITTEE))])
-async def list_people(store: StoreDep, role: str | None = None) -> list[PersonOut]:
+async def list_people(store: StoreDep, role: Text | None = None) -> list[PersonOut]:
     try:
         records = await asyncio.to_thread(store.people, role)
     except StoreError as exc:
@@ -158,7 +158,7 @@ async def add_person(
     status_code=204,
 )
 async def link_relative(
-    person_id: int, resident_id: int, store: StoreDep, principal: PrincipalDep, clock: ClockDep
+    person_id: RowId, resident_id: RowId, store: StoreDep, principal: PrincipalDep, clock: ClockDep
 ) -> None:
     """Let a family member read this resident's data (and be told about them)."""
     try:
@@ -178,7 +178,7 @@ async def link_relative(
 @router.get("/audit", dependencies=[Depends(require(ADMIN, STAFF, COMMITTEE))])
 async def audit_log(
     store: StoreDep,
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_DB_INT)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[AuditOut]:
     """The audit log, oldest first; page with ``after_id``."""

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.auth import ADMIN, COMMITTEE, FAMILY, INSTALLER, STAFF
-from hub.deps import ClockDep, PrincipalDep, StoreDep, require
+from hub.deps import ClockDep, Offset, PrincipalDep, StoreDep, Text, require
 from hub.errors import StoreError
 from hub.incidents import IncidentRecord, IncidentStateError, UnknownIncident
 from hub.routes.alerts import AlertOut
@@ -60,14 +60,14 @@ class AuditOut(BaseModel):
 
 
 class Note(BaseModel):
-    note: str = Field(default="", max_length=500)
+    note: Text = Field(default="", max_length=500)
 
 
 def _unavailable(exc: StoreError) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable")
 
 
-async def _visible(store: StoreDep, principal: PrincipalDep, incident_id: str) -> IncidentRecord:
+async def _visible(store: StoreDep, principal: PrincipalDep, incident_id: Text) -> IncidentRecord:
     try:
         record = await asyncio.to_thread(store.incident, incident_id, principal.scope)
     except StoreError as exc:
@@ -84,7 +84,7 @@ async def list_incidents(
     principal: PrincipalDep,
     state: State | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[IncidentOut]:
     """Incidents the caller may see, newest first (a family: only their relatives')."""
     try:
@@ -97,13 +97,13 @@ async def list_incidents(
 
 
 @router.get("/{incident_id}")
-async def get_incident(store: StoreDep, principal: PrincipalDep, incident_id: str) -> IncidentOut:
+async def get_incident(store: StoreDep, principal: PrincipalDep, incident_id: Text) -> IncidentOut:
     return IncidentOut.model_validate(await _visible(store, principal, incident_id))
 
 
 @router.get("/{incident_id}/events")
 async def incident_events(
-    store: StoreDep, principal: PrincipalDep, incident_id: str
+    store: StoreDep, principal: PrincipalDep, incident_id: Text
 ) -> list[AlertOut]:
     await _visible(store, principal, incident_id)
     try:
@@ -117,7 +117,7 @@ async def incident_events(
     "/{incident_id}/audit", dependencies=[Depends(require(ADMIN, STAFF, COMMITTEE, FAMILY))]
 )
 async def incident_audit(
-    store: StoreDep, principal: PrincipalDep, incident_id: str
+    store: StoreDep, principal: PrincipalDep, incident_id: Text
 ) -> list[AuditOut]:
     """Who did what to this incident, oldest first."""
     await _visible(store, principal, incident_id)
@@ -133,7 +133,7 @@ async def incident_audit(
     dependencies=[Depends(require(ADMIN, STAFF, COMMITTEE, FAMILY, INSTALLER))],
 )
 async def acknowledge(
-    store: StoreDep, principal: PrincipalDep, clock: ClockDep, incident_id: str
+    store: StoreDep, principal: PrincipalDep, clock: ClockDep, incident_id: Text
 ) -> IncidentOut:
     """Someone is on it: escalation stops. A family member may acknowledge their relative's."""
     try:
@@ -154,7 +154,7 @@ async def resolve(
     store: StoreDep,
     principal: PrincipalDep,
     clock: ClockDep,
-    incident_id: str,
+    incident_id: Text,
     body: Note | None = None,
 ) -> IncidentOut:
     note = body.note if body else ""

@@ -24,9 +24,10 @@ from anmin.security.pki import issue_client, issue_server, make_ca
 from bus.broker import Mosquitto, Security, TlsListener
 from bus.mqtt import Broker, Incoming, MqttLink, Tls
 from edge import EdgeAgent, parse
+from hub import HubSettings, create_app
 from tests.conftest import wait_for
 from tests.integration.edge_support import Recorder, running
-from wire import Ack, Codec, Reading, topics
+from wire import Ack, AlertEvent, Codec, Phase, Reading, Severity, topics, uuid7
 from wire.topics import Channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -407,3 +408,84 @@ async def test_a_broker_can_require_client_certificates(tmp_path: Path) -> None:
     finally:
         assert made.site.mosquitto is not None
         made.site.mosquitto.close()
+
+
+async def test_the_hub_connects_as_anmin_hub_over_tls_from_its_settings(tmp_path: Path) -> None:
+    """HubSettings.from_env: the site CA, a client certificate, the anmin-hub user and its
+    password file; the hub then takes a gateway's alert through the secured broker."""
+    made = tls_site(tmp_path, hosts=("127.0.0.1",), require_certificate=True)
+    try:
+        site = made.site
+        assert site.mosquitto is not None and site.mosquitto.tls_port is not None
+        pki = tmp_path / "pki"
+        hub_cert = issue_client(pki, pki, HUB_USER)
+        password_file = tmp_path / "hub-broker-password"
+        password_file.write_text(site.credentials[HUB_USER] + "\n")
+        settings = HubSettings.from_env(
+            {
+                "ANMIN_BROKER_HOST": "127.0.0.1",
+                "ANMIN_BROKER_PORT": str(site.mosquitto.tls_port),
+                "ANMIN_BROKER_CA_FILE": str(made.ca),
+                "ANMIN_BROKER_CERT_FILE": str(hub_cert.cert),
+                "ANMIN_BROKER_KEY_FILE": str(hub_cert.key),
+                "ANMIN_BROKER_USERNAME": HUB_USER,
+                "ANMIN_BROKER_PASSWORD_FILE": str(password_file),
+                "ANMIN_HUB_DB": f"sqlite:///{tmp_path / 'hub.sqlite3'}",
+            }
+        )
+        assert settings.broker.tls is not None and settings.broker.username == HUB_USER
+        assert settings.broker.password == site.credentials[HUB_USER]
+        app = create_app(settings)
+        gateway_user_name = gateway_user(SITE, GW)
+        client = issue_client(pki, pki, gateway_user_name)
+        gateway = Recorder(
+            Broker(
+                "127.0.0.1",
+                site.mosquitto.tls_port,
+                gateway_user_name,
+                site.credentials[gateway_user_name],
+                Tls(str(made.ca), str(client.cert), str(client.key)),
+            ),
+            client_id="test-tls-gateway",
+        )
+        async with app.router.lifespan_context(app), running(gateway.link.run()):
+            await wait_for(app.state.link.connected.is_set, what="the hub's TLS connection")
+            assert await gateway.link.wait_connected(10)
+            alert = AlertEvent(
+                id=uuid7(),
+                key="gas:301",
+                phase=Phase.RAISED,
+                severity=Severity.SEVERE,
+                kind="gas",
+                rule="gas",
+                site=SITE,
+                gateway=GW,
+                device=GAS,
+                building="3",
+                unit="301",
+                ts=datetime.now(UTC),
+                evidence={"gas_lel": 30.0},
+                message="gas",
+            )
+            topic = topics.gateway_topic(Channel.ALERT, SITE, GW)
+            await gateway.link.publish(topic, Codec().encode(alert), qos=1)
+            store = app.state.store
+            await wait_for(
+                lambda: [a.id for a in store.alerts()] == [alert.id],
+                timeout=20,
+                what="the alert at the hub, over TLS",
+            )
+    finally:
+        assert made.site.mosquitto is not None
+        made.site.mosquitto.close()
+
+
+def test_the_hub_broker_settings_say_what_is_wrong(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"ANMIN_BROKER_CA_FILE.*no such file"):
+        HubSettings.from_env({"ANMIN_BROKER_CA_FILE": str(tmp_path / "missing.pem")})
+    with pytest.raises(ValueError, match=r"ANMIN_BROKER_PASSWORD_FILE.*cannot read"):
+        HubSettings.from_env({"ANMIN_BROKER_PASSWORD_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ValueError, match="without ANMIN_BROKER_CERT_FILE"):
+        HubSettings.from_env({"ANMIN_BROKER_KEY_FILE": str(tmp_path / "key.pem")})
+    plain = HubSettings.from_env({})
+    assert plain.broker.tls is None and plain.broker.port == 1883

@@ -51,6 +51,9 @@ ALLOWED: dict[str, set[str]] = {
         "jwt",
         "apprise",
         "pywebpush",
+        "py_vapid",  # Web Push keys (pywebpush's own dependency)
+        "cryptography",  # the VAPID key file
+        "jinja2",  # the web console's pages
         "httpx",
     },
     "firmware_sim": {"wire", "bus", "msgspec", "yaml", "pypinyin"},

@@ -66,7 +66,7 @@ def test_an_escalation_to_extreme_is_broadcast() -> None:
         (Severity.MODERATE, Phase.RAISED, "gas"),
         (Severity.SEVERE, Phase.UPDATED, "gas"),
         (Severity.EXTREME, Phase.CLEARED, "gas"),
-        (Severity.EXTREME, Phase.RAISED, "fire"),
+        (Severity.SEVERE, Phase.RAISED, "smoke"),  # one detector: people first (issue 8)
         (Severity.EXTREME, Phase.RAISED, "fall"),
     ],
 )
