@@ -133,13 +133,19 @@ class Codec:
         self._check(message, now, check_time=check_time)
         return message
 
-    def decode_readings(self, payload: bytes, now: datetime) -> list[Reading]:
+    def decode_readings(
+        self, payload: bytes, now: datetime, *, check_time: bool = True
+    ) -> list[Reading]:
         """One reading or a small batch (a JSON array of readings)."""
         decoded = self._parse(payload, self._readings)
         readings = decoded if isinstance(decoded, list) else [decoded]
         for reading in readings:
-            self._check(reading, now)
+            self._check(reading, now, check_time=check_time)
         return readings
+
+    def skewed(self, ts: datetime, now: datetime) -> bool:
+        """Is ``ts`` outside the window a receiver that checks time would accept?"""
+        return ts > now + self.limits.max_future or ts < now - self.limits.max_age
 
     def _parse(self, payload: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         size = len(payload)

@@ -1,5 +1,7 @@
-"""The gateway under faults, on a real Mosquitto: broker restart, SIGKILL, a long hub outage
-and a flood of malformed input. No alarm may be lost or sent twice."""
+"""One gateway under faults, on a real Mosquitto, the agent in the test process (or, for
+SIGKILL, in its own): broker restart, SIGKILL, a long hub outage and a flood of malformed
+input. No alarm may be lost or sent twice. Moved here from tests/integration; the whole system
+under the same faults, scored against the simulator's truth, is test_system_faults.py."""
 
 from __future__ import annotations
 
@@ -11,43 +13,30 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from bus import MqttLink, NotConnected
+from bus import MqttLink
 from bus.broker import Mosquitto
 from edge import EdgeAgent, parse
 from tests.conftest import wait_for
+from tests.faults.checker import Result, count_ids
 from tests.integration.edge_support import (
     GATEWAY,
     SITE,
     Recorder,
     edge_config_yaml,
     make_agent,
+    publish_surely,
     running,
 )
+from tests.integration.edge_support import gas_reading as reading
 from tests.integration.hub_support import hub_app, hub_running
-from wire import AlertEvent, Codec, Heartbeat, Reading, topics
+from wire import AlertEvent, Codec, Heartbeat, topics
 from wire.topics import Channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 GAS = "gas-b1-101"
-
-
-def reading(seq: int, lel: float, device: str = GAS) -> bytes:
-    value = Reading(device=device, seq=seq, ts=datetime.now(UTC), values={"gas_lel": lel})
-    return msgspec.json.encode(value)
-
-
-async def publish_surely(link: MqttLink, topic: str, payload: bytes) -> None:
-    """Publish at QoS 1 until the broker acknowledges it, across a broker restart."""
-    while True:
-        try:
-            await link.publish(topic, payload, qos=1, timeout=2)
-            return
-        except NotConnected:
-            await link.wait_connected(10)
 
 
 async def test_a_broker_restart_loses_no_qos1_reading_and_no_alert(
@@ -77,6 +66,11 @@ async def test_a_broker_restart_loses_no_qos1_reading_and_no_alert(
     assert agent.local.connections >= 2
     assert [a["phase"] for a in alerts] == ["raised"]
     assert alerts[0]["severity"] == "Extreme"
+    # One alarm (one key) was caused; each raise of it at the hub counts.
+    raises = [a["key"] for a in alerts if a["phase"] == "raised"]
+    result = count_ids("edge: broker restart", {f"gas-lel:{GAS}"}, raises)
+    print(f"\n{result.report()}")  # noqa: T201
+    assert result.lost == 0 and result.duplicated == 0
     agent.close()
 
 
@@ -163,6 +157,9 @@ async def test_a_killed_agent_loses_no_alert_and_keeps_its_rule_state(
     finally:
         if first.poll() is None:
             first.kill()
+    result = count_ids("edge: agent SIGKILL", raised, [a["id"] for a in alerts])
+    print(f"\n{result.report()}")  # noqa: T201
+    assert result.lost == 0 and result.duplicated == 0
     assert {a["id"] for a in alerts} == raised
     assert alert_ids() <= raised, "the restarted agent raised the same alarm again"
     assert [a["phase"] for a in alerts] == ["raised"]
@@ -195,6 +192,9 @@ async def test_after_a_long_hub_outage_every_alert_arrives_once_and_in_order(
             await wait_for(lambda: agent.outbox.depth() == 0, timeout=30, what="the outbox drained")
             alerts = (await hub.get("/api/alerts?limit=1000")).json()
             repeated = app.state.intake.counters["alerts_repeated"]
+    result = count_ids("edge: hub away, 20 alarms", waiting, [a["id"] for a in alerts])
+    print(f"\n{result.report()}")  # noqa: T201
+    assert result.lost == 0 and result.duplicated == 0
     assert agent.counters["hub_online_seen"] >= 1
     assert len(alerts) == len(devices) and {a["id"] for a in alerts} == set(waiting)
     by_arrival = [a["id"] for a in sorted(alerts, key=lambda a: a["received_at"])]
@@ -261,6 +261,16 @@ async def test_a_flood_of_malformed_input_is_counted_exactly_and_good_readings_a
         for k, v in agent.ingest.counters.items()
         if k.startswith("rejected.")
     }
+    # Readings are not alarms: here lost/duplicated count the good readings among the junk.
+    processed = agent.ingest.counters["readings"]
+    result = Result(
+        "edge: 100,000 malformed messages",
+        expected=good,
+        lost=max(0, good - processed),
+        duplicated=max(0, processed - good),
+    )
+    print(f"\n{result.report()}")  # noqa: T201
+    assert result.lost == 0 and result.duplicated == 0
     assert counted == dict(expected)
     assert agent.ingest.devices[GAS].last_seq == good - 1
     assert agent.counters["internal_errors"] == 0 and agent.local.handler_errors == 0
