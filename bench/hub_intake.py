@@ -101,8 +101,12 @@ async def main() -> None:
     parser.add_argument("--hubs", type=int, default=2)
     parser.add_argument("--notifications", type=int, default=1000)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="anmin-bench-"))
-    with Mosquitto(data_dir=tmp / "mosquitto") as broker, PostgresCluster(durable=True) as pg:
+    with (
+        tempfile.TemporaryDirectory(prefix="anmin-bench-") as tmp_name,
+        Mosquitto(data_dir=Path(tmp_name) / "mosquitto") as broker,
+        PostgresCluster(durable=True) as pg,
+    ):
+        tmp = Path(tmp_name)
         sqlite_url = f"sqlite:///{tmp / 'hub.sqlite3'}"
         rate = await intake(sqlite_url, 1, args.events, broker, tmp)
         print(f"intake   SQLite,     1 hub:  {rate:8.0f} events/s  ({args.events} events)")
