@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from bus.tasks import reraise_lost_cancel
+from bus.tasks import reraise_lost_cancel, stop
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class MqttLink:
                 inboxes.append(self)
 
         inboxes.clear()
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.broker.host,
             self.broker.port,
             username=self.broker.username,
@@ -166,6 +166,21 @@ class MqttLink:
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             queue_type=Inbox,
         )
+        # A QoS 1 message is acknowledged once the handler is done with it, not when it
+        # arrives: a process killed in between gets it again from the broker (the session is
+        # persistent), instead of the broker thinking it delivered. It also bounds what the
+        # broker sends ahead of our handling (its max_inflight_messages).
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _hook(self) -> None:
+        assert self.on_connect is not None
+        try:
+            await self.on_connect()
+        except Exception:
+            # A failed hook (a publish that timed out) must not end the link.
+            self.handler_errors += 1
+            log.exception("mqtt %s: on_connect hook failed", self.client_id)
 
     async def _dispatch(self, client: aiomqtt.Client) -> None:
         """Hand every incoming message to the handler until the connection ends.
@@ -185,6 +200,8 @@ class MqttLink:
                 message = await anext(messages)
             taken += 1
             if self.handler is None:
+                if message.qos:
+                    client._client.ack(message.mid, message.qos)
                 continue
             incoming = Incoming(
                 topic=message.topic.value,
@@ -195,9 +212,12 @@ class MqttLink:
             try:
                 await self.handler(incoming)
             except Exception:
-                # One bad message must never stop the loop that carries alarms.
+                # One bad message must never stop the loop that carries alarms (nor come back
+                # for ever: it is acknowledged all the same).
                 self.handler_errors += 1
                 log.exception("mqtt %s: handler failed on %s", self.client_id, incoming.topic)
+            if message.qos:
+                client._client.ack(message.mid, message.qos)
 
     async def run(self) -> None:
         """Connect, subscribe and dispatch messages until cancelled; reconnect on failure."""
@@ -208,21 +228,24 @@ class MqttLink:
                 async with client:
                     reraise_lost_cancel()
                     self._client = client
-                    for topic, qos in self.subscriptions:
-                        await client.subscribe(topic, qos=qos)
+                    if self.subscriptions:
+                        # One SUBSCRIBE for all: retained messages arrive as soon as it is
+                        # acknowledged, and wait (unacknowledged) until dispatch starts.
+                        await client.subscribe(list(self.subscriptions))
                         reraise_lost_cancel()
                     self.connections += 1
                     self.connected.set()
                     delay = self.reconnect_min_s
                     log.info("mqtt %s connected to %s:%s", self.client_id, *self._where())
-                    if self.on_connect is not None:
-                        try:
-                            await self.on_connect()
-                        except Exception:
-                            # A failed hook (a publish that timed out) must not end the link.
-                            self.handler_errors += 1
-                            log.exception("mqtt %s: on_connect hook failed", self.client_id)
-                    await self._dispatch(client)
+                    # The hook runs beside the dispatch, not before it: messages are
+                    # acknowledged only once handled, and a broker waits for that (amqtt
+                    # gives up after 5 s) while the hook publishes and queries.
+                    hook = None if self.on_connect is None else asyncio.create_task(self._hook())
+                    try:
+                        await self._dispatch(client)
+                    finally:
+                        if hook is not None:
+                            await stop(hook)
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "mqtt %s lost %s:%s (%s); retrying in %.1fs",

@@ -626,7 +626,10 @@ class EdgeAgent:
             self._hub_broadcast_causes.add(broadcast.cause)
         self.counters["broadcasts" if played is None else "broadcasts.retried"] += 1
         self._observe("broadcast", f"{broadcast.severity}: {broadcast.headline}")
-        self._background(self._play(broadcast, speakers))
+        # Awaited, not in the background: the broker hears that we have the warning (the
+        # link acknowledges after this handler) only once every speaker's command is with
+        # it, so a gateway killed in between gets the warning again when it restarts.
+        await self._play(broadcast, speakers)
 
     async def _play(self, broadcast: Broadcast, speakers: list[str] | None = None) -> None:
         if speakers is None:

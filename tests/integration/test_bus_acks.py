@@ -1,0 +1,84 @@
+"""A QoS 1 message is acknowledged after its handler, so one a process dies on comes back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bus import Incoming, MqttLink
+from bus.broker import Mosquitto
+from bus.tasks import stop
+from tests.conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+TOPIC = "anmin/v1/s1/gw-1/broadcast-test"
+
+
+async def test_a_message_whose_handler_never_finished_is_delivered_again(
+    mosquitto: Mosquitto,
+) -> None:
+    entered = asyncio.Event()
+
+    async def dies_inside(message: Incoming) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # the process is killed while it handles the message
+
+    first = MqttLink(
+        mosquitto.broker,
+        client_id="gw-acks",
+        persistent=True,
+        subscriptions=[(TOPIC, 1)],
+        handler=dies_inside,
+    )
+    task = asyncio.create_task(first.run())
+    sender = MqttLink(mosquitto.broker, client_id="hub-acks")
+    sender_task = asyncio.create_task(sender.run())
+    try:
+        assert await first.wait_connected(10) and await sender.wait_connected(10)
+        await sender.publish(TOPIC, b"warning 1", qos=1)
+        await wait_for(entered.is_set, what="the handler to get the message")
+    finally:
+        await stop(task)  # gone without acknowledging
+
+    got: list[bytes] = []
+
+    async def records(message: Incoming) -> None:
+        got.append(message.payload)
+
+    second = MqttLink(
+        mosquitto.broker,
+        client_id="gw-acks",
+        persistent=True,
+        subscriptions=[(TOPIC, 1)],
+        handler=records,
+    )
+    task = asyncio.create_task(second.run())
+    try:
+        await wait_for(lambda: got == [b"warning 1"], what="the warning delivered again")
+        # Handled this time, so acknowledged: a third session gets nothing more.
+        await sender.publish(TOPIC, b"warning 2", qos=1)
+        await wait_for(lambda: got == [b"warning 1", b"warning 2"], what="the next warning")
+    finally:
+        await stop(task)
+    third: list[bytes] = []
+
+    async def records_third(message: Incoming) -> None:
+        third.append(message.payload)
+
+    last = MqttLink(
+        mosquitto.broker,
+        client_id="gw-acks",
+        persistent=True,
+        subscriptions=[(TOPIC, 1)],
+        handler=records_third,
+    )
+    task = asyncio.create_task(last.run())
+    try:
+        assert await last.wait_connected(10)
+        await sender.publish(TOPIC, b"warning 3", qos=1)
+        await wait_for(lambda: third == [b"warning 3"], what="only the new warning")
+    finally:
+        await stop(task)
+        await stop(sender_task)
