@@ -28,21 +28,12 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/x.py
+
+from bench.common import BUILDING, GATEWAY, KINDS, METRIC, SITE
 from bus.broker import Mosquitto, free_port
 from wire import topics
 
-SITE, GATEWAY, BUILDING = "bench", "gw-1", "b1"
-KINDS = ["gas", "co", "smoke", "heat", "electrical", "flood", "pump", "wearable"]
-METRIC = {
-    "gas": ("gas_lel", 0.5),
-    "co": ("co_ppm", 2.0),
-    "smoke": ("smoke_obs", 0.1),
-    "heat": ("temp_c", 24.0),
-    "electrical": ("residual_ma", 3.0),
-    "flood": ("water_level_cm", 0.0),
-    "pump": ("vibration_mm_s", 2.0),
-    "wearable": ("heart_rate_bpm", 72.0),
-}
 PROBE = "probe-gas"
 # The probe's rule: no hold, so that the alert follows the reading at once and the
 # latency measured is the agent's, not a timer's.

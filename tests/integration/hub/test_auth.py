@@ -11,7 +11,6 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 
 from bus.broker import Mosquitto
 from tests.integration.hub.support import (
@@ -19,6 +18,7 @@ from tests.integration.hub.support import (
     FakeClock,
     add_person,
     app_for,
+    app_routes,
     codec,
     event,
     login,
@@ -81,21 +81,6 @@ async def world(mosquitto: Mosquitto, hub_database: str, clock: FakeClock) -> As
         yield w
 
 
-def _routes(app: FastAPI) -> list[tuple[str, str]]:
-    """Every (method, path) the app serves, including routes of included routers."""
-    found: list[tuple[str, str]] = []
-
-    def walk(routes: list[Any]) -> None:
-        for route in routes:
-            if isinstance(route, APIRoute):
-                found.extend((method, route.path) for method in route.methods or ())
-            elif hasattr(route, "original_router"):  # FastAPI >= 0.120 keeps routers nested
-                walk(route.original_router.routes)
-
-    walk(app.routes)
-    return sorted(found)
-
-
 OPEN = {
     ("GET", "/health"),
     ("POST", "/api/v1/auth/token"),
@@ -110,7 +95,7 @@ OPEN = {
 
 
 async def test_every_endpoint_but_health_and_login_needs_a_token(world: World) -> None:
-    routes = _routes(world.app)
+    routes = app_routes(world.app)
     assert len(routes) > 15
     for method, path in routes:
         if (method, path) in OPEN:
@@ -276,7 +261,7 @@ FAMILY_CHECKS: dict[tuple[str, str], str] = {
 
 
 async def test_a_family_reads_only_its_own_relative_on_every_endpoint(world: World) -> None:
-    routes = [r for r in _routes(world.app) if r not in OPEN]
+    routes = [r for r in app_routes(world.app) if r not in OPEN]
     assert sorted(FAMILY_CHECKS) == routes, "list every endpoint in FAMILY_CHECKS"
     li = world.headers["li-daughter"]
     # Things that would betray the Wang family: ids, names, their unit and building.
