@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal, cast
@@ -296,12 +297,19 @@ def _coverage(coverage: Coverage) -> CoverageOut:
     )
 
 
-def _fail(exc: BroadcastError) -> HTTPException:
-    return HTTPException(exc.status, exc.detail)
-
-
 def _unavailable(exc: StoreError) -> HTTPException:
     return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable")
+
+
+@contextmanager
+def _http_errors() -> Iterator[None]:
+    """A refused broadcast answers with its own status and reason; a database down, 503."""
+    try:
+        yield
+    except BroadcastError as exc:
+        raise HTTPException(exc.status, exc.detail) from exc
+    except StoreError as exc:
+        raise _unavailable(exc) from exc
 
 
 def _family_sees(view: BroadcastView, principal: Principal) -> bool:
@@ -333,15 +341,11 @@ async def compose_broadcast(
 ) -> BroadcastV1Out:
     """Compose a broadcast: sent at once (state ``sent``), or ``pending`` a second person's
     approval (an Actual broadcast to the whole site without ``override_reason``)."""
-    try:
+    with _http_errors():
         view = await asyncio.to_thread(
             broadcaster.broadcasts.create, request, principal.actor, clock()
         )
         return _v1(await _send(broadcaster, view))
-    except BroadcastError as exc:
-        raise _fail(exc) from exc
-    except StoreError as exc:
-        raise _unavailable(exc) from exc
 
 
 @v1.post("/broadcasts/preview")
@@ -353,12 +357,8 @@ async def preview_broadcast(
 ) -> PreviewOut:
     """What the speakers will say (with the drill prefix), the CAP XML, and whether it needs
     a second person's approval. Nothing is stored or sent."""
-    try:
+    with _http_errors():
         preview = await asyncio.to_thread(broadcaster.broadcasts.preview, request, clock())
-    except BroadcastError as exc:
-        raise _fail(exc) from exc
-    except StoreError as exc:
-        raise _unavailable(exc) from exc
     return PreviewOut(
         script=[SaidOut(language=a.language, text=a.text) for a in preview.script],
         spoken="\n".join(a.text for a in preview.script),
@@ -414,15 +414,11 @@ async def approve_broadcast(
     broadcast_id: Text,
 ) -> BroadcastV1Out:
     """A second staff member approves a pending broadcast; it is sent at once."""
-    try:
+    with _http_errors():
         view = await asyncio.to_thread(
             broadcaster.broadcasts.approve, broadcast_id, principal.actor, clock()
         )
         return _v1(await _send(broadcaster, view))
-    except BroadcastError as exc:
-        raise _fail(exc) from exc
-    except StoreError as exc:
-        raise _unavailable(exc) from exc
 
 
 @v1.post("/broadcasts/{broadcast_id}/reject")
@@ -434,14 +430,10 @@ async def reject_broadcast(
     body: Annotated[RejectIn | None, Body()] = None,
 ) -> BroadcastV1Out:
     reason = body.reason if body is not None else ""
-    try:
+    with _http_errors():
         view = await asyncio.to_thread(
             broadcaster.broadcasts.reject, broadcast_id, principal.actor, reason, clock()
         )
-    except BroadcastError as exc:
-        raise _fail(exc) from exc
-    except StoreError as exc:
-        raise _unavailable(exc) from exc
     return _v1(view)
 
 
@@ -454,7 +446,7 @@ async def cancel_broadcast(
     body: Annotated[CancelText | None, Body()] = None,
 ) -> BroadcastV1Out:
     """Send a CAP Cancel of a broadcast to the same speakers; they stop playing it."""
-    try:
+    with _http_errors():
         request = await asyncio.to_thread(
             broadcaster.broadcasts.cancel_request, broadcast_id, body or CancelText()
         )
@@ -462,10 +454,6 @@ async def cancel_broadcast(
             broadcaster.broadcasts.create, request, principal.actor, clock()
         )
         return _v1(await _send(broadcaster, view))
-    except BroadcastError as exc:
-        raise _fail(exc) from exc
-    except StoreError as exc:
-        raise _unavailable(exc) from exc
 
 
 async def _coverage_of(broadcaster: Broadcaster, broadcast_id: Text) -> Coverage:

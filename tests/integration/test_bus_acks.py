@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -16,6 +17,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 TOPIC = "anmin/v1/s1/gw-1/broadcast-test"
 
 
+def gateway(mosquitto: Mosquitto, handler: Callable[[Incoming], Awaitable[None]]) -> MqttLink:
+    """The same gateway each time: one client id, one persistent session."""
+    return MqttLink(
+        mosquitto.broker,
+        client_id="gw-acks",
+        persistent=True,
+        subscriptions=[(TOPIC, 1)],
+        handler=handler,
+    )
+
+
 async def test_a_message_whose_handler_never_finished_is_delivered_again(
     mosquitto: Mosquitto,
 ) -> None:
@@ -25,13 +37,7 @@ async def test_a_message_whose_handler_never_finished_is_delivered_again(
         entered.set()
         await asyncio.Event().wait()  # the process is killed while it handles the message
 
-    first = MqttLink(
-        mosquitto.broker,
-        client_id="gw-acks",
-        persistent=True,
-        subscriptions=[(TOPIC, 1)],
-        handler=dies_inside,
-    )
+    first = gateway(mosquitto, dies_inside)
     task = asyncio.create_task(first.run())
     sender = MqttLink(mosquitto.broker, client_id="hub-acks")
     sender_task = asyncio.create_task(sender.run())
@@ -47,13 +53,7 @@ async def test_a_message_whose_handler_never_finished_is_delivered_again(
     async def records(message: Incoming) -> None:
         got.append(message.payload)
 
-    second = MqttLink(
-        mosquitto.broker,
-        client_id="gw-acks",
-        persistent=True,
-        subscriptions=[(TOPIC, 1)],
-        handler=records,
-    )
+    second = gateway(mosquitto, records)
     task = asyncio.create_task(second.run())
     try:
         await wait_for(lambda: got == [b"warning 1"], what="the warning delivered again")
@@ -67,13 +67,7 @@ async def test_a_message_whose_handler_never_finished_is_delivered_again(
     async def records_third(message: Incoming) -> None:
         third.append(message.payload)
 
-    last = MqttLink(
-        mosquitto.broker,
-        client_id="gw-acks",
-        persistent=True,
-        subscriptions=[(TOPIC, 1)],
-        handler=records_third,
-    )
+    last = gateway(mosquitto, records_third)
     task = asyncio.create_task(last.run())
     try:
         assert await last.wait_connected(10)
