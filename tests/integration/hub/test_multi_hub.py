@@ -9,9 +9,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from bus.broker import Mosquitto
 from hub.store import Store
+from hub.tables import DeliveryRow
 from tests.conftest import wait_for
 from tests.integration.hub.multihub import Fleet, HubProcess, make_events
 from tests.integration.hub.receivers import SmtpSink, WebhookReceiver
@@ -92,17 +94,21 @@ async def test_two_hubs_store_ack_and_notify_each_event_once(
             timeout=120,
             what="every notification",
         )
-        with store.reading() as session:
-            from sqlalchemy import func, select
 
-            from hub.tables import DeliveryRow
-
-            statuses = dict(
-                session.execute(
+        def statuses() -> dict[str, int]:
+            with store.reading() as session:
+                rows = session.execute(
                     select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status)
-                ).all()
-            )
-        assert statuses == {"sent": 2 * len(incidents)}
+                )
+                return {status: count for status, count in rows}
+
+        # A hub marks a delivery sent after the receiver has answered: wait for the marks.
+        await wait_for(
+            lambda: "sending" not in statuses() and "queued" not in statuses(),
+            timeout=60,
+            what="every delivery marked",
+        )
+        assert statuses() == {"sent": 2 * len(incidents)}
         mailed = Counter(m["X-Anmin-Incident"] for m in smtp.messages)
         hooked = Counter(b["incident"]["id"] for b in webhook.bodies)
         assert set(mailed) == set(hooked) == {i.id for i in incidents}
