@@ -50,7 +50,11 @@ system-deps:
 	@command -v faketime >/dev/null 2>&1 || { $(APT) update && $(APT) install -y faketime; }
 	@# The web console's tests: Debian's Chromium (never a downloaded browser), a CJK font for
 	@# the screenshots, npm for axe-core.
-	@[ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi "wenquanyi micro hei" && command -v npm >/dev/null 2>&1 || { $(APT) update && $(APT) install -y chromium fonts-wqy-microhei npm; }
+	@# Each only when missing: Debian's npm conflicts with a nodejs that brings its own npm
+	@# (NodeSource's), so a machine that has npm keeps it.
+	@[ -x /usr/bin/chromium ] || { $(APT) update && $(APT) install -y chromium; }
+	@fc-list 2>/dev/null | grep -qi "wenquanyi micro hei" || { $(APT) update && $(APT) install -y fonts-wqy-microhei; }
+	@command -v npm >/dev/null 2>&1 || { $(APT) update && $(APT) install -y npm; }
 
 schemas: $(VENV)/.dev-installed
 	$(BIN)/anmin wire schemas --out docs/schemas

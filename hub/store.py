@@ -252,8 +252,9 @@ class Store:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite has one writer at a time; serialising our own writes avoids SQLITE_BUSY on a
-        # read-then-write transaction. PostgreSQL handles concurrent writers itself.
+        # SQLite has one writer at a time: within a process this lock queues our writers (the
+        # busy handler's sleeps are coarse); across processes BEGIN IMMEDIATE does (_writing).
+        # PostgreSQL handles concurrent writers itself.
         self._write_lock = threading.Lock() if self.is_sqlite else None
 
     def create_schema(self) -> None:
@@ -306,6 +307,11 @@ class Store:
             lock.acquire()
         try:
             with self._sessions.begin() as session:
+                if self.is_sqlite:
+                    # Take the write lock before the first read. The driver would begin only at
+                    # the first write, so two hub processes could both read a due row, then
+                    # both claim it; IMMEDIATE makes the other wait (busy_timeout) and re-read.
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
                 yield session
         except IntegrityError:
             raise
