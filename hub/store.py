@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Select, create_engine, event, func, select, text, update
+from sqlalchemy import Select, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -347,64 +347,109 @@ class Store:
     def record_alert_events(self, events: Sequence[AlertEvent], now: datetime) -> list[Recorded]:
         """Store alert events once each, with their incidents and broadcasts, in ONE transaction.
 
-        One commit (one disk sync) for a batch is what lets the intake keep up with a flood:
-        the sync, not the SQL, is most of an event's cost. The causes are locked in sorted
-        order before anything else, so two hubs' batches can wait for each other but never
-        deadlock. If another hub inserted one of the events meanwhile, the batch is rolled back
-        and each event is stored on its own.
+        One commit (one disk sync) for a batch is what lets the intake keep up with a flood,
+        and so is a handful of statements per batch rather than several per event: the causes
+        are locked in one statement, the repeats found in one, the causes' incidents loaded in
+        one, and the new events inserted in one (``_record_batch``). The causes are locked in
+        one fixed order before anything else, so two hubs' batches can wait for each other but
+        never deadlock. If another hub inserted one of the events meanwhile (it can only be an
+        event that names another cause under the same id), the batch is rolled back and each
+        event is stored on its own.
         """
+        if not events:
+            return []
         decided = [(event, self.policy(event, now)) for event in events]
         try:
             with self._writing() as session:
                 # Events of one cause are handled one at a time across hubs, so a cause never
                 # gets two incidents and a repeat always finds the first copy.
-                for cause in sorted({_cause(event) for event in events}):
-                    self.lock_cause(session, cause)
-                batch: set[str] = set()
-                return [self._record(session, e, b, now, batch) for e, b in decided]
+                self.lock_causes(session, {_cause(event) for event in events})
+                return self._record_batch(session, decided, now)
         except IntegrityError:
             if len(events) == 1:
                 # Another hub worker stored the same event between our check and our insert.
                 return [Recorded(False, None, None, False)]
             return [self.record_alert_event(event, now) for event in events]
 
-    def _record(
+    def lock_causes(self, session: Session, causes: Iterable[str]) -> None:
+        """``lock_cause`` for many causes in one statement, in the order of their lock keys
+        (every hub takes a batch's locks in that one order, so none waits on another in a
+        circle; two causes that share a key take it once)."""
+        wanted = sorted(set(causes))
+        if self.is_postgresql and wanted:
+            session.execute(
+                text(
+                    "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtext(c) AS k"
+                    " FROM unnest(CAST(:causes AS text[])) AS c ORDER BY k) AS keys"
+                ),
+                {"causes": wanted},
+            )
+
+    def _record_batch(
         self,
         session: Session,
-        event: AlertEvent,
-        broadcast: Broadcast | None,
+        decided: Sequence[tuple[AlertEvent, Broadcast | None]],
         now: datetime,
-        batch: set[str],
-    ) -> Recorded:
-        if event.id in batch or session.get(AlertRow, event.id) is not None:
-            return Recorded(False, None, None, False)
-        batch.add(event.id)
-        row = AlertRow(
-            id=event.id,
-            key=event.key,
-            phase=event.phase.value,
-            severity=event.severity.value,
-            kind=event.kind,
-            rule=event.rule,
-            site=event.site,
-            gateway=event.gateway,
-            device=event.device,
-            building=event.building,
-            unit=event.unit,
-            ts=event.ts,
-            received_at=now,
-            evidence=dict(event.evidence),
-            message=event.message,
+    ) -> list[Recorded]:
+        ids = list({alert.id for alert, _ in decided})
+        seen = set(session.scalars(select(AlertRow.id).where(AlertRow.id.in_(ids))))
+        current = incidents.current_incidents(
+            session, (incidents.cause_of(alert) for alert, _ in decided if alert.id not in seen)
         )
-        session.add(row)
-        incident, opened = incidents.attach(session, event, row, now, window=self.incident_window)
-        if broadcast is not None and self._alarm_broadcast(session, event):
-            broadcast = None
-        if broadcast is not None:
-            broadcast_row = self._broadcast_row(broadcast, now)
-            session.add(broadcast_row)
-            broadcast_rows.add_targets(session, broadcast_row, now, self.redelivery)
-        return Recorded(True, broadcast, incident.id if incident else None, opened)
+        rows: list[dict[str, Any]] = []  # new alert rows, inserted together
+        recorded: list[Recorded] = []
+        for alert, broadcast in decided:
+            if alert.id in seen:
+                recorded.append(Recorded(False, None, None, False))
+                continue
+            seen.add(alert.id)
+            cause = incidents.cause_of(alert)
+            incident, opened = incidents.attach_to(
+                session, alert, current.get(cause), now, window=self.incident_window
+            )
+            if incident is not None and incidents.newer(incident, current.get(cause)):
+                current[cause] = incident
+            rows.append(self._alert_values(alert, now, incident.id if incident else None))
+            if broadcast is not None:
+                # The check reads this alarm's earlier events, those of this batch included.
+                self._insert_alerts(session, rows)
+                rows = []
+                if self._alarm_broadcast(session, alert):
+                    broadcast = None
+            if broadcast is not None:
+                broadcast_row = self._broadcast_row(broadcast, now)
+                session.add(broadcast_row)
+                broadcast_rows.add_targets(session, broadcast_row, now, self.redelivery)
+            recorded.append(Recorded(True, broadcast, incident.id if incident else None, opened))
+        self._insert_alerts(session, rows)
+        return recorded
+
+    @staticmethod
+    def _alert_values(event: AlertEvent, now: datetime, incident_id: str | None) -> dict[str, Any]:
+        return {
+            "id": event.id,
+            "key": event.key,
+            "phase": event.phase.value,
+            "severity": event.severity.value,
+            "kind": event.kind,
+            "rule": event.rule,
+            "site": event.site,
+            "gateway": event.gateway,
+            "device": event.device,
+            "building": event.building,
+            "unit": event.unit,
+            "ts": event.ts,
+            "received_at": now,
+            "evidence": dict(event.evidence),
+            "message": event.message,
+            "incident_id": incident_id,
+        }
+
+    @staticmethod
+    def _insert_alerts(session: Session, rows: list[dict[str, Any]]) -> None:
+        """One INSERT for many alert rows (Core, not one ORM object each)."""
+        if rows:
+            session.execute(insert(AlertRow), rows)
 
     @staticmethod
     def _alarm_broadcast(session: Session, event: AlertEvent) -> bool:
