@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import threading
 from datetime import UTC, timedelta
 from pathlib import Path
 
 from hub.store import Recorded, Store
-from tests.unit.hub.helpers import NOW, gas_event, receipt
-from wire import DeadLetter, Heartbeat, Severity
+from tests.unit.hub.helpers import NOW, event_id, gas_event, receipt
+from wire import AlertEvent, DeadLetter, Heartbeat, Phase, Severity
 
 
 def test_sqlite_file_is_in_wal_mode(tmp_path: Path) -> None:
@@ -190,3 +191,144 @@ def test_a_batch_gives_what_one_by_one_gives(store: Store, tmp_path: Path) -> No
         return (r.stored, r.incident_opened, r.broadcast is not None)
 
     assert [shape(r) for r in batched] == [shape(r) for r in alone]
+
+
+def _incident_shape(store: Store) -> list[tuple[str, str, str, int, bool, str]]:
+    """Each incident's cause, state, severity, event count and clear, oldest first."""
+    return sorted(
+        (i.gateway, i.key, i.state, i.event_count, i.cleared_at is not None, i.severity)
+        for i in store.incidents(limit=1000)
+    )
+
+
+def test_duplicates_within_and_across_batches_are_stored_once(store: Store) -> None:
+    events = [
+        gas_event(
+            gateway=f"g{n % 2}",
+            phase=Phase.RAISED if n < 2 else Phase.UPDATED,
+            at=NOW + timedelta(seconds=n),
+            severity=Severity.SEVERE,
+        )
+        for n in range(10)
+    ]
+    first = store.record_alert_events([*events[:6], events[0], events[5]], NOW)
+    assert [r.stored for r in first] == [True] * 6 + [False, False]
+    second = store.record_alert_events([events[5], *events[6:], events[9], events[1]], NOW)
+    assert [r.stored for r in second] == [False, True, True, True, True, False, False]
+    # A repeat is stored nowhere and counts in no incident.
+    repeats = [r for r in first + second if not r.stored]
+    assert all(r.incident_id is None and not r.incident_opened for r in repeats)
+    assert sorted(a.id for a in store.alerts()) == sorted(e.id for e in events)
+    assert _incident_shape(store) == [
+        ("g0", events[0].key, "open", 5, False, "Severe"),
+        ("g1", events[1].key, "open", 5, False, "Severe"),
+    ]
+    [g0] = [i for i in store.incidents() if i.gateway == "g0"]
+    assert {e.id for e in store.incident_events(g0.id)} == {e.id for e in events[0::2]}
+
+
+def test_a_batch_of_many_causes_groups_each_as_one_by_one_does(
+    store: Store, tmp_path: Path
+) -> None:
+    """Raises, updates, escalations, clears, raises again, a resolved incident, an event past
+    the window and one out of order: the incidents, their counts and the audit log are the same
+    whether the events come in one batch or one by one."""
+    causes = [("g1", "kitchen"), ("g1", "hall"), ("g2", "kitchen")]
+    script: list[tuple[int, Phase, Severity, int]] = [  # (cause, phase, severity, seconds)
+        (0, Phase.RAISED, Severity.SEVERE, 0),
+        (1, Phase.RAISED, Severity.MODERATE, 1),
+        (0, Phase.UPDATED, Severity.EXTREME, 2),
+        (2, Phase.CLEARED, Severity.MINOR, 3),  # a clear with no incident
+        (1, Phase.CLEARED, Severity.MODERATE, 4),
+        (1, Phase.RAISED, Severity.SEVERE, 5),  # raised again within the window
+        (0, Phase.UPDATED, Severity.SEVERE, 1),  # out of order, lower severity
+        (2, Phase.RAISED, Severity.SEVERE, 6),
+        (2, Phase.UPDATED, Severity.SEVERE, 3600 * 2),  # past the window: a new incident
+        (0, Phase.CLEARED, Severity.SEVERE, 3600 * 3),  # past the window: belongs to none
+    ]
+
+    def make(n: int, cause: int, phase: Phase, severity: Severity, seconds: int) -> AlertEvent:
+        gateway, device = causes[cause]
+        at = NOW + timedelta(seconds=seconds, microseconds=n)
+        return AlertEvent(
+            id=event_id(at), key=f"gas_high:s1/{gateway}/{device}", phase=phase,
+            severity=severity, kind="gas", rule="gas_high", site="s1", gateway=gateway,
+            device=device, building="3", unit="301", ts=at, evidence={}, message=f"m{n}",
+        )  # fmt: skip
+
+    events = [make(n, *step) for n, step in enumerate(script)]
+    one_by_one = Store(f"sqlite:///{tmp_path / 'alone.sqlite3'}")
+    one_by_one.create_schema()
+    try:
+        # Resolved before the batch: a raise of that cause opens a new incident, in both.
+        resolved = gas_event(gateway="g3", severity=Severity.SEVERE)
+        later = gas_event(gateway="g3", severity=Severity.SEVERE, at=NOW + timedelta(seconds=9))
+        for target in (store, one_by_one):
+            recorded = target.record_alert_event(resolved, NOW)
+            assert recorded.incident_id is not None
+            target.resolve_incident(recorded.incident_id, "admin", NOW)
+        batched = store.record_alert_events([*events, later, events[2]], NOW)
+        alone = [one_by_one.record_alert_event(e, NOW) for e in [*events, later, events[2]]]
+
+        def shape(r: Recorded) -> tuple[bool, bool, bool, bool]:
+            return (r.stored, r.incident_opened, r.incident_id is None, r.broadcast is None)
+
+        assert [shape(r) for r in batched] == [shape(r) for r in alone]
+        assert _incident_shape(store) == _incident_shape(one_by_one)
+        assert len(store.incidents()) == 6
+
+        def actions(target: Store) -> list[tuple[str, str]]:
+            return sorted((a.action, a.actor) for a in target.audit())
+
+        assert actions(store) == actions(one_by_one)
+    finally:
+        one_by_one.close()
+
+
+def test_two_hubs_storing_overlapping_batches_store_each_event_once(
+    database_url: str, store: Store
+) -> None:
+    """Two stores (two hub processes) take overlapping batches of the same causes at once, as a
+    shared subscription hands them out: each event stored once, one incident per cause."""
+    events = [
+        gas_event(
+            gateway=f"g{n % 3}",
+            phase=Phase.RAISED if n < 3 else Phase.UPDATED,
+            at=NOW + timedelta(milliseconds=n),
+            severity=Severity.SEVERE,
+        )
+        for n in range(600)
+    ]
+    other = Store(database_url)
+    stores = [store, other]
+    results: list[list[Recorded]] = [[], []]
+    failures: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def record(n: int) -> None:
+        try:
+            start.wait()
+            # Each hub sees every event once, and half of them twice (the resends).
+            mine = events[n::2] + events[: len(events) // 2]
+            for at in range(0, len(mine), 40):
+                results[n].extend(stores[n].record_alert_events(mine[at : at + 40], NOW))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=record, args=(n,)) for n in (0, 1)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        other.close()
+    assert not failures and not any(thread.is_alive() for thread in threads)
+    stored = sum(r.stored for r in results[0] + results[1])
+    assert stored == len(events)
+    assert sum(r.incident_opened for r in results[0] + results[1]) == 3
+    assert len(store.alerts(limit=1000)) == len(events)
+    assert _incident_shape(store) == [
+        (f"g{g}", events[0].key.replace("g0", f"g{g}"), "open", 200, False, "Severe")
+        for g in range(3)
+    ]
