@@ -6,7 +6,8 @@ Runs, in one go and on one broker:
      devices, fed at rising rates: the rate it sustains (readings processed per second while
      the publisher offers more) and that rate divided by the baseline;
   3. at 5,000 readings/s of background load, the latency from a probe reading published to
-     the alert it causes being published (p50 / p99);
+     the alert it causes being published (p50 / p99); the probe acknowledges each alert as
+     the hub would;
   4. the agent's RSS.
 Prints figures; asserts nothing. Usage: .venv/bin/python bench/edge_throughput.py
 """
@@ -176,8 +177,15 @@ def probe_latencies(port: int, samples: int, budget_s: float = 90.0) -> list[flo
     alert_topic = topics.gateway_topic(topics.Channel.ALERT, SITE, GATEWAY)
     arrived = threading.Event()
 
-    def on_message(_c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
-        if b'"device":"probe-gas"' in m.payload:
+    ack_topic = topics.gateway_topic(topics.Channel.ACK, SITE, GATEWAY)
+
+    def on_message(c: paho.Client, _u: object, m: paho.MQTTMessage) -> None:
+        # The hub's part: acknowledge every alert, so the agent's outbox drains as it would
+        # with a hub (without acks it would replay its whole backlog beside the probe's).
+        event = json.loads(m.payload)
+        ack = {"v": 1, "ids": [event["id"]], "ts": datetime.now(UTC).isoformat()}
+        c.publish(ack_topic, json.dumps(ack).encode(), qos=1)
+        if event.get("device") == PROBE:
             arrived.set()
 
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")

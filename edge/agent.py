@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 ENGINE_STATE = "engine"  # the name of the rules' state in the outbox database
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
+UPLINK_BATCH = 100  # outbox entries read per pass
+UPLINK_BURST = 20  # new alerts sent at once; more go 10 ms apart
 
 Clock = Callable[[], datetime]
 
@@ -141,7 +143,8 @@ class EdgeAgent:
         self._ack_waiters: dict[str, asyncio.Future[None]] = {}
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
-        self._kick = asyncio.Event()
+        self._kick = asyncio.Event()  # a new alert is in the outbox
+        self._replay_kick = asyncio.Event()  # unacknowledged alerts are due again now
         # Broadcast id -> the speakers whose receipt said "played": a broadcast the hub
         # publishes again (its coverage retry) goes only to the speakers not among them.
         self._broadcasts_seen: OrderedDict[str, set[str]] = OrderedDict()
@@ -194,6 +197,7 @@ class EdgeAgent:
                 if self.upstream is not self.local:
                     tasks.create_task(self.upstream.run())
                 tasks.create_task(self._uplink_loop())
+                tasks.create_task(self._replay_loop())
                 tasks.create_task(self._heartbeat_loop())
                 tasks.create_task(self._housekeeping_loop())
                 if self.telemetry is not None:
@@ -502,16 +506,16 @@ class EdgeAgent:
     async def _on_upstream_connect(self) -> None:
         self.outbox.reset_backoff()
         self._kick.set()
+        self._replay_kick.set()
         await self._publish_heartbeat()
 
     async def _uplink_loop(self) -> None:
-        retry_ms = int(self.config.uplink_retry_s * 1000)
-        max_ms = int(self.config.uplink_retry_max_s * 1000)
+        """New alerts: each goes to the hub as soon as it is durable, in the order raised."""
         while True:
             await self.upstream.connected.wait()
             self._kick.clear()  # before reading the outbox, so no wake-up is lost
             try:
-                await self._send_due(retry_ms, max_ms)
+                await self._send_new()
             except Exception:
                 # A disk or encoding fault must not end the uplink; it is tried again.
                 self.counters["uplink.errors"] += 1
@@ -519,28 +523,63 @@ class EdgeAgent:
             # asyncio.timeout, not wait_for: on 3.11 wait_for drops a cancellation that races
             # the kick, and the loop would then outlive its agent (bus.tasks).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(1.0, retry_ms / 2000)):
+                async with asyncio.timeout(1.0):
                     await self._kick.wait()
 
-    async def _send_due(self, retry_ms: int, max_ms: int) -> None:
+    async def _send_new(self) -> None:
         now_ms = _ms(self.clock())
-        due = await asyncio.to_thread(self.outbox.due, now_ms, retry_ms, 100, max_ms)
-        for index, entry in enumerate(due):
+        fresh = await asyncio.to_thread(self.outbox.due, now_ms, 0, UPLINK_BATCH, sent=False)
+        sent: list[str] = []
+        try:
+            for index, entry in enumerate(fresh):
+                if index >= UPLINK_BURST:  # a storm of alerts goes out at a bounded rate
+                    await asyncio.sleep(0.01)
+                try:
+                    await self.upstream.publish(entry.topic, entry.payload, qos=1)
+                except NotConnected:
+                    return
+                sent.append(entry.id)
+                self._observe("uplink", f"alert {entry.id} -> hub")
+        finally:
+            if sent:
+                await asyncio.to_thread(self.outbox.mark_sent, sent, now_ms)
+                self.counters["uplink.sent"] += len(sent)
+
+    async def _replay_loop(self) -> None:
+        """Alerts the hub has not acknowledged in time go again with a doubling backoff, one by
+        one, each after the previous one's ack: a hub that was just coming up then stores them
+        in the order they were raised. This runs beside the new alerts' loop, so a replay
+        waiting for its ack never holds a new alarm back."""
+        retry_ms = int(self.config.uplink_retry_s * 1000)
+        max_ms = int(self.config.uplink_retry_max_s * 1000)
+        while True:
+            await self.upstream.connected.wait()
+            self._replay_kick.clear()
+            try:
+                await self._replay_due(retry_ms, max_ms)
+            except Exception:
+                self.counters["uplink.errors"] += 1
+                log.exception("edge: uplink replay failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, retry_ms / 2000)):
+                    await self._replay_kick.wait()
+
+    async def _replay_due(self, retry_ms: int, max_ms: int) -> None:
+        now_ms = _ms(self.clock())
+        due = await asyncio.to_thread(
+            self.outbox.due, now_ms, retry_ms, UPLINK_BATCH, max_ms, sent=True
+        )
+        for entry in due:
             try:
                 await self.upstream.publish(entry.topic, entry.payload, qos=1)
             except NotConnected:
                 return
             await asyncio.to_thread(self.outbox.mark_sent, entry.id, now_ms)
             self.counters["uplink.sent"] += 1
+            self.counters["uplink.resent"] += 1
             self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
-            if entry.attempts:
-                self.counters["uplink.resent"] += 1
-                # A replay goes one by one, each after the previous one's ack: a hub that
-                # was just coming up then stores them in the order they were raised.
-                if not await self._acked(entry.id, retry_ms / 1000):
-                    return
-            elif index:  # a burst of new alerts goes out at a bounded rate
-                await asyncio.sleep(0.01)
+            if not await self._acked(entry.id, retry_ms / 1000):
+                return
 
     async def _acked(self, event_id: str, timeout: float) -> bool:
         waiter = self._ack_waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
@@ -557,7 +596,7 @@ class EdgeAgent:
         # A hub (re)started: whatever waits in the outbox goes now, not at its next backoff.
         await asyncio.to_thread(self.outbox.reset_backoff)
         self.counters["hub_online_seen"] += 1
-        self._kick.set()
+        self._replay_kick.set()
 
     async def _on_ack(self, payload: bytes, now: datetime) -> None:
         # Control messages skip the timestamp window: a gateway clock that drifted must not

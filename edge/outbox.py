@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,21 +78,27 @@ class Outbox:
         state: tuple[str, bytes] | None = None,
     ) -> bool:
         """Store durably (with the rules' ``state``, atomically); False if ``id`` is queued."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (id, topic, payload, int(life_safety), now_ms),
+            )
+            if state is not None:
+                self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", state)
+        return cursor.rowcount == 1
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One durable commit for everything inside (the connection autocommits otherwise)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (id, topic, payload, int(life_safety), now_ms),
-                )
-                if state is not None:
-                    self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", state)
-                self._db.execute("COMMIT")
+                yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            return cursor.rowcount == 1
+            self._db.execute("COMMIT")
 
     def save_state(self, name: str, blob: bytes) -> None:
         with self._lock:
@@ -141,25 +149,33 @@ class Outbox:
         return None if oldest is None else int(oldest)
 
     def due(
-        self, now_ms: int, retry_ms: int, limit: int = 100, max_backoff_ms: int = 60_000
+        self,
+        now_ms: int,
+        retry_ms: int,
+        limit: int = 100,
+        max_backoff_ms: int = 60_000,
+        *,
+        sent: bool | None = None,
     ) -> list[Entry]:
         """Entries never sent, or sent longer ago than their backoff, oldest first. The backoff
-        doubles from ``retry_ms`` with each attempt, up to ``max_backoff_ms``."""
+        doubles from ``retry_ms`` with each attempt, up to ``max_backoff_ms``. ``sent``: only
+        entries never sent (False), only resends (True), or both (None)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT seq, id, topic, payload, life_safety, created_ms, attempts, last_sent_ms"
-                " FROM outbox WHERE last_sent_ms IS NULL"
-                " OR last_sent_ms + min(?, ? * (1 << min(attempts - 1, 5))) <= ?"
-                " ORDER BY seq LIMIT ?",
-                (max_backoff_ms, retry_ms, now_ms, limit),
+                " FROM outbox WHERE (last_sent_ms IS NULL"
+                " OR last_sent_ms + min(?, ? * (1 << min(attempts - 1, 5))) <= ?)"
+                " AND (? IS NULL OR (attempts > 0) = ?) ORDER BY seq LIMIT ?",
+                (max_backoff_ms, retry_ms, now_ms, sent, sent, limit),
             ).fetchall()
         return [Entry(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5], r[6], r[7]) for r in rows]
 
-    def mark_sent(self, id: str, now_ms: int) -> None:
-        with self._lock:
-            self._db.execute(
+    def mark_sent(self, ids: str | list[str], now_ms: int) -> None:
+        """One attempt more for each of ``ids``, in one transaction."""
+        with self._transaction():
+            self._db.executemany(
                 "UPDATE outbox SET attempts = attempts + 1, last_sent_ms = ? WHERE id = ?",
-                (now_ms, id),
+                [(now_ms, i) for i in ([ids] if isinstance(ids, str) else ids)],
             )
 
     def reset_backoff(self) -> None:

@@ -38,6 +38,19 @@ def test_backoff_doubles_and_is_capped(outbox: Outbox) -> None:
     assert [e.id for e in outbox.due(sent_at, 1000)] == ["a"]
 
 
+def test_new_entries_and_resends_are_read_apart(outbox: Outbox) -> None:
+    for i in range(4):
+        outbox.add(f"id-{i}", "t", b"x", life_safety=True, now_ms=i)
+    outbox.mark_sent(["id-0", "id-2"], 10)
+    outbox.reset_backoff()  # the resends are due at once, beside the new ones
+    assert [e.id for e in outbox.due(20, 1000, sent=False)] == ["id-1", "id-3"]
+    assert [(e.id, e.attempts) for e in outbox.due(20, 1000, sent=True)] == [
+        ("id-0", 1),
+        ("id-2", 1),
+    ]
+    assert [e.id for e in outbox.due(20, 1000)] == ["id-0", "id-1", "id-2", "id-3"]
+
+
 def test_bounds_drop_only_what_is_not_life_safety(outbox: Outbox) -> None:
     for i in range(5):
         outbox.add(f"safety-{i}", "t", b"x", life_safety=True, now_ms=i)

@@ -1,0 +1,77 @@
+"""The uplink to the hub: a replay waiting for the hub's ack never holds a new alarm back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bus import MqttLink
+from bus.broker import Mosquitto
+from edge import EdgeAgent, parse
+from tests.conftest import wait_for
+from tests.integration.edge_support import (
+    GATEWAY,
+    SITE,
+    Recorder,
+    edge_config_yaml,
+    gas_reading,
+    publish_surely,
+    running,
+)
+from wire import AlertEvent, Codec, topics
+from wire.topics import Channel
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def test_a_new_alarm_goes_out_while_a_replay_waits_for_its_ack(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    second = "gas-b1-102"
+    # A long retry: the replay below waits 60 s for an ack that never comes (no hub runs).
+    config = edge_config_yaml(mosquitto.broker, tmp_path / "edge", retry_s=60).replace(
+        "  - {id: spk-b1, kind: speaker}\n",
+        f'  - {{id: spk-b1, kind: speaker}}\n  - {{id: {second}, kind: gas, unit: "102"}}\n',
+    )
+    agent = EdgeAgent(parse(config))
+    alert_topic = topics.gateway_topic(Channel.ALERT, SITE, GATEWAY)
+    hub = Recorder(mosquitto.broker, alert_topic, client_id="test-hub-watch")
+    device = MqttLink(mosquitto.broker, client_id="device-gas")
+    codec = Codec()
+
+    def alerts_from(name: str) -> list[AlertEvent]:
+        events = [
+            codec.decode(m.payload, AlertEvent, datetime.now(UTC), check_time=False)
+            for m in hub.messages
+        ]
+        return [e for e in events if e.device == name]
+
+    async def leak(name: str, within_s: float) -> None:
+        """The sensor reports a leak every 0.1 s (the rule holds it 1 s) until it is sent."""
+        deadline = time.monotonic() + within_s
+        for seq in itertools.count():
+            if alerts_from(name):
+                return
+            assert time.monotonic() < deadline, f"no alert from {name} within {within_s} s"
+            await publish_surely(
+                device, topics.reading(SITE, GATEWAY, name), gas_reading(seq, 30.0, name)
+            )
+            await asyncio.sleep(0.1)
+
+    async with running(agent.run(), hub.link.run(), device.run()):
+        assert await hub.link.wait_connected(10) and await device.wait_connected(10)
+        assert await agent.upstream.wait_connected(10)
+        await leak("gas-b1-101", within_s=30)
+        # A hub announces itself: every unacknowledged alert is replayed now, and the replay
+        # waits (60 s) for an ack that no hub sends.
+        await publish_surely(hub.link, topics.hub_online(), b"online")
+        await wait_for(lambda: agent.counters["uplink.resent"] >= 1, what="the replay")
+        # Within 10 s, not after the replay's 60 s: nothing but the rule's hold delays it.
+        await leak(second, within_s=10)
+    assert agent.counters["uplink.resent"] == 1  # the replay still waits for its ack
+    agent.close()
