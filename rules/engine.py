@@ -25,10 +25,18 @@ import msgspec
 from rules.co_dose import Dose
 from rules.detectors import DETECTORS, TIME_KEY, Detector, DetectorFactory
 from rules.durations import seconds
-from rules.language import SEVERITY_RANK, Action, Condition, Level, Rule
+from rules.language import SEVERITY_RANK, Action, Condition, Level, RoutineTimes, Rule, parse_clock
 from rules.routine import Routine
 from rules.ruleset import RuleSet, utc_offset_seconds
-from rules.signals import Context, DeviceTrack, Evidence, dose_key, evaluate_leaf, routine_key
+from rules.signals import (
+    Context,
+    DeviceTrack,
+    Evidence,
+    dose_key,
+    evaluate_leaf,
+    routine_key,
+    up_by,
+)
 from rules.transition import Transition
 from wire.models import Phase, Reading, Severity
 from wire.replay import DeviceInfo
@@ -128,6 +136,14 @@ def _rules_of(ruleset: RuleSet | Sequence[Rule]) -> list[Rule]:
     return ruleset.resolved() if isinstance(ruleset, RuleSet) else list(ruleset)
 
 
+def _routines_of(ruleset: RuleSet | Sequence[Rule]) -> dict[str, RoutineTimes]:
+    return {t.key: t for t in ruleset.routines} if isinstance(ruleset, RuleSet) else {}
+
+
+def _flat(device: DeviceInfo) -> str | None:
+    return f"{device.building}/{device.unit}" if device.unit is not None else None
+
+
 def scope_key(rule: Rule, device: DeviceInfo) -> str:
     if rule.scope == "device":
         return device.id
@@ -207,6 +223,8 @@ class Engine:
         self._windows: dict[str, float] = {}
         self._tolerance: dict[str, float] = {}
         self._doses: dict[str, Condition] = {}
+        self._routine_times = _routines_of(ruleset)
+        self._times: dict[str, RoutineTimes | None] = {}  # scope key -> its times (a cache)
         self._install(_rules_of(ruleset))
 
     # -- rules ----------------------------------------------------------------------------
@@ -250,6 +268,7 @@ class Engine:
 
     def _rebuild_members(self) -> None:
         self._members = {}
+        self._times = {}
         for compiled in self._compiled:
             groups: dict[str, list[str]] = {}
             for track in self.state.devices.values():
@@ -265,6 +284,7 @@ class Engine:
         one clears its open alerts."""
         old = {c.rule.id: c for c in self._compiled}
         old_prints = dict(self.state.fingerprints)
+        self._routine_times = _routines_of(ruleset)
         self._install(_rules_of(ruleset))
         return self._carry_over(old, old_prints, now)
 
@@ -351,10 +371,34 @@ class Engine:
             for leaf in compiled.inactive:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
-                    routine.activity(at, seconds(leaf.default), self.utc_offset_s)
+                    check = up_by(leaf, self.scope_times(key))
+                    routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
             if self._concerns(compiled, values, key):
                 out += self._evaluate(compiled, key, now, fed=True)
         return out
+
+    def scope_times(self, key: str) -> RoutineTimes | None:
+        """The usual times the rule set gives a scope: its own (a resident's id or a flat's
+        "building/unit"), else, for a flat, its residents' (the latest wake time, when
+        several are given), else, for a resident, their flat's."""
+        if key in self._times:
+            return self._times[key]
+        found = self._routine_times.get(key)
+        if found is None and self._routine_times:
+            given: list[RoutineTimes] = []
+            for track in self.state.devices.values():
+                info, flat = track.info, _flat(track.info)
+                if info.resident is not None and flat == key:
+                    other = self._routine_times.get(info.resident)
+                elif info.resident == key and flat is not None:
+                    other = self._routine_times.get(flat)
+                else:
+                    continue
+                if other is not None:
+                    given.append(other)
+            found = max(given, key=lambda t: parse_clock(t.wake), default=None)
+        self._times[key] = found
+        return found
 
     def _concerns(self, compiled: _Compiled, values: Mapping[str, float], key: str) -> bool:
         """Whether this reading can change the rule: it carries a metric the rule reads, or
@@ -457,7 +501,7 @@ class Engine:
         devices = [self.state.devices[i] for i in ids]
         tracks = self.state.alerts.setdefault(rule.id, {})
         alert = tracks.get(key) or AlertTrack()
-        ctx = Context(at, self.utc_offset_s, self.state.routines, key)
+        ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
         out = self._decide(compiled, key, alert, devices, ctx, now, fed)
         if alert.idle():
             tracks.pop(key, None)

@@ -29,6 +29,11 @@ COHB_UNIT = "%COHb"
 # Units a count or a flag needs no label for: "sos == 1" reads well without "unit: bool".
 UNITLESS = {"bool", "count"}
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+# A local time of day, "06:30". (An int only to say what went wrong: YAML 1.1 reads an
+# unquoted 10:30 as the number 630.)
+ClockTime = Annotated[str, Meta(pattern=_CLOCK.pattern)] | int
+MAX_MARGIN_S = 12 * 3600.0  # "not up by": a margin longer than this is not a morning check
 _SUBJECTS = (
     "metric",
     "rate",
@@ -83,6 +88,11 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # away: the metrics that say someone is at home
     presence: list[Name] = msgspec.field(default_factory=lambda: ["motion"])
     default: Duration = "12h"  # inactive: the window until the routine is learned
+    # inactive, "not up by": no activity since the usual local wake time by ``margin`` after
+    # it (the rule set's ``routines`` give a resident's or flat's own times)
+    wake: ClockTime | None = None
+    weekend_wake: ClockTime | None = None  # Saturdays and Sundays (default: ``wake``)
+    margin: Duration | None = None  # default 1h
     work: Annotated[float, Meta(gt=0.001, le=1.0)] = 0.0404  # cohb: CFK's B (heavy work)
     cohb0: Annotated[float, Meta(ge=0, le=20)] = 0.5  # cohb: starting COHb (%)
 
@@ -145,8 +155,24 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 raise ValueError("inactive needs at least one activity metric")
             for name in self.inactive:
                 _known(name)
+            self._check_wake()
+        if subject != "inactive":
+            for name in ("wake", "weekend_wake", "margin"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f'{name} goes with inactive (the "not up by" check)')
         for name in self.presence:
             _known(name)
+
+    def _check_wake(self) -> None:
+        check_clock("wake", self.wake)
+        check_clock("weekend_wake", self.weekend_wake)
+        if self.wake is None:
+            for name in ("weekend_wake", "margin"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f'{name} needs wake: the usual wake time, e.g. wake: "06:30"')
+            return
+        if self.margin is not None:
+            check_margin(seconds(self.margin))
 
     def _check_metric(self) -> None:
         assert self.metric is not None and self.value is not None and self.op is not None
@@ -315,6 +341,61 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     def fingerprint(self) -> bytes:
         """Identical for an unchanged rule: reload keeps its state."""
         return msgspec.json.encode(self)
+
+
+def check_clock(name: str, value: str | int | None) -> None:
+    if isinstance(value, int):
+        hours, minutes = divmod(value, 60)
+        raise ValueError(
+            f'{name}: write the time in quotes, {name}: "{hours:02d}:{minutes:02d}" '
+            f"(YAML reads {hours}:{minutes:02d} unquoted as the number {value})"
+        )
+
+
+def check_margin(margin_s: float) -> None:
+    if not 0 < margin_s <= MAX_MARGIN_S:
+        raise ValueError(
+            f"margin {margin_s / 60:g} min: the time allowed after the usual wake time is "
+            "more than 0 and at most 12h"
+        )
+
+
+_RESIDENT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_FLAT = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class RoutineTimes(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A resident's (or a flat's) own usual times, for the "not up by" check of ``inactive``
+    conditions that have a ``wake`` time: these replace the rule's."""
+
+    resident: Annotated[str, Meta(pattern=_RESIDENT)] | None = None
+    flat: Annotated[str, Meta(pattern=_FLAT)] | None = None  # "building/unit"
+    wake: ClockTime
+    weekend_wake: ClockTime | None = None  # default: ``wake``
+    margin: Duration | None = None  # default: the rule's
+
+    def __post_init__(self) -> None:
+        if (self.resident is None) == (self.flat is None):
+            raise ValueError("a routine names one resident or one flat (building/unit)")
+        check_clock("wake", self.wake)
+        check_clock("weekend_wake", self.weekend_wake)
+        if self.margin is not None:
+            check_margin(seconds(self.margin))
+
+    @property
+    def key(self) -> str:
+        """The scope key it applies to: the resident's id or the flat's "building/unit"."""
+        found = self.resident or self.flat
+        assert found is not None
+        return found
+
+
+def parse_clock(text: str | int) -> int:
+    """``"06:30"`` -> minutes after local midnight."""
+    match = _CLOCK.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(f"not a time of day: {text!r} (write e.g. 06:30)")
+    return int(match.group(1)) * 60 + int(match.group(2))
 
 
 def parse_hours(text: str) -> tuple[int, int]:

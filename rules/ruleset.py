@@ -16,7 +16,7 @@ from msgspec import Meta
 
 from rules.config import ConfigError, load_file
 from rules.gas import GasRule
-from rules.language import Rule
+from rules.language import RoutineTimes, Rule
 
 PRESETS = Path(__file__).parent / "presets"
 _OFFSET = r"^[+-](0\d|1[0-4]):[0-5]\d$"
@@ -38,6 +38,9 @@ class RuleSet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     utc_offset: Annotated[str, Meta(pattern=_OFFSET)] = "+08:00"
     include: list[Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] = []
     rules: list[Rule] = []
+    # Usual times of a resident (or a flat, "building/unit"): "not up by" checks (``inactive``
+    # with ``wake``) use them instead of the rule's. Local time.
+    routines: list[RoutineTimes] = []
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -45,6 +48,11 @@ class RuleSet(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if rule.id in seen:
                 raise ValueError(f"rule id {rule.id!r} appears twice; ids name alerts")
             seen.add(rule.id)
+        keys: set[str] = set()
+        for times in self.routines:
+            if times.key in keys:
+                raise ValueError(f"routines: {times.key!r} appears twice")
+            keys.add(times.key)
         for name in self.include:
             if name not in preset_names():
                 raise ValueError(f"no preset named {name!r}; shipped: {', '.join(preset_names())}")

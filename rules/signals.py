@@ -16,14 +16,15 @@ import msgspec
 
 from rules.co_dose import Dose
 from rules.durations import seconds
-from rules.language import UNITLESS, Condition, parse_hours
-from rules.routine import Routine
+from rules.language import UNITLESS, Condition, RoutineTimes, parse_clock, parse_hours
+from rules.routine import Routine, UpBy
 from wire.metrics import metric
 from wire.replay import DeviceInfo
 
 # Metrics that rest at one value for days when all is well: "stuck: '*'" leaves them out.
 RESTING = {"battery_pct", "parcel_age_h", "co_ppm", "gas_lel", "smoke_obs", "water_level_cm"}
 AWAY_GRACE_S = 120.0  # presence this soon after the door opened was the leaving itself
+UP_BY_MARGIN = "1h"  # "not up by": the default time allowed after the usual wake time
 
 
 class MetricTrack(msgspec.Struct):
@@ -90,6 +91,7 @@ class Context:
     utc_offset_s: float
     routines: dict[str, Routine]
     scope_key: str
+    times: RoutineTimes | None = None  # the scope's own usual times (the rule set's routines)
 
 
 Evidence = dict[str, float]
@@ -236,14 +238,64 @@ def _in_hours(text: str, ctx: Context) -> bool:
     return minute >= start or minute < end
 
 
+def up_by(leaf: Condition, times: RoutineTimes | None) -> UpBy | None:
+    """The "not up by" check of an ``inactive`` leaf in a scope: the leaf's wake time (none:
+    no check), replaced by the scope's own times where the rule set gives them."""
+    if leaf.wake is None:
+        return None
+    wake, weekend, margin = leaf.wake, leaf.weekend_wake, leaf.margin
+    if times is not None:
+        wake, weekend, margin = times.wake, times.weekend_wake, times.margin or margin
+    minute = parse_clock(wake)
+    return UpBy(
+        wake_min=minute,
+        weekend_min=minute if weekend is None else parse_clock(weekend),
+        margin_s=seconds(margin or UP_BY_MARGIN),
+    )
+
+
 def _inactive(leaf: Condition, devices: Sequence[DeviceTrack], ctx: Context) -> Result:
     routine = ctx.routines.get(routine_key(ctx.scope_key, leaf))
     since = routine.last_activity if routine and routine.last_activity is not None else None
     if since is None:
+        # Only a scope with a sensor for these metrics can be inactive (a bed mat in the
+        # resident's scope says nothing about motion).
+        names = leaf.inactive or []
+        if not any(name in d.metrics for d in devices for name in names):
+            return _FALSE
         since = min((d.first_at for d in devices), default=ctx.now)
-    limit = (routine or Routine()).limit(since, seconds(leaf.default), ctx.utc_offset_s)
+    check = up_by(leaf, ctx.times)
+    if check is not None and _gone_out(leaf, devices):
+        check = None  # out early (a walk, the market): "not back home" is the rule for that
+    limit = (routine or Routine()).limit(since, seconds(leaf.default), ctx.utc_offset_s, check)
     quiet = ctx.now - since
-    return (quiet >= limit, {"inactive_h": quiet / 3600, "limit_h": limit / 3600}, None)
+    evidence = {"inactive_h": quiet / 3600, "limit_h": limit / 3600}
+    if check is not None and since + limit >= check.deadline(since, ctx.utc_offset_s):
+        # The morning deadline set the limit: "not up by" (local hours, e.g. 6.5 = 06:30).
+        local = check.deadline(since, ctx.utc_offset_s) + ctx.utc_offset_s
+        evidence["up_by_h"] = (local % 86400) / 3600
+    return (quiet >= limit, evidence, None)
+
+
+def _gone_out(leaf: Condition, devices: Sequence[DeviceTrack]) -> bool:
+    """The last activity was a door (an activity metric that is not presence) and no presence
+    was seen after it: the resident went out, as ``away`` judges it."""
+    doors = [name for name in leaf.inactive or [] if name not in leaf.presence]
+    left = _last_nonzero(devices, doors)
+    if left is None:
+        return False
+    seen = _last_nonzero(devices, leaf.presence)
+    return seen is None or seen <= left + AWAY_GRACE_S
+
+
+def _last_nonzero(devices: Sequence[DeviceTrack], names: Sequence[str]) -> float | None:
+    times = [
+        t.nonzero_at
+        for d in devices
+        for name in names
+        if (t := d.metrics.get(name)) is not None and t.nonzero_at is not None
+    ]
+    return max(times, default=None)
 
 
 def _away(leaf: Condition, devices: Sequence[DeviceTrack], ctx: Context) -> Result:

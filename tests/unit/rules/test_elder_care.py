@@ -3,7 +3,12 @@ routine, night wandering, not back home. Times: T0 is Monday 10:00 in Beijing (+
 
 from __future__ import annotations
 
-from tests.unit.rules.support import Sim, device
+import pytest
+
+from rules import RuleSet
+from rules.language import RoutineTimes
+from rules.routine import UpBy
+from tests.unit.rules.support import Sim, at, device
 
 HOUR = 3600.0
 WEAR = device("wear-1", "wearable", resident="grandma-li")
@@ -137,3 +142,125 @@ def test_an_errand_is_not_an_alarm() -> None:
     for t in range(int(2 * HOUR) + 600, int(8 * HOUR), 600):
         sim.feed(t, PIR, motion=1)
     assert [c for c in sim.changes() if c[1] == "not-back-home"] == []
+
+
+# "Not up by": no activity since the usual wake time an hour after it. T0 is Monday 10:00.
+
+
+def local(day: int, hour: float) -> float:
+    """Seconds from T0 at ``hour`` local time on ``day`` (0 = that Monday)."""
+    return (day * 24 + hour - 10) * HOUR
+
+
+LI_EARLY = RuleSet(
+    include=["elder-care"],
+    routines=[RoutineTimes(resident="grandma-li", wake="05:30", weekend_wake="06:15")],
+)
+BED = device("bed-1", "bed", room="bedroom", resident="grandma-li")
+
+
+def morning(sim: Sim, day: int, up_at: float | None, until: float = 10.0) -> None:
+    """An evening up to 21:00 the day before, a quiet night with a 03:00 bathroom visit, up
+    at ``up_at`` local (None: stays in bed); PIR every 5 min, the bed mat too."""
+
+    def values(t: float) -> dict[str, float]:
+        hour = (t / HOUR + 10) % 24
+        night = hour >= 21 or hour < (up_at if up_at is not None else 24)
+        visit = 3.0 <= hour < 3.1
+        return {"motion": 1.0 if (not night or visit) else 0.0}
+
+    start, end = local(day - 1, 18), local(day, until)
+    sim.run(PIR, values, start, end, 300, tick_every=60)
+
+
+def not_up(sim: Sim) -> list[tuple[float, str]]:
+    return [(t, phase) for t, rule, phase, _ in sim.changes() if rule == "inactivity"]
+
+
+def test_not_up_by_the_usual_wake_time_plus_an_hour_alarms() -> None:
+    sim = Sim(LI_EARLY)
+    morning(sim, 1, up_at=None)  # Tuesday, still in bed
+    raised = not_up(sim)
+    assert raised == [(local(1, 6.5), "raised")]  # 05:30 + 1 h, on the tick
+    (alert,) = sim.raised("inactivity")
+    assert alert.key == "grandma-li"
+    assert alert.evidence["up_by_h"] == 6.5
+    assert alert.evidence["inactive_h"] == pytest.approx(6.5 - 3.0 - 5 / 60)  # since 03:00
+
+
+def test_a_normal_morning_and_an_early_or_late_riser_within_the_hour_are_not() -> None:
+    for up_at in (5.0, 5.5, 6.0, 6.4):
+        sim = Sim(LI_EARLY)
+        morning(sim, 1, up_at=up_at)
+        assert not_up(sim) == [], up_at
+
+
+def test_it_clears_when_the_resident_gets_up() -> None:
+    sim = Sim(LI_EARLY)
+    morning(sim, 1, up_at=7.25)
+    assert not_up(sim) == [(local(1, 6.5), "raised"), (local(1, 7.25), "cleared")]
+
+
+def test_weekends_use_the_weekend_wake_time() -> None:
+    sim = Sim(LI_EARLY)  # Saturday: up by 06:15 + 1 h
+    morning(sim, 5, up_at=7.0)
+    assert not_up(sim) == []
+    sim = Sim(LI_EARLY)
+    morning(sim, 5, up_at=None)
+    assert not_up(sim)[0] == (local(5, 7.25), "raised")
+
+
+def test_without_a_routine_of_their_own_the_preset_time_applies() -> None:
+    sim = Sim("elder-care")  # 07:00 + 1 h
+    morning(sim, 1, up_at=7.5)
+    assert not_up(sim) == []
+    sim = Sim("elder-care")
+    morning(sim, 1, up_at=None)
+    assert not_up(sim)[0] == (local(1, 8.0), "raised")
+
+
+def test_time_is_an_argument_and_local_time_the_rule_sets() -> None:
+    """The same quiet morning judged by the times passed in: the check follows the engine's
+    UTC offset, not a clock; a utc offset 1 h west moves the alarm an hour later in UTC."""
+    east = Sim(LI_EARLY)
+    morning(east, 1, up_at=None)
+    west = Sim(LI_EARLY, utc_offset_s=7 * 3600)
+    morning(west, 1, up_at=None)
+    assert not_up(east)[0][0] + HOUR == not_up(west)[0][0]
+    engine = Sim(LI_EARLY).engine
+    times = engine.scope_times("grandma-li")
+    assert times is not None and times.wake == "05:30"
+    assert (
+        UpBy(330, 375, HOUR).deadline(at(local(1, 3)).timestamp(), 8 * 3600)
+        == at(local(1, 6.5)).timestamp()
+    )
+
+
+def test_a_flat_scope_takes_its_residents_times_and_a_bed_alone_never_alarms() -> None:
+    """Motion sensors and the door usually name no resident: the rule's flat scope then
+    takes the resident's times from the devices that do (the bed mat). The bed mat's own
+    resident scope has no motion sensor and is never inactive."""
+    pir = device("pir-2", "pir", room="living")
+    sim = Sim(LI_EARLY)
+    sim.feed(local(0, 20), BED, bed_occupied=0)
+    t = local(0, 20)
+    while t <= local(1, 9):
+        hour = (t / HOUR + 10) % 24
+        sim.feed(t, pir, motion=1.0 if 20 <= hour < 21 else 0.0)
+        sim.feed(t, BED, bed_occupied=0.0 if 20 <= hour < 21 else 1.0)
+        t += 300
+    assert sim.engine.scope_times("b1/101") is LI_EARLY.routines[0]
+    raised = sim.raised("inactivity")
+    assert [(x.key, x.at) for x in raised] == [("b1/101", at(local(1, 6.5)))]
+
+
+def test_gone_out_early_is_not_in_bed() -> None:
+    """The door opened before the usual wake time and nothing moved since: out for a morning
+    walk ("not back home" is the rule for that), not "not up"."""
+    sim = Sim(LI_EARLY)
+    morning(sim, 1, up_at=5.0, until=5.1)
+    sim.feed(local(1, 5.2), DOOR, contact_open=1)
+    sim.feed(local(1, 5.21), DOOR, contact_open=0)
+    for t in range(int(local(1, 5.25)), int(local(1, 9)), 300):
+        sim.feed(t, PIR, motion=0)
+    assert not_up(sim) == []

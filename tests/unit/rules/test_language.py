@@ -159,3 +159,72 @@ def test_every_example_in_the_docs_loads() -> None:
     for number, block in enumerate(blocks, 1):
         ruleset = load_yaml(block.split("```")[0], RuleSet, f"docs/rules.md example {number}")
         assert ruleset.resolved()
+
+
+# "Not up by": an inactive condition's usual wake time, and the rule set's own per resident.
+ELDER = """\
+version: 1
+rules:
+  - id: inactivity
+    kind: inactivity
+    scope: resident
+    create:
+      Moderate:
+        all:
+          - {inactive: [motion], wake: "06:30", margin: 1h}
+"""
+
+
+def test_not_up_by_loads_with_routines_per_resident_and_flat() -> None:
+    text = ELDER + "routines:\n"
+    text += '  - {resident: grandma-li, wake: "05:30", weekend_wake: "06:15"}\n'
+    text += '  - {flat: n1/101, wake: "07:00", margin: 90min}\n'
+    ruleset = load(text)
+    leaf = ruleset.rules[0].create.Moderate.all[0]  # type: ignore[union-attr,index]
+    assert (leaf.wake, leaf.weekend_wake, seconds(leaf.margin or 0)) == ("06:30", None, 3600)
+    grandma, flat = ruleset.routines
+    assert (grandma.key, grandma.weekend_wake) == ("grandma-li", "06:15")
+    assert (flat.key, seconds(flat.margin or 0)) == ("n1/101", 5400)
+
+
+@pytest.mark.parametrize(
+    ("leaf", "words"),
+    [
+        ('{inactive: [motion], wake: "25:00"}', "wake"),
+        ("{inactive: [motion], wake: 6:30}", 'write the time in quotes, wake: "06:30"'),
+        ("{inactive: [motion], margin: 1h}", "margin needs wake"),
+        ('{inactive: [motion], weekend_wake: "07:00"}', "weekend_wake needs wake"),
+        ('{inactive: [motion], wake: "06:30", margin: 13h}', "at most 12h"),
+        ('{inactive: [motion], wake: "06:30", margin: 0s}', "more than 0"),
+        ('{inactive: [motion], wake: "06:30", wakeup: "06:00"}', "unknown key 'wakeup'"),
+        ('{metric: motion, op: "==", value: 0, wake: "06:30"}', "wake goes with inactive"),
+    ],
+)
+def test_not_up_by_mistakes_are_errors_with_the_line(leaf: str, words: str) -> None:
+    found = error(ELDER.replace('{inactive: [motion], wake: "06:30", margin: 1h}', leaf))
+    assert words in str(found), str(found)
+    assert found.line == 9, str(found)
+
+
+@pytest.mark.parametrize(
+    ("routine", "words"),
+    [
+        ('{resident: li, wake: "05:30", wakeup: "05:00"}', "unknown key 'wakeup'"),
+        ("{resident: li, wake: 10:30}", 'write the time in quotes, wake: "10:30"'),
+        ('{resident: li, wake: "5:30"}', "wake"),
+        ('{resident: li, weekend_wake: "07:00"}', "wake"),
+        ('{flat: n1/101/x, wake: "05:30"}', "flat"),
+        ('{resident: li, flat: n1/101, wake: "05:30"}', "one resident or one flat"),
+        ('{wake: "05:30"}', "one resident or one flat"),
+        ('{resident: li, wake: "05:30", margin: 1d}', "at most 12h"),
+    ],
+)
+def test_routines_mistakes_are_errors_with_the_line(routine: str, words: str) -> None:
+    found = error(ELDER + 'routines:\n  - {resident: wang, wake: "06:00"}\n  - ' + routine + "\n")
+    assert words in str(found), str(found)
+    assert found.line == 12, str(found)
+
+
+def test_a_routine_given_twice_is_an_error() -> None:
+    twice = '  - {resident: li, wake: "05:30"}\n  - {resident: li, wake: "06:00"}\n'
+    assert "'li' appears twice" in str(error(ELDER + "routines:\n" + twice))
