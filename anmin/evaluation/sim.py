@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from anmin.evaluation.series import Series
-from rules.language import Rule
+from rules.language import RoutineTimes, Rule
 from rules.replay import run_replay
 from rules.ruleset import RuleSet
 from rules.scoring import Score, score
 from wire.replay import GroundTruth, ReplayHeader, ReplayRecord, decode_lines
+
+if TYPE_CHECKING:
+    from firmware_sim.community import Community
 
 
 @dataclass(slots=True)
@@ -22,6 +26,9 @@ class Recording:
     records: list[ReplayRecord]
     truth: GroundTruth
     utc_offset: str = "+08:00"  # the scenario's local time, for "hours" and routines
+    # Each monitored resident's usual wake time, as an installer configures it from what the
+    # family says: the scenario's wake_h (weekends later, as the simulated households are).
+    routines: list[RoutineTimes] = field(default_factory=list)
 
 
 def record(scenario: Path, *, seed: int | None, duration_s: float | None) -> Recording:
@@ -40,7 +47,27 @@ def record(scenario: Path, *, seed: int | None, duration_s: float | None) -> Rec
     header = lines[0]
     assert isinstance(header, ReplayHeader)
     records = [line for line in lines[1:] if isinstance(line, ReplayRecord)]
-    return Recording(header, records, truth, offset_text(loaded.utc_offset_h))
+    return Recording(header, records, truth, offset_text(loaded.utc_offset_h), routines(built))
+
+
+def routines(built: Community) -> list[RoutineTimes]:
+    """The usual wake times of the community's elderly (monitored) residents."""
+    from firmware_sim.household import WEEKEND_SHIFT_H
+
+    return [
+        RoutineTimes(
+            resident=resident.id,
+            wake=clock_text(resident.routine.wake_h),
+            weekend_wake=clock_text(resident.routine.wake_h + WEEKEND_SHIFT_H),
+        )
+        for resident in sorted(built.residents.values(), key=lambda r: r.id)
+        if resident.routine.elderly
+    ]
+
+
+def clock_text(hours: float) -> str:
+    minutes = round(hours * 60) % (24 * 60)
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def offset_text(hours: float) -> str:
@@ -48,10 +75,15 @@ def offset_text(hours: float) -> str:
     return f"{'-' if hours < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def score_rules(recording: Recording, rules: Sequence[Rule]) -> Score:
+def score_rules(recording: Recording, rules: Sequence[Rule], *, routines: bool = True) -> Score:
     # A rule set, not a bare list: the engine takes local time ("hours", routines) from it,
-    # and a list would run them on UTC (night at 05:00 +08:00 would be 21:00).
-    ruleset = RuleSet(rules=list(rules), utc_offset=recording.utc_offset)
+    # and a list would run them on UTC (night at 05:00 +08:00 would be 21:00). ``routines``:
+    # configure the residents' usual wake times (else the rules' defaults).
+    ruleset = RuleSet(
+        rules=list(rules),
+        utc_offset=recording.utc_offset,
+        routines=recording.routines if routines else [],
+    )
     result = run_replay(ruleset, recording.header, recording.records)
     return score(result.transitions, recording.truth)
 

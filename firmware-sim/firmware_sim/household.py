@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 DAY_S = 86400.0
+WEEKEND_SHIFT_H = 0.75  # Saturdays and Sundays everyone gets up (and goes to bed) later
 
 
 def local_hours(now: datetime, utc_offset_h: float) -> tuple[int, float, int]:
@@ -70,7 +71,7 @@ class Household:
             return found
         rng = random.Random(f"{self.seed}:{self.key}:day:{day}")
         weekend = weekday >= 5
-        shift = 0.75 if weekend else 0.0
+        shift = WEEKEND_SHIFT_H if weekend else 0.0
         wake: dict[str, float] = {}
         sleep: dict[str, float] = {}
         out: dict[str, list[Window]] = {}

@@ -327,16 +327,10 @@ def _missed_routine(x: _Context, spec: MissedRoutine) -> float:
         x.overlay(device, _set("motion", 0.0), length)
     for device in _unit_devices(unit, "door"):
         x.overlay(device, _set("contact_open", 0.0), length)
-    anchor = next(iter(_resident_devices(x, spec.resident, "wearable")), None) or next(
-        iter(unit.of_kind("bed")), None
-    )
+    # Expected in the resident's flat: its motion sensors and door (no resident of their own)
+    # are the resident-scoped rule's flat scope, so the alert names no one device.
     x.alert(
-        "inactivity",
-        Severity.MODERATE,
-        seconds(spec.latest_after),
-        scope="resident",
-        device=anchor,
-        unit=None if anchor else unit,
+        "inactivity", Severity.MODERATE, seconds(spec.latest_after), scope="resident", unit=unit
     )
     return length
 

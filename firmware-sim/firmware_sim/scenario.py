@@ -191,7 +191,9 @@ class Sos(_Incident, kw_only=True, frozen=True, tag="sos"):
 
 
 class MissedRoutine(_Incident, kw_only=True, frozen=True, tag="missed_routine"):
-    """The resident does not get up: stays in bed, no motion, from ``at`` on."""
+    """The resident does not get up: stays in bed, no motion, from ``at`` on. Put ``at`` at
+    or before the resident's usual wake time: a "not up by" check alarms an hour after it
+    (rules/presets/elder-care.yaml), so ``latest_after`` must leave that hour and more."""
 
     resident: Id
     duration: Duration = "3h"

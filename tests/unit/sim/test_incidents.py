@@ -164,7 +164,11 @@ def test_missed_morning_routine_stays_in_bed_without_motion(world: World) -> Non
     assert values(world, "bed-b1-102", "bed_occupied", 55, 60)[-1][1] == 0.0
     (incident,) = truth(world, "missed_routine")
     assert not incident.life_safety
-    assert incident.expect[0].kind == "inactivity"
+    (expect,) = incident.expect
+    assert (expect.kind, expect.scope) == ("inactivity", "resident")
+    # In the flat: its motion sensors and door name no resident, so no one device is expected.
+    assert (expect.device, expect.building, expect.unit) == (None, "b1", "101")
+    assert expect.latest - incident.start == timedelta(minutes=25)
 
 
 def test_night_wandering_opens_the_front_door_at_night(world: World) -> None:
