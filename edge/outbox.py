@@ -100,14 +100,30 @@ class Outbox:
                 raise
             self._db.execute("COMMIT")
 
-    def save_state(self, name: str, blob: bytes) -> None:
-        with self._lock:
+    def save_state(self, name: str, blob: bytes, *, supersedes: str | None = None) -> None:
+        """Save ``blob`` as ``name``; with ``supersedes``, drop the parts named with that
+        prefix in the same transaction (``blob`` holds what they held)."""
+        with self._transaction():
+            if supersedes is not None:
+                self._db.execute(
+                    "DELETE FROM rule_state WHERE substr(name, 1, ?) = ?",
+                    (len(supersedes), supersedes),
+                )
             self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", (name, blob))
 
     def load_state(self, name: str) -> bytes | None:
         with self._lock:
             row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def load_states(self, prefix: str) -> dict[str, bytes]:
+        """Every saved part whose name starts with ``prefix``, by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, blob FROM rule_state WHERE substr(name, 1, ?) = ?",
+                (len(prefix), prefix),
+            ).fetchall()
+        return {name: bytes(blob) for name, blob in rows}
 
     def prune(
         self, now_ms: int, *, max_age_ms: int, max_entries: int, checkpoint_ms: int = 60_000

@@ -1,0 +1,65 @@
+"""The rules' state across a crash: an alarm's own rule state is saved with the alarm (a few
+kB, not the whole engine), and a restarted agent knows the alarm is raised."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bus import Broker
+from edge import EdgeAgent, parse
+from edge.agent import ENGINE_ALERTS, ENGINE_STATE
+from tests.integration.edge_support import edge_config_yaml
+from wire import Reading
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+GAS = "gas-b1-101"
+
+
+def agent_at(data_dir: Path) -> EdgeAgent:
+    # No broker runs: commands fail (counted), the outbox and the rule state are what we test.
+    return EdgeAgent(parse(edge_config_yaml(Broker("127.0.0.1", 9), data_dir)), clock=lambda: T0)
+
+
+async def leak(agent: EdgeAgent, seconds: int) -> None:
+    for s in range(seconds + 1):
+        at = T0 + timedelta(seconds=s)
+        await agent._evaluate(Reading(device=GAS, seq=s, ts=at, values={"gas_lel": 30.0}), at)
+    await asyncio.gather(*agent._tasks, return_exceptions=True)  # the failed siren commands
+
+
+def raised(agent: EdgeAgent) -> dict[str, str | None]:
+    return {
+        f"{rule}/{scope}": track.severity
+        for rule, tracks in agent.engine.state.alerts.items()
+        for scope, track in tracks.items()
+        if track.severity is not None
+    }
+
+
+async def test_an_alarm_saves_its_rule_state_and_a_restart_keeps_it(tmp_path: Path) -> None:
+    agent = agent_at(tmp_path)
+    await leak(agent, seconds=3)
+    before = raised(agent)
+    assert before and agent.counters["alerts.raised"] == 1
+    # Only the alarm's rule was saved, and no full snapshot yet (the agent "crashes" now).
+    parts = agent.outbox.load_states(ENGINE_ALERTS)
+    assert agent.outbox.load_state(ENGINE_STATE) is None
+    assert len(parts) == 1 and max(len(b) for b in parts.values()) < 4096
+    agent.outbox.close()
+
+    again = agent_at(tmp_path)
+    assert raised(again) == before
+    await leak(again, seconds=3)
+    assert again.counters["alerts.raised"] == 0, "the restarted agent raised it again"
+    # A full save supersedes the parts.
+    again._state_dirty = True
+    again._save_state()
+    assert again.outbox.load_states(ENGINE_ALERTS) == {}
+    again.close()
+    assert raised(agent_at(tmp_path)) == before
