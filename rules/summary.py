@@ -51,10 +51,18 @@ def _leaf(cond: Condition) -> str:
     if cond.hours is not None:
         return f"local time in {cond.hours}"
     if cond.inactive is not None:
-        return (
+        text = (
             f"no {' or '.join(cond.inactive)} for longer than the learned routine "
             f"(default {describe(seconds(cond.default))})"
         )
+        if cond.wake is not None:
+            weekend = f", weekends {cond.weekend_wake}" if cond.weekend_wake else ""
+            margin = describe(seconds(cond.margin or "1h"))
+            text += (
+                f", or none since the usual wake time ({cond.wake}{weekend}; a resident's own "
+                f"under routines) by {margin} after it"
+            )
+        return text
     if cond.away is not None and cond.over is not None:
         return (
             f"out by the {cond.away} door, no {' or '.join(cond.presence)} since, "
