@@ -43,7 +43,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as paho
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import (
     BUILDING,
@@ -53,6 +52,7 @@ from bench.common import (
     BareRoundTrip,
     EdgeAgent,
     Load,
+    paho_client,
     percentiles,
     probe_id,
     reading_payload,
@@ -167,7 +167,7 @@ class Observer:
         self.alert_topic = topics.gateway_topic(Channel.ALERT, SITE, GATEWAY)
         self.ack_topic = topics.gateway_topic(Channel.ACK, SITE, GATEWAY)
         self.receipt_topic = topics.gateway_topic(Channel.RECEIPT, SITE, GATEWAY)
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-observer")
+        self.client = paho_client("bench-observer")
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         for topic in (
@@ -242,7 +242,7 @@ def measure_rate(
     warmup_s: float,
     budget_s: float,
 ) -> dict[str, Any]:
-    sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe-sensor")
+    sensor = paho_client("bench-probe-sensor")
     sensor.connect("127.0.0.1", port)
     sensor.loop_start()
     bare = BareRoundTrip(port)

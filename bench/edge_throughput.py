@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -25,17 +26,24 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/x.py
 
-from bench.common import BUILDING, GATEWAY, KINDS, METRIC, SITE
+from bench.common import BUILDING, GATEWAY, KINDS, METRIC, SITE, paho_client
 from bus.broker import Mosquitto, free_port
 from wire import topics
 
 PROBE = "probe-gas"
+
+
+class EventLike(Protocol):
+    def is_set(self) -> bool: ...
+
+
 # The probe's rule: no hold, so that the alert follows the reading at once and the
 # latency measured is the agent's, not a timer's.
 PROBE_RULES = """\
@@ -134,7 +142,7 @@ class Load:
     """Publishes background readings from the 1,000 devices at a set rate (QoS 0)."""
 
     def __init__(self, port: int, devices: int) -> None:
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-load")
+        self.client = paho_client("bench-load")
         self.client.max_queued_messages_set(0)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -142,7 +150,7 @@ class Load:
         self.seq = [0] * devices
         self.sent = 0
 
-    def run(self, rate: float, seconds: float, stop: threading.Event | None = None) -> float:
+    def run(self, rate: float, seconds: float, stop: EventLike | None = None) -> float:
         """Offer ``rate`` readings/s for ``seconds``; return the rate actually offered."""
         began = time.perf_counter()
         tick = 0.01
@@ -171,6 +179,14 @@ class Load:
         self.client.disconnect()
 
 
+def background_load(port: int, devices: int, rate: float, stop: EventLike) -> None:
+    load = Load(port, devices)
+    try:
+        load.run(rate, 3600.0, stop)
+    finally:
+        load.close()
+
+
 def probe_latencies(port: int, samples: int, budget_s: float = 90.0) -> list[float]:
     """Publish the probe high then low; time each reading to its alert event (for at most
     ``budget_s``: an agent that cannot keep up would make each sample wait its 5 s out)."""
@@ -188,7 +204,7 @@ def probe_latencies(port: int, samples: int, budget_s: float = 90.0) -> list[flo
         if event.get("device") == PROBE:
             arrived.set()
 
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe")
+    client = paho_client("bench-probe")
     client.on_message = on_message
     client.connect("127.0.0.1", port)
     client.subscribe(alert_topic, qos=1)
@@ -263,15 +279,17 @@ def main() -> None:
                 if (now := processed(metrics_port)) != last:
                     last, stable_since = now, time.monotonic()
                 time.sleep(0.1)
-            stop = threading.Event()
-            background = threading.Thread(
-                target=load.run, args=(args.background, 3600.0, stop), daemon=True
+            load.close()
+            # The background load comes from another process: in this one its publishing
+            # thread would hold the GIL while the probe's reply waits (tens of ms).
+            stop = multiprocessing.Event()
+            background = multiprocessing.Process(
+                target=background_load, args=(broker.port, args.devices, args.background, stop)
             )
             background.start()
             latencies = probe_latencies(broker.port, args.samples)
             stop.set()
-            background.join()
-            load.close()
+            background.join(timeout=30)
             if latencies:
                 latencies.sort()
                 p99 = latencies[int(len(latencies) * 0.99) - 1]

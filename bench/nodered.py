@@ -31,13 +31,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import (
     GATEWAY,
     SITE,
     BareRoundTrip,
     Load,
+    paho_client,
     percentiles,
     reading_payload,
     rss_mb,
@@ -137,12 +137,12 @@ class Watch:
                     self.alerts.setdefault(int(json.loads(m.payload)["seq"]), at)
                 self.changed.notify_all()
 
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-nodered-watch")
+        self.client = paho_client("bench-nodered-watch")
         self.client.on_message = on_message
         self.client.connect("127.0.0.1", port)
         self.client.subscribe([(ALERT_TOPIC, 0), (COUNT_TOPIC, 0)])
         self.client.loop_start()
-        self.sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-nodered-sensor")
+        self.sensor = paho_client("bench-nodered-sensor")
         self.sensor.connect("127.0.0.1", port)
         self.sensor.loop_start()
 

@@ -37,7 +37,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import (
     GATEWAY,
@@ -45,6 +44,7 @@ from bench.common import (
     BareRoundTrip,
     EdgeAgent,
     Load,
+    paho_client,
     percentiles,
     probe_id,
     reading_payload,
@@ -82,12 +82,12 @@ class SirenProbe:
                     self.arrived.setdefault(device, at)
                     self.changed.notify_all()
 
-        self.watch = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-siren-watch")
+        self.watch = paho_client("bench-siren-watch")
         self.watch.on_message = on_message
         self.watch.connect("127.0.0.1", port)
         self.watch.subscribe(topics.device_channel_filter(SITE, GATEWAY, Channel.CMD), qos=1)
         self.watch.loop_start()
-        self.sensor = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-siren-sensor")
+        self.sensor = paho_client("bench-siren-sensor")
         self.sensor.connect("127.0.0.1", port)
         self.sensor.loop_start()
         time.sleep(0.3)  # a benchmark, not a test: let the subscription settle
@@ -232,7 +232,7 @@ class GatewayFleet:
                 for event_id in ids:
                     self.acked_at.setdefault(event_id, at)
 
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-fleet")
+        self.client = paho_client("bench-fleet")
         self.client.max_queued_messages_set(0)
         self.client.on_message = on_ack
         self.client.connect("127.0.0.1", port)
