@@ -91,6 +91,7 @@ class _Compiled:
     clocked: bool  # some condition can change with time alone
     reads: frozenset[str]  # the metrics its conditions read ("door_*_x" patterns included)
     every_reading: bool  # some condition is about the reading itself (silence, skew, range)
+    patterns: tuple[str, ...] = ()  # the metrics it reads by pattern ("door_*_x")
     detectors: set[str] = field(default_factory=set)
     inactive: list[Condition] = field(default_factory=list)
 
@@ -127,6 +128,7 @@ def _compile(rule: Rule) -> _Compiled:
         clocked=any(leaf.subject in _CLOCKED for leaf in leaves),
         reads=frozenset(reads),
         every_reading="*" in reads or any(leaf.subject in _EVERY_READING for leaf in leaves),
+        patterns=tuple(sorted(name for name in reads if "*" in name)),
         detectors={leaf.score for leaf in leaves if leaf.score is not None},
         inactive=[leaf for leaf in leaves if leaf.inactive is not None],
     )
@@ -269,6 +271,8 @@ class Engine:
     def _rebuild_members(self) -> None:
         self._members = {}
         self._times = {}
+        # device id -> the rules it feeds, each with its scope key: asked on every reading.
+        self._matching: dict[str, list[tuple[_Compiled, str]]] = {}
         for compiled in self._compiled:
             groups: dict[str, list[str]] = {}
             for track in self.state.devices.values():
@@ -364,10 +368,13 @@ class Engine:
             else:
                 dose.update(ppm, at, leaf.work)
         out: list[Transition] = []
-        matching = [c for c in self._compiled if _matches(c.rule, device)]
+        matching = self._matching.get(device.id)
+        if matching is None:
+            matching = self._matching[device.id] = [
+                (c, scope_key(c.rule, device)) for c in self._compiled if _matches(c.rule, device)
+            ]
         self._score(matching, device, track, values, at)
-        for compiled in matching:
-            key = scope_key(compiled.rule, device)
+        for compiled, key in matching:
             for leaf in compiled.inactive:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
@@ -408,12 +415,11 @@ class Engine:
         track = self.state.alerts.get(compiled.rule.id, {}).get(key)
         if track is not None and not track.idle():
             return True
-        patterns = [name for name in compiled.reads if "*" in name]
-        return any(fnmatchcase(name, p) for p in patterns for name in values)
+        return any(fnmatchcase(name, p) for p in compiled.patterns for name in values)
 
     def _score(
         self,
-        matching: Sequence[_Compiled],
+        matching: Sequence[tuple[_Compiled, str]],
         device: DeviceInfo,
         track: DeviceTrack,
         values: Mapping[str, float],
@@ -423,12 +429,10 @@ class Engine:
         (one instance per device and detector, however many rules read it), unless an alert
         of a rule reading it is open for this device: anomalies stay out of learning."""
         held: dict[str, bool] = {}  # detector -> an alert reading it is open
-        for compiled in matching:
+        for compiled, key in matching:
             if not compiled.detectors:
                 continue
-            alert = self.state.alerts.get(compiled.rule.id, {}).get(
-                scope_key(compiled.rule, device)
-            )
+            alert = self.state.alerts.get(compiled.rule.id, {}).get(key)
             raised = alert is not None and alert.severity is not None
             for name in sorted(compiled.detectors):
                 held[name] = held.get(name, False) or raised
