@@ -58,8 +58,8 @@ def demo(
         bool,
         typer.Option(
             "--community",
-            help="Run the sample community instead: 4 gateways, ~300 devices, an hour of "
-            "incidents of every kind (needs Mosquitto).",
+            help="Run the sample community instead: 4 gateways, ~300 devices, two hours with "
+            "incidents of every kind in the first (needs Mosquitto).",
         ),
     ] = False,
     speed: Annotated[

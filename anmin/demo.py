@@ -225,8 +225,9 @@ class CommunityOptions:
 
 
 async def run_community_demo(options: CommunityOptions, console: Console) -> int:
-    """The sample community (2 sites, 4 buildings, ~300 devices, an hour of incidents): one
-    edge agent per gateway with every rule preset, the hub, and the simulator at ``speed``."""
+    """The sample community (2 sites, 4 buildings, ~300 devices, two hours with incidents in
+    the first): one edge agent per gateway with every rule preset, the hub, and the simulator
+    at ``speed``."""
     from bus.broker import Mosquitto, free_port
     from edge import EdgeAgent
     from edge.config import BrokerConfig, DeviceConfig, EdgeConfig
