@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
@@ -350,39 +349,85 @@ class AckBatcher:
 
 # The wire's Ack takes at most this many ids.
 MAX_ACK_IDS = 500
-# Messages a lane takes at once: consecutive alert events among them share a transaction.
-MAX_BATCH = 64
+# Messages one transaction takes at most: consecutive alert events among them share it.
+MAX_BATCH = 256
 
 
 class Pipeline:
-    """Handles messages on ``workers`` concurrent lanes, one gateway always on the same lane.
+    """Stores what the gateways send in batches, ``workers`` batches at a time, each gateway's
+    messages in their order.
 
-    A gateway's messages stay in order; different gateways' messages overlap their database
-    round trips. The lanes are bounded, so a flood backs up into the broker, not into memory.
+    A batch is everything queued when a worker becomes free (up to ``MAX_BATCH``), from every
+    gateway not already being stored by another worker: a lone event is stored at once, and
+    under a flood one transaction (one commit, a handful of statements) serves many events
+    from many gateways. A gateway is in one batch at a time, so its messages stay in order.
+    At most ``depth`` x ``workers`` messages wait; beyond that ``handle`` waits, and the flood
+    backs up into the broker, not into memory.
     """
 
     def __init__(self, intake: Intake, *, workers: int = 16, depth: int = 256) -> None:
         self.intake = intake
-        self._lanes: list[asyncio.Queue[Incoming]] = [
-            asyncio.Queue(maxsize=depth) for _ in range(max(1, workers))
-        ]
+        self._workers = max(1, workers)
+        self._limit = max(1, depth) * self._workers
+        self._queues: dict[str, deque[Incoming]] = {}  # per gateway, in arrival order
+        self._ready: deque[str] = deque()  # gateways with messages that no worker is storing
+        self._busy: set[str] = set()  # gateways in a batch being stored
+        self._held = 0
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()
 
     async def handle(self, incoming: Incoming) -> None:
+        while self._held >= self._limit:
+            self._room.clear()
+            await self._room.wait()
         # Everything before the channel names the gateway: anmin/v1/{site}/{gateway}/{channel}.
         source = incoming.topic.rsplit("/", 1)[0]
-        lane = self._lanes[zlib.crc32(source.encode()) % len(self._lanes)]
-        await lane.put(incoming)
+        queue = self._queues.get(source)
+        if queue is None:
+            queue = self._queues[source] = deque()
+        if not queue and source not in self._busy:
+            self._ready.append(source)
+        queue.append(incoming)
+        self._held += 1
+        self._work.set()
 
-    async def _work(self, lane: asyncio.Queue[Incoming]) -> None:
-        # What has queued up while the last batch was stored goes in the next one: under a
-        # flood one commit serves many events; a lone event is stored at once.
+    def _take(self) -> tuple[list[Incoming], list[str]]:
+        """What is queued, gateway by gateway (oldest waiting first), up to ``MAX_BATCH``."""
+        batch: list[Incoming] = []
+        sources: list[str] = []
+        while self._ready and len(batch) < MAX_BATCH:
+            source = self._ready.popleft()
+            queue = self._queues[source]
+            self._busy.add(source)
+            sources.append(source)
+            while queue and len(batch) < MAX_BATCH:
+                batch.append(queue.popleft())
+        return batch, sources
+
+    def _release(self, batch: list[Incoming], sources: list[str]) -> None:
+        for source in sources:
+            self._busy.discard(source)
+            if self._queues[source]:
+                self._ready.append(source)  # what came meanwhile (or did not fit) goes next
+                self._work.set()
+            else:
+                del self._queues[source]
+        self._held -= len(batch)
+        self._room.set()
+
+    async def _store(self) -> None:
         while True:
-            batch = [await lane.get()]
-            while len(batch) < MAX_BATCH and not lane.empty():
-                batch.append(lane.get_nowait())
-            await self.intake.handle_many(batch)
+            while not self._ready:
+                self._work.clear()
+                await self._work.wait()
+            batch, sources = self._take()
+            self.intake.counters["batches"] += 1
+            try:
+                await self.intake.handle_many(batch)
+            finally:
+                self._release(batch, sources)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
-            for n, lane in enumerate(self._lanes):
-                group.create_task(self._work(lane), name=f"intake lane {n}")
+            for n in range(self._workers):
+                group.create_task(self._store(), name=f"intake worker {n}")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bus import Incoming, NotConnected
-from hub.intake import Intake
+from hub.intake import MAX_BATCH, Intake, Pipeline
 from hub.store import Store
 from tests.unit.hub.helpers import NOW, gas_event, receipt
 from wire import Ack, AlertEvent, Broadcast, Codec, DeadLetter, Heartbeat, Reason, Severity, topics
@@ -267,3 +270,108 @@ async def test_a_batch_the_store_refuses_is_not_acked(
     await intake.handle_many([alert_message(gas_event()), alert_message(gas_event())])
     assert intake.counters["store_errors"] == 1
     assert publisher.sent == []
+
+
+class Held(Intake):
+    """An intake whose batches are recorded, and held until the test lets them go."""
+
+    def __init__(self, store: Store, publisher: Recorder) -> None:
+        super().__init__(store, publisher, clock=lambda: NOW)
+        self.batches: list[list[str]] = []
+        self.going = asyncio.Event()
+        self.going.set()
+        self.started = asyncio.Condition()
+
+    async def handle_many(self, batch: Sequence[Incoming]) -> None:
+        async with self.started:
+            self.batches.append([m.payload.decode() for m in batch])
+            self.started.notify_all()
+        await self.going.wait()
+
+    async def wait_batches(self, count: int) -> None:
+        async with asyncio.timeout(10), self.started:
+            await self.started.wait_for(lambda: len(self.batches) >= count)
+
+
+def message(gateway: str, n: int) -> Incoming:
+    topic = topics.gateway_topic(Channel.ALERT, "s1", gateway)
+    return Incoming(topic=topic, payload=f"{gateway}:{n}".encode(), qos=1, retain=False)
+
+
+@asynccontextmanager
+async def running(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
+    task = asyncio.create_task(pipeline.run())
+    try:
+        yield pipeline
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.anyio
+async def test_a_lone_message_is_stored_at_once(store: Store, publisher: Recorder) -> None:
+    held = Held(store, publisher)
+    async with running(Pipeline(held, workers=2)) as pipeline:
+        await pipeline.handle(message("g1", 0))
+        await held.wait_batches(1)
+        assert held.batches == [["g1:0"]]
+
+
+@pytest.mark.anyio
+async def test_what_queues_while_a_batch_is_stored_goes_in_one_batch_in_order(
+    store: Store, publisher: Recorder
+) -> None:
+    held = Held(store, publisher)
+    held.going.clear()
+    async with running(Pipeline(held, workers=1)) as pipeline:
+        await pipeline.handle(message("g1", 0))
+        await held.wait_batches(1)
+        for n in range(1, 4):  # the only worker is busy: these wait, from two gateways
+            await pipeline.handle(message("g1", n))
+            await pipeline.handle(message("g2", n))
+        held.going.set()
+        await held.wait_batches(2)
+    assert held.batches[0] == ["g1:0"]
+    # One transaction for both gateways; each gateway's messages in their order.
+    assert sorted(held.batches[1]) == sorted(f"g{g}:{n}" for g in (1, 2) for n in range(1, 4))
+    for gateway in ("g1", "g2"):
+        mine = [m for m in held.batches[1] if m.startswith(gateway)]
+        assert mine == [f"{gateway}:{n}" for n in range(1, 4)]
+
+
+@pytest.mark.anyio
+async def test_a_gateway_is_in_one_batch_at_a_time(store: Store, publisher: Recorder) -> None:
+    held = Held(store, publisher)
+    held.going.clear()
+    async with running(Pipeline(held, workers=4)) as pipeline:
+        await pipeline.handle(message("g1", 0))
+        await held.wait_batches(1)
+        await pipeline.handle(message("g1", 1))  # g1 is being stored: this one waits ...
+        await pipeline.handle(message("g2", 0))  # ... while another gateway goes at once
+        await held.wait_batches(2)
+        assert held.batches == [["g1:0"], ["g2:0"]]
+        held.going.set()
+        await held.wait_batches(3)
+        assert held.batches[2] == ["g1:1"]
+
+
+@pytest.mark.anyio
+async def test_a_batch_is_bounded_and_a_flood_waits_for_room(
+    store: Store, publisher: Recorder
+) -> None:
+    held = Held(store, publisher)
+    held.going.clear()
+    async with running(Pipeline(held, workers=1, depth=MAX_BATCH + 1)) as pipeline:
+        await pipeline.handle(message("g1", 0))
+        await held.wait_batches(1)
+        for n in range(1, MAX_BATCH + 1):  # fills the pipeline up: the first is still held
+            await pipeline.handle(message("g1", n))
+        flood = asyncio.create_task(pipeline.handle(message("g1", MAX_BATCH + 1)))
+        await asyncio.sleep(0)
+        assert not flood.done()  # no room: the MQTT dispatch (and so the broker) waits
+        held.going.set()
+        await flood
+        await held.wait_batches(3)
+    assert [len(b) for b in held.batches] == [1, MAX_BATCH, 1]
+    assert held.batches[1][0] == "g1:1" and held.batches[2] == [f"g1:{MAX_BATCH + 1}"]
