@@ -391,10 +391,14 @@ class Store:
         decided: Sequence[tuple[AlertEvent, Broadcast | None]],
         now: datetime,
     ) -> list[Recorded]:
-        ids = list({alert.id for alert, _ in decided})
-        seen = set(session.scalars(select(AlertRow.id).where(AlertRow.id.in_(ids))))
+        ids = sorted({alert.id for alert, _ in decided})
+        arrays = self.is_postgresql
+        known = select(AlertRow.id).where(incidents.among(AlertRow.id, ids, array=arrays))
+        seen = set(session.scalars(known))
         current = incidents.current_incidents(
-            session, (incidents.cause_of(alert) for alert, _ in decided if alert.id not in seen)
+            session,
+            (incidents.cause_of(alert) for alert, _ in decided if alert.id not in seen),
+            arrays=arrays,
         )
         rows: list[dict[str, Any]] = []  # new alert rows, inserted together
         recorded: list[Recorded] = []
