@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bus import Incoming, NotConnected
-from hub.intake import MAX_BATCH, Intake, Pipeline
+from hub.intake import MAX_BATCH, SPREAD_AT, Intake, Pipeline
 from hub.store import Store
 from tests.unit.hub.helpers import NOW, gas_event, receipt
 from wire import Ack, AlertEvent, Broadcast, Codec, DeadLetter, Heartbeat, Reason, Severity, topics
@@ -340,17 +340,31 @@ async def test_what_queues_while_a_batch_is_stored_goes_in_one_batch_in_order(
         assert mine == [f"{gateway}:{n}" for n in range(1, 4)]
 
 
+async def turns(count: int = 3) -> None:
+    """Let the pipeline's workers run: turns of the event loop, not a wait on time."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 @pytest.mark.anyio
-async def test_a_gateway_is_in_one_batch_at_a_time(store: Store, publisher: Recorder) -> None:
+async def test_a_second_batch_starts_beside_one_only_when_enough_waits(
+    store: Store, publisher: Recorder
+) -> None:
     held = Held(store, publisher)
     held.going.clear()
     async with running(Pipeline(held, workers=4)) as pipeline:
         await pipeline.handle(message("g1", 0))
         await held.wait_batches(1)
-        await pipeline.handle(message("g1", 1))  # g1 is being stored: this one waits ...
-        await pipeline.handle(message("g2", 0))  # ... while another gateway goes at once
+        await pipeline.handle(message("g1", 1))  # g1 is being stored: this waits for it
+        others = [message(f"g{n}", 0) for n in range(2, SPREAD_AT + 2)]
+        for other in others[:-1]:  # fewer than SPREAD_AT: they wait for the batch in progress
+            await pipeline.handle(other)
+            await turns()
+        assert len(held.batches) == 1
+        await pipeline.handle(others[-1])  # enough: a second batch starts beside the first
         await held.wait_batches(2)
-        assert held.batches == [["g1:0"], ["g2:0"]]
+        # Every other gateway in it, but not g1, which is in the first batch still.
+        assert held.batches[1] == [m.payload.decode() for m in others]
         held.going.set()
         await held.wait_batches(3)
         assert held.batches[2] == ["g1:1"]
@@ -368,7 +382,7 @@ async def test_a_batch_is_bounded_and_a_flood_waits_for_room(
         for n in range(1, MAX_BATCH + 1):  # fills the pipeline up: the first is still held
             await pipeline.handle(message("g1", n))
         flood = asyncio.create_task(pipeline.handle(message("g1", MAX_BATCH + 1)))
-        await asyncio.sleep(0)
+        await turns()
         assert not flood.done()  # no room: the MQTT dispatch (and so the broker) waits
         held.going.set()
         await flood
