@@ -97,7 +97,9 @@ class _Compiled:
 
 
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
-_EVERY_READING = {"silent", "silent_intervals", "clock_skew", "hours", "score"}
+# A reading can only end a silence, never start one: a silence rule that is idle in a scope
+# (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
+_EVERY_READING = {"clock_skew", "hours", "score"}
 
 
 def _compile(rule: Rule) -> _Compiled:
