@@ -1,9 +1,11 @@
 """The hub's durable state: alert events, broadcasts, receipts, gateways, dead-letter counts.
 
 A sync SQLAlchemy engine; async callers use ``asyncio.to_thread``. SQLite by default, and the
-same code runs on PostgreSQL, so only portable SQL is used: idempotency comes from primary
-keys and unique constraints (select first, and an ``IntegrityError`` from a concurrent writer
-means "already there"), never from a dialect's ``ON CONFLICT``.
+same code runs on PostgreSQL, so only portable SQL is used (PostgreSQL gets its advisory locks,
+which SQLite's single writer makes unnecessary, and arrays where an ``IN`` list would cost a
+parse per batch): idempotency comes from primary keys and unique constraints (select first,
+and an ``IntegrityError`` from a concurrent writer means "already there"), never from a
+dialect's ``ON CONFLICT``.
 
 The schema comes from Alembic migrations (``hub.migrate``), run by ``create_schema`` at startup.
 Alert events are grouped into incidents in the same transaction that stores them
