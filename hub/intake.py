@@ -374,7 +374,7 @@ class Pipeline:
     backs up into the broker, not into memory.
     """
 
-    def __init__(self, intake: Intake, *, workers: int = 16, depth: int = 256) -> None:
+    def __init__(self, intake: Intake, *, workers: int = 2, depth: int = 256) -> None:
         self.intake = intake
         self._workers = max(1, workers)
         self._limit = max(1, depth) * self._workers

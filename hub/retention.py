@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, or_, select
 
 from hub.errors import HubError
-from hub.incidents import RESOLVED
+from hub.incidents import RESOLVED, SYSTEM, audit
 from hub.routing import DEFAULT_LIFE_SAFETY
 from hub.settings import Retention
 from hub.store import Store
@@ -106,9 +106,10 @@ def purge(store: Store, retention: Retention, now: datetime) -> dict[str, int]:
                 )
             )
         )
-    purged = {table: n for table, n in counts.items() if n}
+        purged = {table: n for table, n in counts.items() if n}
+        if purged:  # in the same transaction: no purge without its record, nor the reverse
+            audit(session, now, SYSTEM, "retention.purged", "retention", "hub", purged=purged)
     if purged:
-        store.append_audit(now, "system", "retention.purged", "retention", "hub", purged=purged)
         log.info("retention: purged %s", ", ".join(f"{n} {t}" for t, n in purged.items()))
     return counts
 
