@@ -132,8 +132,19 @@ class Intake:
         """Handle messages in their order; consecutive alert events are stored in one
         transaction (``Store.record_alert_events``). Never raises (except cancellation)."""
         events: list[AlertEvent] = []
+        beats: list[Heartbeat] = []
         for incoming in batch:
-            if incoming.topic.rsplit("/", 1)[-1] != Channel.ALERT:
+            channel = incoming.topic.rsplit("/", 1)[-1]
+            if channel == Channel.HEARTBEAT:
+                # All of a batch's heartbeats in one transaction, after its alerts: they touch
+                # only the gateways' state, and a gateway's own stay in their order.
+                try:
+                    topic = topics.parse(incoming.topic)
+                    beats.append(self._decode_heartbeat(topic, incoming.payload))
+                except WireError as exc:
+                    self._rejected(incoming, exc)
+                continue
+            if channel != Channel.ALERT:
                 await self._store_alerts(events)
                 events = []
                 await self.handle(incoming)
@@ -143,6 +154,22 @@ class Intake:
             except WireError as exc:
                 self._rejected(incoming, exc)
         await self._store_alerts(events)
+        await self._store_heartbeats(beats)
+
+    async def _store_heartbeats(self, beats: list[Heartbeat]) -> None:
+        if not beats:
+            return
+        try:
+            await asyncio.to_thread(self.store.record_heartbeats, beats, self.clock())
+        except StoreError as exc:
+            self.counters["store_errors"] += 1
+            log.error("database failed on %d heartbeats: %s", len(beats), exc)
+            return
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("unexpected failure storing %d heartbeats", len(beats))
+            return
+        self.counters["heartbeats"] += len(beats)
 
     def _rejected(self, incoming: Incoming, exc: WireError) -> None:
         self.counters[exc.reason] += 1
@@ -249,11 +276,14 @@ class Intake:
         self.counters["receipts_stored" if stored else "receipts_repeated"] += 1
 
     async def _heartbeat(self, topic: Topic, payload: bytes) -> None:
-        now = self.clock()
-        heartbeat = self.codec.decode(payload, Heartbeat, now, check_time=False)
-        _check_source(topic, heartbeat.site, heartbeat.gateway, "heartbeat")
-        await asyncio.to_thread(self.store.record_heartbeat, heartbeat, now)
+        heartbeat = self._decode_heartbeat(topic, payload)
+        await asyncio.to_thread(self.store.record_heartbeat, heartbeat, self.clock())
         self.counters["heartbeats"] += 1
+
+    def _decode_heartbeat(self, topic: Topic, payload: bytes) -> Heartbeat:
+        heartbeat = self.codec.decode(payload, Heartbeat, self.clock(), check_time=False)
+        _check_source(topic, heartbeat.site, heartbeat.gateway, "heartbeat")
+        return heartbeat
 
     async def _dead_letter(self, topic: Topic, payload: bytes) -> None:
         now = self.clock()

@@ -545,40 +545,63 @@ class Store:
         ``offline`` (the last will) starts the gateway's outage clock (``down_since``); the
         next ``online`` heartbeat ends it and clears its gateway-offline incident, if any.
         """
+        self.record_heartbeats([heartbeat], now)
+
+    def record_heartbeats(self, heartbeats: Sequence[Heartbeat], now: datetime) -> None:
+        """``record_heartbeat`` for many, in one transaction (a hub hears one from every
+        gateway every few seconds; one commit each bounded it at a few hundred a second)."""
+        if not heartbeats:
+            return
         try:
             with self._writing() as session:
-                self.lock_cause(session, f"gateway:{heartbeat.site}/{heartbeat.gateway}")
-                row = session.get(GatewayRow, (heartbeat.site, heartbeat.gateway))
-                if row is None:
-                    session.add(
-                        GatewayRow(
-                            site=heartbeat.site,
-                            gateway=heartbeat.gateway,
-                            state=heartbeat.state,
-                            last_seen=heartbeat.ts,
-                            received_at=now,
-                            outbox_depth=heartbeat.outbox_depth,
-                            devices_online=heartbeat.devices_online,
-                            building=None,
-                            down_since=now if heartbeat.state == "offline" else None,
-                            offline_incident=None,
-                        )
-                    )
-                # The last will (offline) is made when the gateway connects, so it is older
-                # than the heartbeats that follow; it still comes last, and wins.
-                elif heartbeat.ts >= row.last_seen or heartbeat.state == "offline":
-                    row.state = heartbeat.state
-                    row.last_seen = max(heartbeat.ts, row.last_seen)
-                    row.received_at = now
-                    row.outbox_depth = heartbeat.outbox_depth
-                    row.devices_online = heartbeat.devices_online
-                    if heartbeat.state == "offline":
-                        row.down_since = row.down_since or now
-                    else:
-                        self._gateway_back(session, row, now)
+                self.lock_causes(session, (f"gateway:{h.site}/{h.gateway}" for h in heartbeats))
+                for heartbeat in heartbeats:
+                    if self._apply_heartbeat(session, heartbeat, now):
+                        session.flush()  # the gateway's next heartbeat in the batch finds it
         except IntegrityError:
+            if len(heartbeats) > 1:  # another hub inserted one of these gateways: one by one
+                for heartbeat in heartbeats:
+                    self.record_heartbeats([heartbeat], now)
+                return
             # A concurrent worker inserted this gateway first; the next heartbeat updates it.
-            log.debug("heartbeat of %s/%s raced another writer", heartbeat.site, heartbeat.gateway)
+            log.debug(
+                "heartbeat of %s/%s raced another writer",
+                heartbeats[0].site,
+                heartbeats[0].gateway,
+            )
+
+    def _apply_heartbeat(self, session: Session, heartbeat: Heartbeat, now: datetime) -> bool:
+        """Returns whether the gateway is new (a row was added)."""
+        row = session.get(GatewayRow, (heartbeat.site, heartbeat.gateway))
+        if row is None:
+            session.add(
+                GatewayRow(
+                    site=heartbeat.site,
+                    gateway=heartbeat.gateway,
+                    state=heartbeat.state,
+                    last_seen=heartbeat.ts,
+                    received_at=now,
+                    outbox_depth=heartbeat.outbox_depth,
+                    devices_online=heartbeat.devices_online,
+                    building=None,
+                    down_since=now if heartbeat.state == "offline" else None,
+                    offline_incident=None,
+                )
+            )
+            return True
+        # The last will (offline) is made when the gateway connects, so it is older than the
+        # heartbeats that follow; it still comes last, and wins.
+        elif heartbeat.ts >= row.last_seen or heartbeat.state == "offline":
+            row.state = heartbeat.state
+            row.last_seen = max(heartbeat.ts, row.last_seen)
+            row.received_at = now
+            row.outbox_depth = heartbeat.outbox_depth
+            row.devices_online = heartbeat.devices_online
+            if heartbeat.state == "offline":
+                row.down_since = row.down_since or now
+            else:
+                self._gateway_back(session, row, now)
+        return False
 
     @staticmethod
     def _gateway_back(session: Session, row: GatewayRow, now: datetime) -> None:
