@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -51,6 +53,7 @@ from wire.models import CommandAction
 from wire.replay import DeviceInfo
 from wire.topics import Channel
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ENGINE_STATE = "engine"  # the name of the rules' state in the outbox database
@@ -149,6 +152,9 @@ class EdgeAgent:
         self._ack_waiters: dict[str, asyncio.Future[None]] = {}
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
+        # Every outbox call goes through this one thread, so writes commit in the order the
+        # loop made them (a full state save never overtakes a newer alarm's part of it).
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anmin-outbox")
         self._kick = asyncio.Event()  # a new alert is in the outbox
         self._replay_kick = asyncio.Event()  # unacknowledged alerts are due again now
         # Broadcast id -> the speakers whose receipt said "played": a broadcast the hub
@@ -211,11 +217,14 @@ class EdgeAgent:
         finally:
             for task in self._local_warnings.values():
                 task.cancel()
-            self._save_state()
+            # After every outbox write already queued, so none lands after the full save;
+            # shielded, so a second cancellation does not drop it.
+            await asyncio.shield(self._io(self._save_state))
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.flush, self.clock(), True)
 
     def close(self) -> None:
+        self._disk.shutdown(wait=True)
         self._save_state()
         self.outbox.close()
         if self.telemetry is not None:
@@ -257,10 +266,24 @@ class EdgeAgent:
         return len(self.engine.rules)
 
     def _save_state(self) -> None:
+        """Save the whole rule state now (at exit; the loop saves through ``_save_state_soon``)."""
         if self._state_dirty:
             self.outbox.save_state(ENGINE_STATE, self.engine.snapshot(), supersedes=ENGINE_ALERTS)
             self._state_dirty = False
             self._last_snapshot = time.monotonic()
+
+    async def _save_state_soon(self) -> None:
+        # Encoded here, on the loop, so it holds exactly the transitions made so far; written
+        # in order after the parts already queued, and before any made later.
+        blob = self.engine.snapshot()
+        self._state_dirty = False
+        self._last_snapshot = time.monotonic()
+        await self._io(self.outbox.save_state, ENGINE_STATE, blob, supersedes=ENGINE_ALERTS)
+
+    async def _io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call`` on the outbox's own thread (see ``_disk``)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._disk, functools.partial(call, *args, **kwargs))
 
     async def _housekeeping_loop(self) -> None:
         """Once a second: save changed rule state, notice silent devices, apply outbox bounds."""
@@ -274,7 +297,7 @@ class EdgeAgent:
                 await self._alarm(transition)
             self._state_dirty = True
             if time.monotonic() - self._last_snapshot >= STATE_SAVE_S:
-                await asyncio.to_thread(self._save_state)
+                await self._save_state_soon()
             for health in self.ingest.devices.values():
                 silent_for = self.config.silent_after * health.config.interval_s
                 if (
@@ -286,7 +309,8 @@ class EdgeAgent:
                     health.state = "offline"
                     self.counters["devices_went_silent"] += 1
                     self._observe("health", f"{health.config.id} silent for {silent_for:.0f}s")
-            dropped = self.outbox.prune(
+            dropped = await self._io(
+                self.outbox.prune,
                 _ms(now),
                 max_age_ms=int(bounds.max_age_days * 86_400_000),
                 max_entries=bounds.max_entries,
@@ -414,7 +438,7 @@ class EdgeAgent:
         # thread, so the commands leave on this loop while the disk syncs), and only then
         # sent to the hub.
         topic = topics.gateway_topic(Channel.ALERT, self.config.site, self.config.gateway)
-        await asyncio.to_thread(
+        await self._io(
             self.outbox.add,
             event.id,
             topic,
@@ -422,6 +446,7 @@ class EdgeAgent:
             life_safety=transition.life_safety,
             now_ms=_ms(transition.at),
             state=self._alert_part(transition.rule),
+            key=event.key,
         )
         self._kick.set()
         if self.telemetry is not None:
@@ -472,7 +497,7 @@ class EdgeAgent:
 
     async def _warn_if_unanswered(self, event: AlertEvent) -> None:
         await asyncio.sleep(self.config.local_warning_after_s)
-        hub_acked = event.id not in await asyncio.to_thread(self.outbox.ids)
+        hub_acked = event.id not in await self._io(self.outbox.ids)
         if hub_acked and event.id in self._hub_broadcast_causes:
             return
         if hub_acked and self.upstream.connected.is_set():
@@ -513,7 +538,7 @@ class EdgeAgent:
     # -- hub link --------------------------------------------------------------------------
 
     async def _on_upstream_connect(self) -> None:
-        self.outbox.reset_backoff()
+        await self._io(self.outbox.reset_backoff)
         self._kick.set()
         self._replay_kick.set()
         await self._publish_heartbeat()
@@ -537,10 +562,21 @@ class EdgeAgent:
 
     async def _send_new(self) -> None:
         now_ms = _ms(self.clock())
-        fresh = await asyncio.to_thread(self.outbox.due, now_ms, 0, UPLINK_BATCH, sent=False)
+        fresh = await self._io(self.outbox.due, now_ms, 0, UPLINK_BATCH, sent=False)
+        if not fresh:
+            return
+        # One alarm's events reach the hub in their order: a new one waits while an older one
+        # of the same alarm is being replayed (which is then replayed at once), and goes on
+        # its ack. Other alarms' new events do not wait.
+        replaying = await self._io(self.outbox.replaying)
+        waiting = {e.key for e in fresh if e.key in replaying and e.key is not None}
+        if waiting:
+            self.counters["uplink.held_for_order"] += 1
+            await self._io(self.outbox.expedite, waiting)
+            self._replay_kick.set()
         sent: list[str] = []
         try:
-            for index, entry in enumerate(fresh):
+            for index, entry in enumerate(e for e in fresh if e.key not in waiting):
                 if index >= UPLINK_BURST:  # a storm of alerts goes out at a bounded rate
                     await asyncio.sleep(0.01)
                 try:
@@ -551,7 +587,7 @@ class EdgeAgent:
                 self._observe("uplink", f"alert {entry.id} -> hub")
         finally:
             if sent:
-                await asyncio.to_thread(self.outbox.mark_sent, sent, now_ms)
+                await self._io(self.outbox.mark_sent, sent, now_ms)
                 self.counters["uplink.sent"] += len(sent)
 
     async def _replay_loop(self) -> None:
@@ -575,35 +611,28 @@ class EdgeAgent:
 
     async def _replay_due(self, retry_ms: int, max_ms: int) -> None:
         now_ms = _ms(self.clock())
-        due = await asyncio.to_thread(
-            self.outbox.due, now_ms, retry_ms, UPLINK_BATCH, max_ms, sent=True
-        )
+        due = await self._io(self.outbox.due, now_ms, retry_ms, UPLINK_BATCH, max_ms, sent=True)
         for entry in due:
+            # Waiting for the ack starts before the publish: the ack may come back first.
+            waiter = asyncio.get_running_loop().create_future()
+            self._ack_waiters[entry.id] = waiter
             try:
-                await self.upstream.publish(entry.topic, entry.payload, qos=1)
-            except NotConnected:
-                return
-            await asyncio.to_thread(self.outbox.mark_sent, entry.id, now_ms)
-            self.counters["uplink.sent"] += 1
-            self.counters["uplink.resent"] += 1
-            self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
-            if not await self._acked(entry.id, retry_ms / 1000):
-                return
-
-    async def _acked(self, event_id: str, timeout: float) -> bool:
-        waiter = self._ack_waiters.setdefault(event_id, asyncio.get_running_loop().create_future())
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(waiter)
-        except TimeoutError:
-            return False
-        finally:
-            self._ack_waiters.pop(event_id, None)
-        return True
+                try:
+                    await self.upstream.publish(entry.topic, entry.payload, qos=1)
+                except NotConnected:
+                    return
+                await self._io(self.outbox.mark_sent, entry.id, now_ms)
+                self.counters["uplink.sent"] += 1
+                self.counters["uplink.resent"] += 1
+                self._observe("uplink", f"alert {entry.id} -> hub (attempt {entry.attempts + 1})")
+                if not await _acked(waiter, retry_ms / 1000):
+                    return
+            finally:
+                self._ack_waiters.pop(entry.id, None)
 
     async def _on_hub_online(self) -> None:
         # A hub (re)started: whatever waits in the outbox goes now, not at its next backoff.
-        await asyncio.to_thread(self.outbox.reset_backoff)
+        await self._io(self.outbox.reset_backoff)
         self.counters["hub_online_seen"] += 1
         self._replay_kick.set()
 
@@ -611,13 +640,14 @@ class EdgeAgent:
         # Control messages skip the timestamp window: a gateway clock that drifted must not
         # stop the outbox from draining.
         ack = self.codec.decode(payload, Ack, now, check_time=False)
-        removed = await asyncio.to_thread(self.outbox.remove, list(ack.ids))
+        removed = await self._io(self.outbox.remove, list(ack.ids))
         for event_id in ack.ids:
             waiter = self._ack_waiters.get(event_id)
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
         self.counters["uplink.acked"] += removed
         if removed:
+            self._kick.set()  # a new event held behind one of these may go now
             self._observe("ack", f"hub stored {', '.join(ack.ids)}")
 
     async def _heartbeat_loop(self) -> None:
@@ -727,6 +757,15 @@ class EdgeAgent:
         topic = topics.gateway_topic(Channel.DEADLETTER, self.config.site, self.config.gateway)
         with contextlib.suppress(NotConnected):
             await self.upstream.publish(topic, self.codec.encode(letter), qos=0)
+
+
+async def _acked(waiter: asyncio.Future[None], timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.shield(waiter)
+    except TimeoutError:
+        return False
+    return True
 
 
 def with_alert_parts(saved: bytes | None, parts: dict[str, bytes]) -> bytes:

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     life_safety  INTEGER NOT NULL,
     created_ms   INTEGER NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0,
-    last_sent_ms INTEGER
+    last_sent_ms INTEGER,
+    key          TEXT  -- the alert's key: one alarm's events reach the hub in their order
 );
 -- The rules' state, saved in the same transaction as the alerts it caused: after a crash the
 -- agent neither forgets a raised alarm nor raises it a second time.
@@ -49,6 +50,7 @@ class Entry:
     created_ms: int
     attempts: int
     last_sent_ms: int | None
+    key: str | None = None
 
 
 class Outbox:
@@ -63,6 +65,9 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "key" not in columns:  # an outbox from before keys were kept
+            self._db.execute("ALTER TABLE outbox ADD COLUMN key TEXT")
         self.dropped = 0  # entries dropped by the bounds (never life-safety ones)
         self._deleted_since_checkpoint = False
         self._last_checkpoint_ms: int | None = None
@@ -76,13 +81,14 @@ class Outbox:
         life_safety: bool,
         now_ms: int,
         state: tuple[str, bytes] | None = None,
+        key: str | None = None,
     ) -> bool:
         """Store durably (with the rules' ``state``, atomically); False if ``id`` is queued."""
         with self._transaction():
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (id, topic, payload, int(life_safety), now_ms),
+                "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms, key)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (id, topic, payload, int(life_safety), now_ms, key),
             )
             if state is not None:
                 self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", state)
@@ -95,10 +101,13 @@ class Outbox:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A failed COMMIT (disk full, I/O error) can leave the transaction open, and
+                # every later BEGIN would then fail: roll back whatever is still open.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def save_state(self, name: str, blob: bytes, *, supersedes: str | None = None) -> None:
         """Save ``blob`` as ``name``; with ``supersedes``, drop the parts named with that
@@ -178,13 +187,32 @@ class Outbox:
         entries never sent (False), only resends (True), or both (None)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, topic, payload, life_safety, created_ms, attempts, last_sent_ms"
-                " FROM outbox WHERE (last_sent_ms IS NULL"
+                "SELECT seq, id, topic, payload, life_safety, created_ms, attempts, last_sent_ms,"
+                " key FROM outbox WHERE (last_sent_ms IS NULL"
                 " OR last_sent_ms + min(?, ? * (1 << min(attempts - 1, 5))) <= ?)"
                 " AND (? IS NULL OR (attempts > 0) = ?) ORDER BY seq LIMIT ?",
                 (max_backoff_ms, retry_ms, now_ms, sent, sent, limit),
             ).fetchall()
-        return [Entry(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5], r[6], r[7]) for r in rows]
+        return [
+            Entry(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5], r[6], r[7], r[8]) for r in rows
+        ]
+
+    def replaying(self) -> set[str]:
+        """The keys of entries sent and not yet acknowledged (a newer event of the same alarm
+        must not overtake them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT key FROM outbox WHERE attempts > 0 AND key IS NOT NULL"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def expedite(self, keys: set[str]) -> None:
+        """Make these alarms' unacknowledged entries due again now (a newer event waits)."""
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE outbox SET last_sent_ms = NULL WHERE key = ? AND attempts > 0",
+                [(k,) for k in sorted(keys)],
+            )
 
     def mark_sent(self, ids: str | list[str], now_ms: int) -> None:
         """One attempt more for each of ``ids``, in one transaction."""

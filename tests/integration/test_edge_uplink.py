@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from tests.integration.edge_support import (
     publish_surely,
     running,
 )
-from wire import AlertEvent, Codec, topics
+from wire import Ack, AlertEvent, Codec, topics
 from wire.topics import Channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -75,3 +76,51 @@ async def test_a_new_alarm_goes_out_while_a_replay_waits_for_its_ack(
         await leak(second, within_s=10)
     assert agent.counters["uplink.resent"] == 1  # the replay still waits for its ack
     agent.close()
+
+
+async def test_a_newer_event_of_an_alarm_waits_for_the_older_ones_ack(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """One alarm's events reach the hub in their order: while its "raised" is replayed
+    unacknowledged, its "updated" is held, and goes once the hub acknowledges the first."""
+    gas = "gas-b1-101"
+    agent = EdgeAgent(parse(edge_config_yaml(mosquitto.broker, tmp_path / "edge", retry_s=60)))
+    alert_topic = topics.gateway_topic(Channel.ALERT, SITE, GATEWAY)
+    hub = Recorder(mosquitto.broker, alert_topic, client_id="test-hub-watch")
+    device = MqttLink(mosquitto.broker, client_id="device-gas")
+    codec = Codec()
+
+    def phases() -> list[tuple[str, str]]:
+        now = datetime.now(UTC)
+        events = [codec.decode(m.payload, AlertEvent, now, check_time=False) for m in hub.messages]
+        return [(e.phase, e.id) for e in events if e.device == gas]
+
+    seqs = itertools.count()
+
+    async def report(lel: float, until: Callable[[], bool], within_s: float) -> None:
+        """The sensor reports every 0.1 s (the rule holds a level 1 s) until ``until``."""
+        deadline = time.monotonic() + within_s
+        while not until():
+            assert time.monotonic() < deadline, f"nothing came of {lel} %LEL in {within_s} s"
+            reading = gas_reading(next(seqs), lel)
+            await publish_surely(device, topics.reading(SITE, GATEWAY, gas), reading)
+            await asyncio.sleep(0.1)
+
+    async with running(agent.run(), hub.link.run(), device.run()):
+        assert await hub.link.wait_connected(10) and await device.wait_connected(10)
+        assert await agent.upstream.wait_connected(10)
+        await report(15.0, lambda: bool(phases()), within_s=30)  # the low level: raised
+        [(phase, raised_id)] = phases()
+        assert phase == "raised"
+        await publish_surely(hub.link, topics.hub_online(), b"online")
+        await wait_for(lambda: agent.counters["uplink.resent"] >= 1, what="the replay")
+        # The high level: "updated" is made, and held while "raised" waits for its ack.
+        await report(30.0, lambda: agent.counters["alerts.updated"] >= 1, within_s=30)
+        await wait_for(lambda: agent.counters["uplink.held_for_order"] >= 1, what="held")
+        assert [p for p, _ in phases()] == ["raised", "raised"]  # sent, then replayed
+        ack = Ack(ids=[raised_id], ts=datetime.now(UTC))
+        await publish_surely(
+            hub.link, topics.gateway_topic(Channel.ACK, SITE, GATEWAY), codec.encode(ack)
+        )
+        await wait_for(lambda: len(phases()) == 3, timeout=10, what="the update, after the ack")
+    assert [p for p, _ in phases()] == ["raised", "raised", "updated"]

@@ -73,3 +73,39 @@ def test_rule_state_is_committed_with_the_alert_and_survives_reopening(tmp_path:
     again = Outbox(path)
     assert again.load_state("gas") == b'{"d":1}'
     assert again.ids() == ["a"]
+
+
+def test_the_alarms_being_replayed_are_known_and_can_be_made_due(outbox: Outbox) -> None:
+    outbox.add("a1", "t", b"x", life_safety=True, now_ms=0, key="gas:1")
+    outbox.add("b1", "t", b"x", life_safety=True, now_ms=0, key="gas:2")
+    outbox.add("a2", "t", b"x", life_safety=True, now_ms=1, key="gas:1")
+    assert outbox.replaying() == set()
+    outbox.mark_sent(["a1", "b1"], 10)
+    assert outbox.replaying() == {"gas:1", "gas:2"}
+    assert outbox.due(20, 1000, sent=True) == []  # not due for a second
+    outbox.expedite({"gas:1"})
+    assert [e.id for e in outbox.due(20, 1000, sent=True)] == ["a1"]
+    assert [(e.id, e.key) for e in outbox.due(20, 1000, sent=False)] == [("a2", "gas:1")]
+
+
+def test_an_outbox_from_before_keys_gets_the_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+        " topic TEXT NOT NULL, payload BLOB NOT NULL, life_safety INTEGER NOT NULL,"
+        " created_ms INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_sent_ms INTEGER)"
+    )
+    db.execute(
+        "INSERT INTO outbox (id, topic, payload, life_safety, created_ms) VALUES "
+        "('old', 't', x'00', 1, 5)"
+    )
+    db.commit()
+    db.close()
+    outbox = Outbox(path)
+    assert [(e.id, e.key) for e in outbox.due(10, 1000)] == [("old", None)]
+    outbox.add("new", "t", b"x", life_safety=True, now_ms=6, key="gas:1")
+    assert [e.key for e in outbox.due(10, 1000)] == [None, "gas:1"]
+    outbox.close()
