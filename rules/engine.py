@@ -243,8 +243,8 @@ class Engine:
             if rule.id in seen:
                 raise EngineError(f"rule id {rule.id!r} appears twice")
             seen.add(rule.id)
-        self._compiled = [_compile(rule) for rule in rules]
-        for compiled in self._compiled:
+        compiled_rules = [_compile(rule) for rule in rules]
+        for compiled in compiled_rules:
             for name in compiled.detectors:
                 if name not in self.detector_factories:
                     known = ", ".join(sorted(self.detector_factories)) or "none"
@@ -252,6 +252,8 @@ class Engine:
                         f"rule {compiled.rule.id!r}: no detector named {name!r} (registered: "
                         f"{known})"
                     )
+        # Only now: a refused rule set leaves the running one as it was.
+        self._compiled = compiled_rules
         self._windows, self._tolerance, self._doses = {}, {}, {}
         for compiled in self._compiled:
             for leaf in compiled.leaves:
@@ -290,8 +292,10 @@ class Engine:
         one clears its open alerts."""
         old = {c.rule.id: c for c in self._compiled}
         old_prints = dict(self.state.fingerprints)
-        self._routine_times = _routines_of(ruleset)
+        routine_times = _routines_of(ruleset)
         self._install(_rules_of(ruleset))
+        self._routine_times = routine_times
+        self._times = {}
         return self._carry_over(old, old_prints, now)
 
     def _carry_over(

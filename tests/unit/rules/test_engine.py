@@ -210,6 +210,16 @@ def test_a_score_naming_no_detector_is_refused() -> None:
         Engine(SCORED, detectors={})
 
 
+def test_a_refused_reload_leaves_the_running_rules_as_they_were() -> None:
+    sim = Sim("gas")
+    sim.feed(0, GAS, gas_lel=12)  # Severe pending, due at t=5
+    with pytest.raises(EngineError, match="no detector named 'vibration'"):
+        sim.engine.reload(SCORED, at(1))
+    assert [r.id for r in sim.engine.rules] == [r.id for r in load_preset("gas").resolved()]
+    sim.feed(5, GAS, gas_lel=12)
+    assert sim.changes() == [(5, "gas-lel", "raised", "Severe")]
+
+
 def test_ticks_only_touch_what_can_change() -> None:
     """A building's worth of quiet devices: a tick does no work for rules without timers."""
     engine = Engine(load_preset("gas"))
