@@ -343,10 +343,19 @@ def attach_to(
             event_id=event.id,
         )
         return incident, True
+    latest = current.last_event_at
     current.event_count += 1
-    current.last_event_at = max(current.last_event_at, event.ts)
+    current.last_event_at = max(latest, event.ts)
     current.updated_at = now
     if event.phase is Phase.CLEARED:
+        if event.ts < latest:
+            # A clear older than an event already here (a replay that arrived late): the
+            # alarm was raised again after it, so it stands. Only clears are judged by time:
+            # a late raise still opens or keeps the incident (a gateway clock stepped back
+            # must never hide an alarm).
+            audit(session, now, SYSTEM, "incident.late_clear_ignored", "incident", current.id,
+                  site=current.site, event=event.id)  # fmt: skip
+            return current, False
         clear(session, current, now, at=event.ts, event_id=event.id)
         return current, False
     if current.state == RESOLVED:

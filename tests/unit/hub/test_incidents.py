@@ -29,6 +29,23 @@ def test_events_of_one_cause_within_the_window_make_one_incident(store: Store) -
     assert actions == ["incident.opened", "incident.severity"]
 
 
+def test_a_clear_older_than_the_latest_event_does_not_clear(store: Store) -> None:
+    """The alarm cleared at +1 min and rose again at +2; the clear arrives last (a replay)."""
+    minutes = [NOW + timedelta(minutes=m) for m in range(4)]
+    store.record_alert_event(gas_event(at=minutes[0]), minutes[0])
+    store.record_alert_event(gas_event(phase=Phase.UPDATED, at=minutes[2]), minutes[2])
+    late = store.record_alert_event(gas_event(phase=Phase.CLEARED, at=minutes[1]), minutes[2])
+    assert late.incident_id is not None
+    [incident] = store.incidents()
+    assert (incident.state, incident.cleared_at, incident.event_count) == ("open", None, 3)
+    actions = [a.action for a in store.audit(subject_id=incident.id)]
+    assert actions[-1] == "incident.late_clear_ignored"
+    # A clear that is the newest event clears it.
+    store.record_alert_event(gas_event(phase=Phase.CLEARED, at=minutes[3]), minutes[3])
+    [incident] = store.incidents()
+    assert incident.cleared_at == minutes[3]
+
+
 def test_another_gateway_or_key_or_a_late_event_opens_another_incident(store: Store) -> None:
     store.record_alert(gas_event(), NOW)
     store.record_alert(gas_event(gateway="g2"), NOW)
