@@ -129,7 +129,11 @@ def _compile(rule: Rule) -> _Compiled:
         leaves=leaves,
         clocked=any(leaf.subject in _CLOCKED for leaf in leaves),
         reads=frozenset(reads),
-        every_reading="*" in reads or any(leaf.subject in _EVERY_READING for leaf in leaves),
+        # A repeat counts readings that meet the level: each one must be judged, even for a
+        # level (a silence) that no single reading's metrics could make true.
+        every_reading="*" in reads
+        or any(leaf.subject in _EVERY_READING for leaf in leaves)
+        or any(level.repeat is not None for _, level, _, _ in levels),
         patterns=tuple(sorted(name for name in reads if "*" in name)),
         detectors={leaf.score for leaf in leaves if leaf.score is not None},
         inactive=[leaf for leaf in leaves if leaf.inactive is not None],

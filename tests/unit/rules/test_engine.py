@@ -227,3 +227,34 @@ def test_ticks_only_touch_what_can_change() -> None:
         engine.add_devices([device(f"gas-{i}", "gas", unit=str(i))], at(0))
     assert engine.tick(at(10)) == []
     assert engine.state.alerts == {}
+
+
+REPEATED_SILENCE = ruleset(
+    """\
+    rules:
+      - id: flaky-link
+        kind: device_silent
+        scope: building
+        devices: {kinds: [gas]}
+        create:
+          Minor:
+            all:
+              - {silent: 5min}
+            repeat: 3
+            within: 10min
+    """
+)
+
+
+def test_a_repeat_counts_readings_even_of_a_condition_no_reading_makes_true() -> None:
+    """A repeated silence counts the readings seen while some device is silent: the idle
+    rule must still be judged on every reading, not only when its metrics arrive."""
+    quiet, busy = device("gas-101", "gas", unit="101"), device("gas-502", "gas", unit="502")
+    sim = Sim(REPEATED_SILENCE)
+    sim.feed(0, quiet, gas_lel=0)
+    for t in (100, 200):  # gas-101 not yet silent for 5 min: these do not count
+        sim.feed(t, busy, gas_lel=0)
+    assert sim.log == []
+    for t in (400, 500, 600):  # gas-101 silent for 5 min and more: the 3rd raises
+        sim.feed(t, busy, gas_lel=0)
+    assert sim.changes() == [(600, "flaky-link", "raised", "Minor")]
