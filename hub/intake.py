@@ -168,6 +168,9 @@ class Intake:
         except Exception:
             self.counters["internal_errors"] += 1
             log.exception("unexpected failure storing %d heartbeats", len(beats))
+            if len(beats) > 1:  # one that cannot be stored must not take the others with it
+                for beat in beats:
+                    await self._store_heartbeats([beat])
             return
         self.counters["heartbeats"] += len(beats)
 

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -270,6 +270,38 @@ async def test_a_batch_the_store_refuses_is_not_acked(
     await intake.handle_many([alert_message(gas_event()), alert_message(gas_event())])
     assert intake.counters["store_errors"] == 1
     assert publisher.sent == []
+
+
+@pytest.mark.anyio
+async def test_a_heartbeat_the_store_cannot_take_does_not_drop_the_rest_of_its_batch(
+    store: Store, publisher: Recorder
+) -> None:
+    class Fussy(Store):
+        """Fails (a bug, not the database) on any batch holding gateway g2's heartbeat."""
+
+        def record_heartbeats(self, heartbeats: Sequence[Heartbeat], now: datetime) -> None:
+            if any(h.gateway == "g2" for h in heartbeats):
+                raise ValueError("cannot store g2")
+            super().record_heartbeats(heartbeats, now)
+
+    fussy = Fussy(str(store.engine.url))
+    intake = Intake(fussy, publisher, clock=lambda: NOW)
+    beats = [
+        Incoming(
+            topics.gateway_topic(Channel.HEARTBEAT, "s1", gateway),
+            codec.encode(Heartbeat(site="s1", gateway=gateway, state="online", ts=NOW)),
+            0,
+            True,
+        )
+        for gateway in ("g1", "g2", "g3")
+    ]
+    try:
+        await intake.handle_many(beats)
+        assert {g.gateway for g in fussy.gateways()} == {"g1", "g3"}
+        assert intake.counters["heartbeats"] == 2
+        assert intake.counters["internal_errors"] == 2  # the batch, then g2 alone
+    finally:
+        fussy.close()
 
 
 class Held(Intake):
