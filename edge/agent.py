@@ -244,6 +244,8 @@ class EdgeAgent:
         out["uptime_s"] = time.monotonic() - self.started
         out["mqtt_reconnects"] = max(0, self.local.connections - 1)
         out["handler_errors"] = self.local.handler_errors
+        # QoS 0 readings shed because they came faster than they could be handled.
+        out["mqtt_inbox_dropped"] = self.local.inbox_dropped
         if self.telemetry is not None:
             out["telemetry_buffered_batches"] = self.telemetry.buffer.depth()
             out["telemetry_dropped_batches"] = self.telemetry.buffer.dropped_batches

@@ -76,3 +76,41 @@ async def test_a_message_whose_handler_never_finished_is_delivered_again(
     finally:
         await stop(task)
         await stop(sender_task)
+
+
+async def test_a_flood_the_handler_cannot_keep_up_with_sheds_qos0_only_and_keeps_order(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory stays bounded under a flood: QoS 0 beyond the inbox's limit is dropped and
+    counted; every QoS 1 message still arrives, once and in order."""
+    monkeypatch.setattr("bus.mqtt.INBOX_LIMIT", 50)
+    release = asyncio.Event()
+    got: list[tuple[int, bytes]] = []
+
+    async def slow(message: Incoming) -> None:
+        await release.wait()  # stuck until the flood has queued up
+        got.append((message.qos, message.payload))
+
+    receiver = MqttLink(
+        mosquitto.broker, client_id="gw-flood", subscriptions=[("flood/#", 1)], handler=slow
+    )
+    sender = MqttLink(mosquitto.broker, client_id="flood-sender")
+    tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
+    try:
+        assert await receiver.wait_connected(10) and await sender.wait_connected(10)
+        for n in range(500):
+            sender.publish_nowait("flood/best-effort", b"%d" % n)
+        for n in range(10):
+            await sender.publish("flood/sure", b"sure %d" % n, qos=1)
+        await wait_for(lambda: receiver.inbox_dropped > 0, what="QoS 0 to be shed")
+        release.set()
+        sure = [b"sure %d" % n for n in range(10)]
+        await wait_for(
+            lambda: [p for q, p in got if q == 1] == sure, what="every QoS 1 message, in order"
+        )
+        best_effort = [int(p) for q, p in got if q == 0]
+        assert best_effort == sorted(best_effort)
+        assert len(best_effort) + receiver.inbox_dropped == 500
+    finally:
+        for task in tasks:
+            await stop(task)
