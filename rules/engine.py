@@ -34,6 +34,7 @@ from rules.signals import (
     Evidence,
     dose_key,
     evaluate_leaf,
+    reading_fault,
     routine_key,
     up_by,
 )
@@ -94,12 +95,28 @@ class _Compiled:
     patterns: tuple[str, ...] = ()  # the metrics it reads by pattern ("door_*_x")
     detectors: set[str] = field(default_factory=set)
     inactive: list[Condition] = field(default_factory=list)
+    # Set when every leaf is a test of a device's latest reading (clock skew, out of range)
+    # in a device scope, with no repeat or latch: while nothing is raised or running, a
+    # reading that fails none of these leaves on its device cannot change the rule. These
+    # rules apply to every device; the check spares a full evaluation for each reading.
+    reading_faults: list[Condition] | None = None
 
 
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
 # A reading can only end a silence, never start one: a silence rule that is idle in a scope
 # (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
 _EVERY_READING = {"clock_skew", "hours", "score"}
+
+
+_READING_FAULTS = {"clock_skew", "out_of_range"}
+
+
+def _reading_faults(rule: Rule, leaves: list[Condition]) -> list[Condition] | None:
+    if rule.scope != "device" or any(level.repeat is not None for _, level in rule.levels()):
+        return None
+    if all(leaf.subject in _READING_FAULTS and leaf.within is None for leaf in leaves):
+        return leaves
+    return None
 
 
 def _compile(rule: Rule) -> _Compiled:
@@ -137,6 +154,7 @@ def _compile(rule: Rule) -> _Compiled:
         patterns=tuple(sorted(name for name in reads if "*" in name)),
         detectors={leaf.score for leaf in leaves if leaf.score is not None},
         inactive=[leaf for leaf in leaves if leaf.inactive is not None],
+        reading_faults=_reading_faults(rule, leaves),
     )
 
 
@@ -390,7 +408,7 @@ class Engine:
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
                     check = up_by(leaf, self.scope_times(key))
                     routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
-            if self._concerns(compiled, values, key):
+            if self._concerns(compiled, values, key, track):
                 out += self._evaluate(compiled, key, now, fed=True)
         return out
 
@@ -417,9 +435,16 @@ class Engine:
         self._times[key] = found
         return found
 
-    def _concerns(self, compiled: _Compiled, values: Mapping[str, float], key: str) -> bool:
+    def _concerns(
+        self, compiled: _Compiled, values: Mapping[str, float], key: str, device: DeviceTrack
+    ) -> bool:
         """Whether this reading can change the rule: it carries a metric the rule reads, or
         the rule is about readings as such, or the rule has timers running in this scope."""
+        if compiled.reading_faults is not None:
+            track = self.state.alerts.get(compiled.rule.id, {}).get(key)
+            if track is not None and not track.idle():
+                return True
+            return any(reading_fault(leaf, device)[0] for leaf in compiled.reading_faults)
         if compiled.every_reading or not compiled.reads.isdisjoint(values):
             return True
         track = self.state.alerts.get(compiled.rule.id, {}).get(key)
@@ -481,19 +506,22 @@ class Engine:
     ) -> tuple[bool, Evidence, str | None]:
         children = cond.all if cond.all is not None else cond.any
         if children is not None:
-            results = [
-                self._condition(child, devices, ctx, alert, f"{path}.{i}")
-                for i, child in enumerate(children)
-            ]
-            held = [r for r in results if r[0]]
-            if cond.all is not None and len(held) != len(results):
-                return (False, {}, None)
-            if not held:
-                return (False, {}, None)
+            # Every child is judged (no short cut): each one's "within" latch must see it.
             evidence: Evidence = {}
-            for _, found, _ in held:
-                evidence.update(found)
-            device = next((d for _, _, d in held if d is not None), None)
+            device: str | None = None
+            held = 0
+            for i, child in enumerate(children):
+                # Paths name latches; a plain leaf has none, and spares the string.
+                plain = child.within is None and child.all is None and child.any is None
+                ok, found, where = self._condition(
+                    child, devices, ctx, alert, path if plain else f"{path}.{i}"
+                )
+                if ok:
+                    held += 1
+                    evidence.update(found)
+                    device = device if device is not None else where
+            if not held or (cond.all is not None and held != len(children)):
+                return (False, {}, None)
             return (True, evidence, device)
         ok, evidence, device = evaluate_leaf(cond, devices, ctx)
         if cond.within is not None:

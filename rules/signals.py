@@ -198,11 +198,8 @@ def _device_fault(leaf: Condition, device: DeviceTrack, ctx: Context) -> Result:
         )
         quiet = now - (device.last_at if device.last_at is not None else device.first_at)
         return (quiet >= limit, {"silent_s": quiet}, device.info.id)
-    if leaf.clock_skew is not None:
-        if device.last_at is None:
-            return _FALSE
-        ok = abs(device.skew_s) >= seconds(leaf.clock_skew)
-        return (ok, {"skew_s": device.skew_s}, device.info.id)
+    if leaf.clock_skew is not None or leaf.out_of_range is not None:
+        return reading_fault(leaf, device)
     if leaf.stuck is not None:
         assert leaf.over is not None
         names = [leaf.stuck] if leaf.stuck != "*" else _analogue(list(device.metrics))
@@ -211,6 +208,17 @@ def _device_fault(leaf: Condition, device: DeviceTrack, ctx: Context) -> Result:
             if track is not None and track.at - track.steady_since >= seconds(leaf.over):
                 return (True, {name: track.last, "steady_s": track.at - track.steady_since}, None)
         return _FALSE
+    return _FALSE
+
+
+def reading_fault(leaf: Condition, device: DeviceTrack) -> Result:
+    """A ``clock_skew`` or ``out_of_range`` leaf on one device: a test of what its latest
+    readings carry, and of nothing else (not of time, nor of other devices)."""
+    if leaf.clock_skew is not None:
+        if device.last_at is None:
+            return _FALSE
+        ok = abs(device.skew_s) >= seconds(leaf.clock_skew)
+        return (ok, {"skew_s": device.skew_s}, device.info.id)
     if leaf.out_of_range is not None:
         names = [leaf.out_of_range] if leaf.out_of_range != "*" else list(device.metrics)
         for name in names:
@@ -221,7 +229,6 @@ def _device_fault(leaf: Condition, device: DeviceTrack, ctx: Context) -> Result:
                 and not found.low <= track.last <= found.high
             ):
                 return (True, {name: track.last}, device.info.id)
-        return _FALSE
     return _FALSE
 
 
