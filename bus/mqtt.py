@@ -25,8 +25,9 @@ from bus.tasks import reraise_lost_cancel, stop
 
 log = logging.getLogger(__name__)
 
-# Queued messages taken in a row before the dispatch loop lets other tasks run.
-YIELD_EVERY = 64
+# Queued messages handled in a row before the dispatch loop lets other tasks run: an alert
+# raised by one reading waits for this many more before its uplink task gets its turn.
+YIELD_EVERY = 8
 # Messages read off the socket in one wake-up (paho reads one per wake-up: one epoll each).
 READ_BURST = 64
 # QoS 0 messages held unhandled before more are dropped (and counted). QoS 1 is never
@@ -258,19 +259,21 @@ class MqttLink:
 
         aiomqtt's iterator creates a task and waits on it for every message (~25 µs each,
         more than the edge's whole decision), so it is used only to wait when nothing has
-        arrived; what is already queued is taken directly. The loop still yields now and then,
-        so timers and publishes are not starved by a backlog.
+        arrived; what is already queued is taken directly. The loop still yields every few
+        messages, so timers and publishes (an alert's uplink) are not held by a backlog.
         """
         messages = client.messages
         inbox = self._inboxes[0] if self._inboxes else None
         taken = 0
         while True:
-            if inbox is not None and not inbox.empty() and taken % YIELD_EVERY:
+            if inbox is not None and not inbox.empty():
+                taken += 1
+                if taken % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 message = inbox.get_nowait()
             else:
                 # The inbox holds paho's messages (see _enqueue), whatever aiomqtt's types say.
                 message = cast(paho.MQTTMessage, await anext(messages))
-            taken += 1
             if self.handler is None:
                 if message.qos:
                     client._client.ack(message.mid, message.qos)

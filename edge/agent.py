@@ -27,7 +27,7 @@ from bus.mqtt import Tls
 from edge.config import BrokerConfig, EdgeConfig
 from edge.ingest import Accepted, Ingest, Rejection
 from edge.latency import Latency
-from edge.outbox import Outbox
+from edge.outbox import Entry, Outbox
 from edge.telemetry import PRIVATE_KINDS, Telemetry
 from edge.warnings import local_warning
 from rules import Engine, RuleSet, Transition
@@ -564,13 +564,13 @@ class EdgeAgent:
 
     async def _send_new(self) -> None:
         now_ms = _ms(self.clock())
-        fresh = await self._io(self.outbox.due, now_ms, 0, UPLINK_BATCH, sent=False)
+        # One trip to the outbox's thread for both: each trip back waits its turn on the loop.
+        fresh, replaying = await self._io(self._fresh_and_replaying, now_ms)
         if not fresh:
             return
         # One alarm's events reach the hub in their order: a new one waits while an older one
         # of the same alarm is being replayed (which is then replayed at once), and goes on
         # its ack. Other alarms' new events do not wait.
-        replaying = await self._io(self.outbox.replaying)
         waiting = {e.key for e in fresh if e.key in replaying and e.key is not None}
         if waiting:
             self.counters["uplink.held_for_order"] += 1
@@ -591,6 +591,10 @@ class EdgeAgent:
             if sent:
                 await self._io(self.outbox.mark_sent, sent, now_ms)
                 self.counters["uplink.sent"] += len(sent)
+
+    def _fresh_and_replaying(self, now_ms: int) -> tuple[list[Entry], set[str]]:
+        fresh = self.outbox.due(now_ms, 0, UPLINK_BATCH, sent=False)
+        return fresh, (self.outbox.replaying() if fresh else set())
 
     async def _replay_loop(self) -> None:
         """Alerts the hub has not acknowledged in time go again with a doubling backoff, one by
