@@ -56,7 +56,7 @@ BENCHES = [
         "edge",
         "Edge agent ingest (issue 5)",
         "edge_throughput.py",
-        ["--seconds", "4", "--rates", "5000,10000,20000,40000", "--samples", "200"],
+        ["--seconds", "4", "--rates", "5000,10000,20000,30000,40000", "--samples", "400"],
         ["--devices", "50", "--seconds", "0.5", "--rates", "1000", "--samples", "3",
          "--background", "200", "--bare-count", "5000"],
     ),
@@ -222,10 +222,13 @@ def parse_edge(text: str) -> dict[str, Any]:
         out["devices"], out["rss_start_mb"] = int(g[0]), _num(g[1])
     if g := _grab(text, r"sustained: ([\d,.]+) readings/s; ratio to bare paho: ([\d.]+)"):
         out["sustained"], out["ratio"] = _num(g[0]), _num(g[1])
-    if g := _grab(
-        text, r"reading -> alert at ([\d,.]+)/s background: p50 ([\d.]+) ms, p99 ([\d.]+) ms"
-    ):
+    latency = r"reading -> alert at ([\d,.]+)/s background: p50 ([\d.]+) ms, p99 ([\d.]+) ms"
+    if g := _grab(text, "edge agent: " + latency):
         out["background"], out["p50"], out["p99"] = (_num(x) for x in g)
+    if g := _grab(text, "plain paho agent: " + latency):
+        out["plain_p50"], out["plain_p99"] = _num(g[1]), _num(g[2])
+    if g := _grab(text, r"plain paho agent: sustained ([\d,.]+) readings/s"):
+        out["plain"] = _num(g[0])
     if g := _grab(text, r"agent RSS after the run: ([\d.]+) MB"):
         out["rss_after_mb"] = _num(g[0])
     return out
@@ -412,12 +415,30 @@ def headline_rows(r: dict[str, Outcome]) -> list[list[str]]:
                 verdict(at_least(edge.get("sustained"), 50_000)),
             ]
         )
+        if edge.get("plain"):
+            rows.append(
+                [
+                    "edge agent sustained ingest / a plain paho agent's (parse, running mean,"
+                    " threshold, publish)",
+                    f"{fmt(edge.get('sustained'))} / {fmt(edge['plain'])} readings/s",
+                    f"plain paho agent {fmt(edge['plain'], unit=' readings/s')}",
+                    ratio(edge.get("sustained"), edge["plain"]),
+                    "–",
+                    "–",
+                ]
+            )
+        plain_p99 = edge.get("plain_p99")
         rows.append(
             [
-                f"reading -> alert published, p99 at {fmt(edge.get('background'))}/s",
-                fmt(edge.get("p99"), ".2f", " ms"),
-                "bare MQTT round trip: see end to end",
-                "–",
+                f"reading -> alert published, p50 / p99 at {fmt(edge.get('background'))}/s",
+                f"{fmt(edge.get('p50'), '.2f')} / {fmt(edge.get('p99'), '.2f', ' ms')}",
+                (
+                    f"plain paho agent p50 / p99 {fmt(edge.get('plain_p50'), '.2f')} /"
+                    f" {fmt(plain_p99, '.2f', ' ms')}"
+                    if plain_p99
+                    else "bare MQTT round trip: see end to end"
+                ),
+                ratio(edge.get("p99"), plain_p99) if plain_p99 else "–",
                 "<= 1 ms",
                 verdict(at_most(edge.get("p99"), 1.0)),
             ]
