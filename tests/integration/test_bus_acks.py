@@ -114,3 +114,27 @@ async def test_a_flood_the_handler_cannot_keep_up_with_sheds_qos0_only_and_keeps
     finally:
         for task in tasks:
             await stop(task)
+
+
+async def test_every_qos_arrives_through_the_fast_ingest_path(mosquitto: Mosquitto) -> None:
+    """QoS 0 and 1 go through the link's own PUBLISH handling, QoS 2 through paho's: all
+    three arrive with their topic, payload and QoS."""
+    got: list[tuple[str, bytes, int]] = []
+
+    async def records(message: Incoming) -> None:
+        got.append((message.topic, message.payload, message.qos))
+
+    receiver = MqttLink(
+        mosquitto.broker, client_id="gw-qos", subscriptions=[("qos/#", 2)], handler=records
+    )
+    sender = MqttLink(mosquitto.broker, client_id="qos-sender")
+    tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
+    try:
+        assert await receiver.wait_connected(10) and await sender.wait_connected(10)
+        for qos in (0, 1, 2):
+            await sender.publish(f"qos/{qos}", b"x" * (qos + 1) * 100, qos=qos)
+        expected = [(f"qos/{qos}", b"x" * (qos + 1) * 100, qos) for qos in (0, 1, 2)]
+        await wait_for(lambda: sorted(got) == expected, what="a message at each QoS")
+    finally:
+        for task in tasks:
+            await stop(task)
