@@ -43,6 +43,7 @@ from wire.models import Phase, Reading, Severity
 from wire.replay import DeviceInfo
 
 SNAPSHOT_VERSION = 1
+_ENCODER = msgspec.msgpack.Encoder()
 _SEP = "\t"  # between device id and detector name in a snapshot's model keys
 MODELS_EVERY_S = 300.0  # engine time between two picklings of the detector models
 MAX_EVIDENCE = 32  # wire.models.Values allows this many entries
@@ -243,6 +244,9 @@ class Engine:
         # are taken on every alert, and pickling a forest there would slow the alarm path.
         self._models: dict[str, bytes] = {}
         self._models_at: float | None = None
+        # Each device's track as last encoded, until a reading changes it: a snapshot (every
+        # few seconds, on the event loop) encodes only the devices heard from since the last.
+        self._encoded: dict[str, msgspec.Raw] = {}
         self._now = 0.0  # the latest time fed or ticked
         self._compiled: list[_Compiled] = []
         self._members: dict[str, dict[str, list[str]]] = {}
@@ -364,6 +368,7 @@ class Engine:
             self._rebuild_members()
 
     def _register(self, info: DeviceInfo, at: float) -> bool:
+        self._encoded.pop(info.id, None)
         track = self.state.devices.get(info.id)
         if track is None:
             self.state.devices[info.id] = DeviceTrack(info=info, first_at=at)
@@ -380,6 +385,7 @@ class Engine:
         if self._register(device, at):
             self._rebuild_members()
         track = self.state.devices[device.id]
+        self._encoded.pop(device.id, None)
         values = dict(reading.values)
         track.record(values, at, reading.ts.timestamp())
         star = self._tolerance.get("*", 0.0)
@@ -700,7 +706,14 @@ class Engine:
                 except (pickle.PicklingError, TypeError, AttributeError):
                     self.models_dropped += 1  # a custom detector that cannot be pickled relearns
             self._models_at = self._now
-        return msgspec.msgpack.encode(msgspec.structs.replace(self.state, detectors=self._models))
+        devices = {}
+        for device, track in self.state.devices.items():
+            raw = self._encoded.get(device)
+            if raw is None:
+                raw = self._encoded[device] = msgspec.Raw(_ENCODER.encode(track))
+            devices[device] = raw
+        state = msgspec.structs.replace(self.state, devices=devices, detectors=self._models)
+        return _ENCODER.encode(state)
 
     def _restore_detectors(self, models: Mapping[str, bytes]) -> None:
         """Detector models from a snapshot, kept only where the detector registered under the

@@ -258,3 +258,23 @@ def test_a_repeat_counts_readings_even_of_a_condition_no_reading_makes_true() ->
     for t in (400, 500, 600):  # gas-101 silent for 5 min and more: the 3rd raises
         sim.feed(t, busy, gas_lel=0)
     assert sim.changes() == [(600, "flaky-link", "raised", "Minor")]
+
+
+def test_a_snapshot_reencodes_only_the_devices_heard_from_and_is_the_whole_state() -> None:
+    import msgspec
+
+    sim = Sim("gas")
+    a, b = device("gas-a", "gas", unit="101"), device("gas-b", "gas", unit="102")
+    sim.feed(0, a, gas_lel=1)
+    sim.feed(0, b, gas_lel=2)
+    first = sim.engine.snapshot()
+    sim.feed(10, a, gas_lel=30)  # only a changes
+    sim.tick(20)
+    second = sim.engine.snapshot()
+    whole = msgspec.msgpack.encode(
+        msgspec.structs.replace(sim.engine.state, detectors=sim.engine._models)
+    )
+    assert second == whole and second != first
+    restored = Engine.restore(load_preset("gas"), second)
+    assert restored.state.devices["gas-a"].metrics["gas_lel"].last == 30
+    assert restored.state.devices["gas-b"].metrics["gas_lel"].last == 2
