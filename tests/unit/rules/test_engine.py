@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping
 
+import msgspec
 import pytest
 
 from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
@@ -261,8 +262,6 @@ def test_a_repeat_counts_readings_even_of_a_condition_no_reading_makes_true() ->
 
 
 def test_a_snapshot_reencodes_only_the_devices_heard_from_and_is_the_whole_state() -> None:
-    import msgspec
-
     sim = Sim("gas")
     a, b = device("gas-a", "gas", unit="101"), device("gas-b", "gas", unit="102")
     sim.feed(0, a, gas_lel=1)
