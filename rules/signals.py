@@ -6,6 +6,7 @@ engine can snapshot it to bytes and the edge can keep it in SQLite.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,15 +69,16 @@ class DeviceTrack(msgspec.Struct):
             # Keep the newest sample at or before the window's start (a rate needs one that
             # old) and everything after it. Bisect, not a pop(0) loop: a chatty device's
             # history is long, and this runs on every reading.
-            drop = bisect_right(history, track.at - window, key=_at) - 1
+            drop = bisect_right(history, (track.at - window, _LAST)) - 1
             if drop > 0:
                 del history[:drop]
         if abs(track.last - track.anchor) > tolerance:
             track.anchor, track.steady_since = track.last, track.at
 
 
-def _at(sample: tuple[float, float]) -> float:
-    return sample[0]
+# Bisecting (at, value) samples at (t, _LAST) finds the first sample after t, as a key on
+# ``at`` would, without a Python call per step (this runs several times a reading).
+_LAST = math.inf
 
 
 def dose_key(leaf: Condition) -> str:
@@ -121,7 +123,7 @@ def _aggregate(track: MetricTrack, leaf: Condition, now: float) -> float | None:
     if leaf.agg == "last" or leaf.over is None:
         return track.last
     history = track.history
-    values = [v for _, v in history[bisect_right(history, now - seconds(leaf.over), key=_at) :]]
+    values = [v for _, v in history[bisect_right(history, (now - seconds(leaf.over), _LAST)) :]]
     if leaf.agg == "count":
         return float(len(values))
     if leaf.agg == "sum":
@@ -137,7 +139,7 @@ def _rate(track: MetricTrack, leaf: Condition) -> float | None:
     """Change per minute (or per second) from the newest sample at least ``over`` older."""
     assert leaf.over is not None and leaf.unit is not None
     newest_at = track.at
-    older = bisect_right(track.history, newest_at - seconds(leaf.over), key=_at)
+    older = bisect_right(track.history, (newest_at - seconds(leaf.over), _LAST))
     if not older:
         return None
     t0, v0 = track.history[older - 1]
