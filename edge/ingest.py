@@ -6,6 +6,7 @@ message from one device never stops good readings from another.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +58,9 @@ class Ingest:
         self.devices = {d.id: DeviceHealth(d) for d in devices}
         self.counters: Counter[str] = Counter()
         self._unknown_reported: set[str] = set()
+        # A gateway hears the same few thousand topics all day: each is parsed once (a bad one
+        # raises every time; junk topics can only churn the bounded cache).
+        self._parse = functools.lru_cache(maxsize=16_384)(topics.parse)
 
     def accept(self, topic: str, payload: bytes, now: datetime) -> Accepted | Rejection:
         try:
@@ -72,7 +76,7 @@ class Ingest:
             return Rejection(exc.reason, exc.detail, topic, payload, report)
 
     def _accept(self, topic: str, payload: bytes, now: datetime) -> Accepted:
-        parsed = topics.parse(topic)
+        parsed = self._parse(topic)
         if parsed.site != self.site or parsed.gateway != self.gateway:
             raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} is not for this gateway")
         device_id = parsed.device
