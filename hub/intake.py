@@ -133,8 +133,19 @@ class Intake:
         transaction (``Store.record_alert_events``). Never raises (except cancellation)."""
         events: list[AlertEvent] = []
         beats: list[Heartbeat] = []
+        letters: list[DeadLetter] = []
         for incoming in batch:
             channel = incoming.topic.rsplit("/", 1)[-1]
+            if channel == Channel.DEADLETTER:
+                # Counted in one transaction after the alerts, as heartbeats are: a flood of
+                # them (a device gone wrong) must not hold the alarms behind it for seconds.
+                try:
+                    letters.append(
+                        self._decode_dead_letter(topics.parse(incoming.topic), incoming.payload)
+                    )
+                except WireError as exc:
+                    self._rejected(incoming, exc)
+                continue
             if channel == Channel.HEARTBEAT:
                 # All of a batch's heartbeats in one transaction, after its alerts: they touch
                 # only the gateways' state, and a gateway's own stay in their order.
@@ -155,6 +166,27 @@ class Intake:
                 self._rejected(incoming, exc)
         await self._store_alerts(events)
         await self._store_heartbeats(beats)
+        await self._store_dead_letters(letters)
+
+    async def _store_dead_letters(self, letters: list[DeadLetter]) -> None:
+        if not letters:
+            return
+        try:
+            await asyncio.to_thread(self.store.record_dead_letters, letters, self.clock())
+        except StoreError as exc:
+            self.counters["store_errors"] += 1
+            log.error("database failed on %d dead letters: %s", len(letters), exc)
+            return
+        except Exception:
+            self.counters["internal_errors"] += 1
+            log.exception("unexpected failure storing %d dead letters", len(letters))
+            return
+        self._counted(letters)
+
+    def _counted(self, letters: list[DeadLetter]) -> None:
+        for letter in letters:
+            self.counters["dead_letters"] += 1 + letter.repeats
+            self.dead_letters[letter.reason] += 1 + letter.repeats
 
     async def _store_heartbeats(self, beats: list[Heartbeat]) -> None:
         if not beats:
@@ -289,12 +321,14 @@ class Intake:
         return heartbeat
 
     async def _dead_letter(self, topic: Topic, payload: bytes) -> None:
-        now = self.clock()
-        dead_letter = self.codec.decode(payload, DeadLetter, now, check_time=False)
+        dead_letter = self._decode_dead_letter(topic, payload)
+        await asyncio.to_thread(self.store.record_dead_letter, dead_letter, self.clock())
+        self._counted([dead_letter])
+
+    def _decode_dead_letter(self, topic: Topic, payload: bytes) -> DeadLetter:
+        dead_letter = self.codec.decode(payload, DeadLetter, self.clock(), check_time=False)
         _check_source(topic, dead_letter.site, dead_letter.gateway, "dead letter")
-        await asyncio.to_thread(self.store.record_dead_letter, dead_letter, now)
-        self.counters["dead_letters"] += 1
-        self.dead_letters[dead_letter.reason] += 1
+        return dead_letter
 
     async def on_connect(self) -> None:
         """The link's on-connect hook: tell the gateways we are here (so they resend what

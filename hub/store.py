@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -678,28 +679,43 @@ class Store:
                 row.building = building
 
     def record_dead_letter(self, dead_letter: DeadLetter, now: datetime) -> None:
-        """Count a gateway's rejected input by reason."""
-        key = (dead_letter.site, dead_letter.gateway, dead_letter.reason)
+        """Count a gateway's rejected input by reason (with the repeats it withheld)."""
+        self.record_dead_letters([dead_letter], now)
+
+    def record_dead_letters(self, dead_letters: Sequence[DeadLetter], now: datetime) -> None:
+        """``record_dead_letter`` for many, in one transaction: a misbehaving device can send
+        thousands, and one commit each would hold up the alarms queued behind them."""
+        counts: Counter[tuple[str, str, str]] = Counter()
+        for letter in dead_letters:
+            counts[(letter.site, letter.gateway, letter.reason)] += 1 + letter.repeats
+        if not counts:
+            return
         try:
             with self._writing() as session:
-                # An UPDATE ... count + 1 is atomic on every database; insert only the first.
-                result = session.execute(
-                    update(DeadLetterCountRow)
-                    .where(
-                        DeadLetterCountRow.site == key[0],
-                        DeadLetterCountRow.gateway == key[1],
-                        DeadLetterCountRow.reason == key[2],
-                    )
-                    .values(count=DeadLetterCountRow.count + 1, last_at=now)
-                )
-                if getattr(result, "rowcount", 0) == 0:
-                    session.add(
-                        DeadLetterCountRow(
-                            site=key[0], gateway=key[1], reason=key[2], count=1, last_at=now
+                for key, count in sorted(counts.items()):
+                    # An UPDATE ... count + n is atomic on every database; insert only the first.
+                    result = session.execute(
+                        update(DeadLetterCountRow)
+                        .where(
+                            DeadLetterCountRow.site == key[0],
+                            DeadLetterCountRow.gateway == key[1],
+                            DeadLetterCountRow.reason == key[2],
                         )
+                        .values(count=DeadLetterCountRow.count + count, last_at=now)
                     )
+                    if getattr(result, "rowcount", 0) == 0:
+                        session.add(
+                            DeadLetterCountRow(
+                                site=key[0], gateway=key[1], reason=key[2], count=count, last_at=now
+                            )
+                        )
+                        session.flush()
         except IntegrityError:
-            log.debug("dead-letter count %s raced another writer", key)
+            if len(counts) > 1:  # another hub inserted one of these rows: one by one
+                for letter in dead_letters:
+                    self.record_dead_letters([letter], now)
+                return
+            log.debug("dead-letter count %s raced another writer", next(iter(counts)))
 
     # Listings for the API.
 

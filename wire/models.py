@@ -188,6 +188,9 @@ class DeadLetter(_Telemetry, kw_only=True, frozen=True):
     ts: Timestamp
     size: Annotated[int, Meta(ge=0)]
     excerpt: ShortText = ""  # the start of the payload, for a human to recognise it
+    # How many more like this one (same topic and reason) the gateway withheld since its last
+    # report: a flood is summarised, not forwarded letter by letter (docs/edge.md).
+    repeats: Annotated[int, Meta(ge=0)] = 0
 
 
 # Every model, by name: used for the JSON Schemas in docs/schemas/.

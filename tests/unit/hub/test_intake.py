@@ -218,6 +218,30 @@ async def test_receipt_heartbeat_and_dead_letter(intake: Intake, store: Store) -
 
 
 @pytest.mark.anyio
+async def test_a_batch_of_dead_letters_is_counted_in_one_go_after_its_alerts(
+    intake: Intake, store: Store, publisher: Recorder
+) -> None:
+    def letter(reason: str, repeats: int = 0) -> Incoming:
+        dead = DeadLetter(
+            site="s1", gateway="g1", topic="t", reason=reason, detail="", ts=NOW, size=1,
+            repeats=repeats,
+        )  # fmt: skip
+        topic = topics.gateway_topic(Channel.DEADLETTER, "s1", "g1")
+        return Incoming(topic=topic, payload=codec.encode(dead), qos=0, retain=False)
+
+    event = gas_event()
+    batch = [letter("out_of_order") for _ in range(200)]
+    batch += [alert_message(event), letter("out_of_order", repeats=799), letter("duplicate")]
+    await intake.handle_many(batch)
+    assert [i for p in publisher.on(ACK_TOPIC) for i in codec.decode(p, Ack, NOW).ids] == [event.id]
+    assert store.dead_letter_counts() == {
+        ("s1", "g1", "out_of_order"): 1000,
+        ("s1", "g1", "duplicate"): 1,
+    }
+    assert intake.dead_letters == {"out_of_order": 1000, "duplicate": 1}
+
+
+@pytest.mark.anyio
 async def test_severe_gas_is_acked_without_broadcast(intake: Intake, publisher: Recorder) -> None:
     await intake.handle(alert_message(gas_event(severity=Severity.SEVERE)))
     assert len(publisher.on(ACK_TOPIC)) == 1
