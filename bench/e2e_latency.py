@@ -9,7 +9,8 @@ sensor publishes one Extreme reading (a new cause: a new incident, a new broadca
 background devices send 1,000 or 5,000 readings/s from another process. Observers, all in this
 process and all on one clock (``time.perf_counter``), stamp:
 
-  (a) the ``siren_on`` command arriving at the sensor;
+  (a) the ``siren_on`` command arriving at the sensor, and the alert event leaving the gateway
+      for the hub (its first sight on the broker: "uplink");
   (b) the hub's ack of the alert event (sent only after the event is committed);
   (c) the ``play`` command arriving at the first speaker, and its receipt reaching the hub's
       topic (the speaker here answers at once: no audio);
@@ -52,6 +53,7 @@ from bench.common import (
     BareRoundTrip,
     EdgeAgent,
     Load,
+    edge_metric,
     paho_client,
     percentiles,
     probe_id,
@@ -67,7 +69,7 @@ from tests.integration.hub.receivers import SmtpSink
 from wire import Codec, Command, Receipt, cap, topics
 from wire.topics import Channel
 
-STAGES = ("siren", "stored", "play", "receipt", "email", "webhook")
+STAGES = ("siren", "uplink", "stored", "play", "receipt", "email", "webhook")
 DEVICE_LINE = re.compile(r"Device: (\S+)")
 POLICY = """\
 version: 1
@@ -185,6 +187,7 @@ class Observer:
         if m.topic == self.alert_topic:
             if data.get("device", "").startswith("probe-"):
                 self.event_device[data["id"]] = data["device"]
+                self.stamps.stamp(data["device"], "uplink", at)  # the event left the gateway
         elif m.topic == self.ack_topic:
             for event_id in data["ids"]:
                 self.stamps.stamp(self.event_device.get(event_id), "stored", at)
@@ -265,6 +268,18 @@ def measure_rate(
                     qos=1,
                 )
                 seen = stamps.wait_all(device, timeout=15.0)
+                if "stored" not in seen or seen["stored"] - began > 1.0:
+                    # An outlier, stage by stage: where did the time go?
+                    print(
+                        f"  slow probe {device}: "
+                        + ", ".join(
+                            f"{stage} {(seen[stage] - began) * 1000:,.0f} ms"
+                            if stage in seen
+                            else f"{stage} -"
+                            for stage in STAGES
+                        ),
+                        flush=True,
+                    )
                 for stage in STAGES:
                     if stage in seen:
                         lat[stage].append((seen[stage] - began) * 1000)
@@ -336,6 +351,12 @@ def run(
                     figures = measure_rate(
                         broker.port, stamps, devices, rate, probes, warmup_s, budget_s
                     )
+                    # The agent's uplink counters so far: a resend (the first publish or
+                    # its ack lost, or the hub slow to answer) explains a slow (b)-(d).
+                    figures["uplink"] = {
+                        name: edge_metric(agent.metrics_port, f"anmin_edge_uplink_{name}")
+                        for name in ("sent", "resent", "acked", "held_for_order", "errors")
+                    }
                     results["rates"].append(figures)
                     report(figures)
                 results["agent_rss_mb"] = agent.rss_mb()
@@ -343,6 +364,14 @@ def run(
     finally:
         if hub is not None:
             hub.stop()
+            # What went wrong in the hub, if anything: it explains an outlier.
+            log = tmp / "hub.log"
+            faults = [
+                line
+                for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+                if " ERROR " in line or " WARNING " in line
+            ]
+            print(f"hub log: {len(faults)} warnings and errors", *faults[:20], sep="\n  ")
         webhook.close()
         shutil.rmtree(tmp, ignore_errors=True)
         smtp.stop()
@@ -360,6 +389,8 @@ def report(figures: dict[str, Any]) -> None:
             f"  {stage:10s} {p['p50']:8.1f} {p['p99']:8.1f} {p['max']:8.1f}"
             f"  ({p['n']} samples{f', {gone} missing' if gone else ''})"
         )
+    if uplink := figures.get("uplink"):
+        print("  edge uplink so far: " + ", ".join(f"{k} {v:,.0f}" for k, v in uplink.items()))
 
 
 def main() -> None:
