@@ -706,14 +706,20 @@ class Engine:
                 except (pickle.PicklingError, TypeError, AttributeError):
                     self.models_dropped += 1  # a custom detector that cannot be pickled relearns
             self._models_at = self._now
-        devices = {}
-        for device, track in self.state.devices.items():
-            raw = self._encoded.get(device)
-            if raw is None:
-                raw = self._encoded[device] = msgspec.Raw(_ENCODER.encode(track))
-            devices[device] = raw
+        self.encode_devices()
+        devices = {device: self._encoded[device] for device in self.state.devices}
         state = msgspec.structs.replace(self.state, devices=devices, detectors=self._models)
         return _ENCODER.encode(state)
+
+    def encode_devices(self, limit: int | None = None) -> int:
+        """Encode up to ``limit`` of the devices changed since they were last encoded (all, by
+        default); return how many changed devices are left. A caller may spread this over
+        several turns of its event loop before ``snapshot``, which then has little left to do:
+        a device that changes in between is encoded again, so the snapshot stays exact."""
+        left = [d for d in self.state.devices if d not in self._encoded]
+        for device in left[:limit]:
+            self._encoded[device] = msgspec.Raw(_ENCODER.encode(self.state.devices[device]))
+        return max(0, len(left) - (limit if limit is not None else len(left)))
 
     def _restore_detectors(self, models: Mapping[str, bytes]) -> None:
         """Detector models from a snapshot, kept only where the detector registered under the

@@ -269,6 +269,9 @@ def test_a_snapshot_reencodes_only_the_devices_heard_from_and_is_the_whole_state
     first = sim.engine.snapshot()
     sim.feed(10, a, gas_lel=30)  # only a changes
     sim.tick(20)
+    assert sim.engine.encode_devices(1) == 0  # a, the one changed, encoded ahead
+    sim.feed(15, b, gas_lel=3)  # b changes in between: left for the snapshot
+    sim.feed(16, b, gas_lel=2)
     second = sim.engine.snapshot()
     whole = msgspec.msgpack.encode(
         msgspec.structs.replace(sim.engine.state, detectors=sim.engine._models)
