@@ -16,7 +16,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from bus import BusError, Incoming
 from hub.clock import Clock, utc_now
@@ -36,6 +36,7 @@ from wire import (
 from wire.topics import Channel, Topic
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Publisher(Protocol):
@@ -169,19 +170,8 @@ class Intake:
         await self._store_dead_letters(letters)
 
     async def _store_dead_letters(self, letters: list[DeadLetter]) -> None:
-        if not letters:
-            return
-        try:
-            await asyncio.to_thread(self.store.record_dead_letters, letters, self.clock())
-        except StoreError as exc:
-            self.counters["store_errors"] += 1
-            log.error("database failed on %d dead letters: %s", len(letters), exc)
-            return
-        except Exception:
-            self.counters["internal_errors"] += 1
-            log.exception("unexpected failure storing %d dead letters", len(letters))
-            return
-        self._counted(letters)
+        if await self._stored_many(self.store.record_dead_letters, letters, "dead letters"):
+            self._counted(letters)
 
     def _counted(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -189,22 +179,32 @@ class Intake:
             self.dead_letters[letter.reason] += 1 + letter.repeats
 
     async def _store_heartbeats(self, beats: list[Heartbeat]) -> None:
-        if not beats:
-            return
+        stored = await self._stored_many(self.store.record_heartbeats, beats, "heartbeats")
+        if stored:
+            self.counters["heartbeats"] += len(beats)
+        elif stored is None and len(beats) > 1:
+            # One that cannot be stored (a bug) must not take the others with it.
+            for beat in beats:
+                await self._store_heartbeats([beat])
+
+    async def _stored_many(
+        self, record: Callable[[list[T], datetime], None], items: list[T], what: str
+    ) -> bool | None:
+        """Store a batch's ``items`` in one transaction: True when stored, False when the
+        database failed, None on a bug (each counted and logged). Never raises."""
+        if not items:
+            return False
         try:
-            await asyncio.to_thread(self.store.record_heartbeats, beats, self.clock())
+            await asyncio.to_thread(record, items, self.clock())
         except StoreError as exc:
             self.counters["store_errors"] += 1
-            log.error("database failed on %d heartbeats: %s", len(beats), exc)
-            return
+            log.error("database failed on %d %s: %s", len(items), what, exc)
+            return False
         except Exception:
             self.counters["internal_errors"] += 1
-            log.exception("unexpected failure storing %d heartbeats", len(beats))
-            if len(beats) > 1:  # one that cannot be stored must not take the others with it
-                for beat in beats:
-                    await self._store_heartbeats([beat])
-            return
-        self.counters["heartbeats"] += len(beats)
+            log.exception("unexpected failure storing %d %s", len(items), what)
+            return None
+        return True
 
     def _rejected(self, incoming: Incoming, exc: WireError) -> None:
         self.counters[exc.reason] += 1

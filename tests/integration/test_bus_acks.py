@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 
 from bus import Incoming, MqttLink
 from bus.broker import Mosquitto
+from bus.mqtt import Handler
 from bus.tasks import stop
 from tests.conftest import wait_for
 
@@ -78,6 +80,24 @@ async def test_a_message_whose_handler_never_finished_is_delivered_again(
         await stop(sender_task)
 
 
+@asynccontextmanager
+async def linked(
+    mosquitto: Mosquitto, name: str, subscription: tuple[str, int], handler: Handler
+) -> AsyncIterator[tuple[MqttLink, MqttLink]]:
+    """A receiving link with ``handler`` and a sending one, both connected."""
+    receiver = MqttLink(
+        mosquitto.broker, client_id=f"gw-{name}", subscriptions=[subscription], handler=handler
+    )
+    sender = MqttLink(mosquitto.broker, client_id=f"{name}-sender")
+    tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
+    try:
+        assert await receiver.wait_connected(10) and await sender.wait_connected(10)
+        yield receiver, sender
+    finally:
+        for task in tasks:
+            await stop(task)
+
+
 async def test_a_flood_the_handler_cannot_keep_up_with_sheds_qos0_only_and_keeps_order(
     mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,13 +111,7 @@ async def test_a_flood_the_handler_cannot_keep_up_with_sheds_qos0_only_and_keeps
         await release.wait()  # stuck until the flood has queued up
         got.append((message.qos, message.payload))
 
-    receiver = MqttLink(
-        mosquitto.broker, client_id="gw-flood", subscriptions=[("flood/#", 1)], handler=slow
-    )
-    sender = MqttLink(mosquitto.broker, client_id="flood-sender")
-    tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
-    try:
-        assert await receiver.wait_connected(10) and await sender.wait_connected(10)
+    async with linked(mosquitto, "flood", ("flood/#", 1), slow) as (receiver, sender):
         for n in range(500):
             sender.publish_nowait("flood/best-effort", b"%d" % n)
         for n in range(10):
@@ -111,9 +125,6 @@ async def test_a_flood_the_handler_cannot_keep_up_with_sheds_qos0_only_and_keeps
         best_effort = [int(p) for q, p in got if q == 0]
         assert best_effort == sorted(best_effort)
         assert len(best_effort) + receiver.inbox_dropped == 500
-    finally:
-        for task in tasks:
-            await stop(task)
 
 
 async def test_every_qos_arrives_through_the_fast_ingest_path(mosquitto: Mosquitto) -> None:
@@ -124,17 +135,8 @@ async def test_every_qos_arrives_through_the_fast_ingest_path(mosquitto: Mosquit
     async def records(message: Incoming) -> None:
         got.append((message.topic, message.payload, message.qos))
 
-    receiver = MqttLink(
-        mosquitto.broker, client_id="gw-qos", subscriptions=[("qos/#", 2)], handler=records
-    )
-    sender = MqttLink(mosquitto.broker, client_id="qos-sender")
-    tasks = [asyncio.create_task(receiver.run()), asyncio.create_task(sender.run())]
-    try:
-        assert await receiver.wait_connected(10) and await sender.wait_connected(10)
+    async with linked(mosquitto, "qos", ("qos/#", 2), records) as (_, sender):
         for qos in (0, 1, 2):
             await sender.publish(f"qos/{qos}", b"x" * (qos + 1) * 100, qos=qos)
         expected = [(f"qos/{qos}", b"x" * (qos + 1) * 100, qos) for qos in (0, 1, 2)]
         await wait_for(lambda: sorted(got) == expected, what="a message at each QoS")
-    finally:
-        for task in tasks:
-            await stop(task)
