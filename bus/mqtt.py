@@ -100,8 +100,8 @@ ConnectHook = Callable[[], Awaitable[None]]
 
 class _BufferedReads:
     """paho reads each packet with three or more ``recv`` calls (the type byte, each length
-    byte, the body); this serves them from one large read. Measured: ~1.5x the messages per
-    second through the edge's ingest (docs/performance.md)."""
+    byte, the body); this serves them from one large read (part of the ingest gain measured
+    in docs/edge.md, "Speed")."""
 
     def __init__(self, client: Any) -> None:  # a paho Client
         self.client = client
@@ -132,6 +132,8 @@ class _BufferedReads:
             if rc > 0:
                 return client._loop_rc_handle(rc)
             if rc == paho_errors.MQTT_ERR_AGAIN:
+                if self.pending():  # paho pauses a long packet every 100 reads: go on
+                    continue
                 return paho_errors.MQTT_ERR_SUCCESS
             read += 1
             if read >= READ_BURST and not self.pending():

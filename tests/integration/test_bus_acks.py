@@ -140,3 +140,8 @@ async def test_every_qos_arrives_through_the_fast_ingest_path(mosquitto: Mosquit
             await sender.publish(f"qos/{qos}", b"x" * (qos + 1) * 100, qos=qos)
         expected = [(f"qos/{qos}", b"x" * (qos + 1) * 100, qos) for qos in (0, 1, 2)]
         await wait_for(lambda: sorted(got) == expected, what="a message at each QoS")
+        # A packet longer than paho reads in one go (it pauses every 100 reads, here of the
+        # link's 16 kB buffer), with no later traffic to wake the reader: it arrives whole.
+        big = bytes(range(256)) * 8192  # 2 MB
+        await sender.publish("qos/big", big, qos=1)
+        await wait_for(lambda: got[3:] == [("qos/big", big, 1)], timeout=5, what="a long one")
