@@ -36,6 +36,7 @@ from rules.signals import (
     evaluate_leaf,
     reading_fault,
     routine_key,
+    silence,
     up_by,
 )
 from rules.transition import Transition
@@ -101,6 +102,10 @@ class _Compiled:
     # reading that fails none of these leaves on its device cannot change the rule. These
     # rules apply to every device; the check spares a full evaluation for each reading.
     reading_faults: list[Condition] | None = None
+    # The same for silence leaves: while nothing is raised or running, a tick that finds the
+    # device not yet silent long enough cannot change the rule (device-silent: every device,
+    # every second; its full evaluation was ~2.4 ms of the loop a second at 1,000 devices).
+    silences: list[Condition] | None = None
 
 
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
@@ -110,12 +115,16 @@ _EVERY_READING = {"clock_skew", "hours", "score"}
 
 
 _READING_FAULTS = {"clock_skew", "out_of_range"}
+_SILENCES = {"silent", "silent_intervals"}
 
 
-def _reading_faults(rule: Rule, leaves: list[Condition]) -> list[Condition] | None:
+def _device_leaves(rule: Rule, leaves: list[Condition], kinds: set[str]) -> list[Condition] | None:
+    """``leaves`` when the rule is device-scoped, every leaf is of these ``kinds`` (and
+    latches nothing) and no level counts repeats: then the rule can only change, while idle,
+    when one of the leaves holds on its device."""
     if rule.scope != "device" or any(level.repeat is not None for _, level in rule.levels()):
         return None
-    if all(leaf.subject in _READING_FAULTS and leaf.within is None for leaf in leaves):
+    if all(leaf.subject in kinds and leaf.within is None for leaf in leaves):
         return leaves
     return None
 
@@ -155,7 +164,8 @@ def _compile(rule: Rule) -> _Compiled:
         patterns=tuple(sorted(name for name in reads if "*" in name)),
         detectors={leaf.score for leaf in leaves if leaf.score is not None},
         inactive=[leaf for leaf in leaves if leaf.inactive is not None],
-        reading_faults=_reading_faults(rule, leaves),
+        reading_faults=_device_leaves(rule, leaves, _READING_FAULTS),
+        silences=_device_leaves(rule, leaves, _SILENCES),
     )
 
 
@@ -490,12 +500,19 @@ class Engine:
 
     def tick(self, now: datetime) -> list[Transition]:
         """Let time pass: holds complete, clears complete, silence and routines are checked."""
-        self._now = max(self._now, now.timestamp())
+        at = now.timestamp()
+        self._now = max(self._now, at)
         out: list[Transition] = []
         for compiled in self._compiled:
             tracks = self.state.alerts.get(compiled.rule.id, {})
             for key in self._members.get(compiled.rule.id, {}):
                 track = tracks.get(key)
+                if compiled.silences is not None and (track is None or track.idle()):
+                    device = self.state.devices.get(key)  # a device scope's key is its id
+                    if device is not None and not any(
+                        silence(leaf, device, at)[0] for leaf in compiled.silences
+                    ):
+                        continue
                 if compiled.clocked or (track is not None and not track.idle()):
                     out += self._evaluate(compiled, key, now, fed=False)
         return out

@@ -190,16 +190,20 @@ def _analogue(names: Sequence[str]) -> list[str]:
     return out
 
 
+def silence(leaf: Condition, device: DeviceTrack, now: float) -> Result:
+    """A ``silent`` or ``silent_intervals`` leaf on one device at ``now``."""
+    limit = (
+        seconds(leaf.silent)
+        if leaf.silent is not None
+        else (leaf.silent_intervals or 0) * device.info.interval_s
+    )
+    quiet = now - (device.last_at if device.last_at is not None else device.first_at)
+    return (quiet >= limit, {"silent_s": quiet}, device.info.id)
+
+
 def _device_fault(leaf: Condition, device: DeviceTrack, ctx: Context) -> Result:
-    now = ctx.now
     if leaf.silent is not None or leaf.silent_intervals is not None:
-        limit = (
-            seconds(leaf.silent)
-            if leaf.silent is not None
-            else (leaf.silent_intervals or 0) * device.info.interval_s
-        )
-        quiet = now - (device.last_at if device.last_at is not None else device.first_at)
-        return (quiet >= limit, {"silent_s": quiet}, device.info.id)
+        return silence(leaf, device, ctx.now)
     if leaf.clock_skew is not None or leaf.out_of_range is not None:
         return reading_fault(leaf, device)
     if leaf.stuck is not None:
