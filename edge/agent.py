@@ -63,10 +63,10 @@ ENGINE_STATE = "engine"  # the name of the rules' state in the outbox database
 ENGINE_ALERTS = "engine.alerts/"  # + rule id
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
+ENCODE_SLICE = 100  # devices' rule state encoded per turn of the loop, before a state save
 # Dead letters, per topic and reason: the first at once, then at most one per this long, which
 # says how many more were withheld. A device gone wrong must not flood the hub, whose intake
 # carries the alarms (measured: 40,000 letters at 5,000/s held an alarm back by 7-9 s).
-ENCODE_SLICE = 100  # devices' rule state encoded per turn of the loop, before a state save
 DEADLETTER_EVERY_S = 10.0
 DEADLETTER_KEYS = 4096  # (topic, reason) pairs remembered; the oldest are forgotten first
 UPLINK_BATCH = 100  # outbox entries read per pass
