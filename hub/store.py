@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -690,32 +690,38 @@ class Store:
             counts[(letter.site, letter.gateway, letter.reason)] += 1 + letter.repeats
         if not counts:
             return
-        try:
-            with self._writing() as session:
-                for key, count in sorted(counts.items()):
-                    # An UPDATE ... count + n is atomic on every database; insert only the first.
-                    result = session.execute(
-                        update(DeadLetterCountRow)
-                        .where(
-                            DeadLetterCountRow.site == key[0],
-                            DeadLetterCountRow.gateway == key[1],
-                            DeadLetterCountRow.reason == key[2],
-                        )
-                        .values(count=DeadLetterCountRow.count + count, last_at=now)
-                    )
-                    if getattr(result, "rowcount", 0) == 0:
-                        session.add(
-                            DeadLetterCountRow(
-                                site=key[0], gateway=key[1], reason=key[2], count=count, last_at=now
-                            )
-                        )
-                        session.flush()
-        except IntegrityError:
-            if len(counts) > 1:  # another hub inserted one of these rows: one by one
-                for letter in dead_letters:
-                    self.record_dead_letters([letter], now)
+        for attempt in (1, 2):
+            try:
+                self._add_dead_letter_counts(counts, now)
                 return
-            log.debug("dead-letter count %s raced another writer", next(iter(counts)))
+            except IntegrityError:
+                # Another hub inserted one of these rows first; the whole batch was rolled
+                # back, and a second try finds the row and adds to it.
+                log.debug("dead-letter counts raced another writer (attempt %d)", attempt)
+        log.warning("dead-letter counts not stored after two races: %s", dict(counts))
+
+    def _add_dead_letter_counts(
+        self, counts: Mapping[tuple[str, str, str], int], now: datetime
+    ) -> None:
+        with self._writing() as session:
+            for key, count in sorted(counts.items()):
+                # An UPDATE ... count + n is atomic on every database; insert only the first.
+                result = session.execute(
+                    update(DeadLetterCountRow)
+                    .where(
+                        DeadLetterCountRow.site == key[0],
+                        DeadLetterCountRow.gateway == key[1],
+                        DeadLetterCountRow.reason == key[2],
+                    )
+                    .values(count=DeadLetterCountRow.count + count, last_at=now)
+                )
+                if getattr(result, "rowcount", 0) == 0:
+                    session.add(
+                        DeadLetterCountRow(
+                            site=key[0], gateway=key[1], reason=key[2], count=count, last_at=now
+                        )
+                    )
+                    session.flush()
 
     # Listings for the API.
 

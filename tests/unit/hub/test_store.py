@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
 
 from hub.store import Recorded, Store
 from tests.unit.hub.helpers import NOW, event_id, gas_event, receipt
@@ -127,6 +130,36 @@ def test_dead_letters_are_counted_by_reason(store: Store) -> None:
         ("s1", "g1", "malformed_json"): 2,
         ("s1", "g1", "unknown_device"): 1,
     }
+
+
+def test_a_batch_of_dead_letters_that_races_another_hub_is_counted_on_the_second_try(
+    tmp_path: Path,
+) -> None:
+    class Raced(Store):
+        """The first batch finds its row inserted by another hub meanwhile."""
+
+        raced = False
+
+        def _add_dead_letter_counts(
+            self, counts: Mapping[tuple[str, str, str], int], now: datetime
+        ) -> None:
+            if not self.raced:
+                self.raced = True
+                self._add_dead_letter_counts({("s1", "g1", "malformed_json"): 1}, now)
+                raise IntegrityError("INSERT", {}, Exception("duplicate key"))
+            super()._add_dead_letter_counts(counts, now)
+
+    store = Raced(f"sqlite:///{tmp_path / 'hub.sqlite3'}")
+    store.create_schema()
+    try:
+        letter = DeadLetter(
+            site="s1", gateway="g1", topic="x", reason="malformed_json", detail="", ts=NOW,
+            size=3, repeats=499,
+        )  # fmt: skip
+        store.record_dead_letters([letter, letter], NOW)
+        assert store.dead_letter_counts() == {("s1", "g1", "malformed_json"): 1 + 1000}
+    finally:
+        store.close()
 
 
 def test_in_memory_sqlite_works_across_threads() -> None:
