@@ -140,15 +140,8 @@ class _BufferedReads:
                 return paho_errors.MQTT_ERR_SUCCESS
 
 
-@dataclass(slots=True)
-class _Received:
-    """An incoming PUBLISH, as the dispatch loop needs it (``mid`` to acknowledge it)."""
-
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    mid: int
+# An incoming PUBLISH in the inbox: the message, and its packet id to acknowledge it by.
+_Received = tuple[Incoming, int]
 
 
 def _publish_handler(
@@ -167,7 +160,8 @@ def _publish_handler(
         result = paho_packet.decode_publish(command, client._in_packet["packet"], client._protocol)
         # A topic that is not UTF-8 (a broker lets none through) is rejected downstream.
         topic = result.topic.decode("utf-8", "replace")
-        enqueue(_Received(topic, bytes(result.payload), result.qos, result.retain, result.mid))
+        incoming = Incoming(topic, bytes(result.payload), result.qos, bool(result.retain))
+        enqueue((incoming, result.mid))
         # QoS 1 is acknowledged by the dispatch loop once handled (manual acks).
         return paho_errors.MQTT_ERR_SUCCESS
 
@@ -273,13 +267,13 @@ class MqttLink:
         """A QoS 2 message, through paho's own handling."""
         topic = message._topic.decode("utf-8", "replace")
         payload = _payload_bytes(message.payload)
-        self._enqueue(_Received(topic, payload, message.qos, message.retain, message.mid))
+        self._enqueue((Incoming(topic, payload, message.qos, message.retain), message.mid))
 
     def _enqueue(self, message: _Received) -> None:
         inbox = self._inboxes[0]
         # A flood beyond what the handler keeps up with must not grow memory without bound:
         # QoS 0 ("at most once") is dropped and counted, as a broker would.
-        if message.qos == 0 and inbox.qsize() >= INBOX_LIMIT:
+        if message[0].qos == 0 and inbox.qsize() >= INBOX_LIMIT:
             self.inbox_dropped += 1
             if self.inbox_dropped == 1 or self.inbox_dropped % 10_000 == 0:
                 log.warning(
@@ -315,30 +309,20 @@ class MqttLink:
                 taken += 1
                 if taken % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
-                message = inbox.get_nowait()
+                message, mid = inbox.get_nowait()
             else:
                 # The inbox holds _Received (see _enqueue), whatever aiomqtt's types say.
-                message = cast(_Received, await anext(messages))
-            if self.handler is None:
-                if message.qos:
-                    client._client.ack(message.mid, message.qos)
-                continue
-            try:
-                await self.handler(
-                    Incoming(
-                        topic=message.topic,
-                        payload=message.payload,
-                        qos=message.qos,
-                        retain=message.retain,
-                    )
-                )
-            except Exception:
-                # One bad message must never stop the loop that carries alarms (nor come back
-                # for ever: it is acknowledged all the same).
-                self.handler_errors += 1
-                log.exception("mqtt %s: handler failed on %s", self.client_id, message.topic)
+                message, mid = cast(_Received, await anext(messages))
+            if self.handler is not None:
+                try:
+                    await self.handler(message)
+                except Exception:
+                    # One bad message must never stop the loop that carries alarms (nor come
+                    # back for ever: it is acknowledged all the same).
+                    self.handler_errors += 1
+                    log.exception("mqtt %s: handler failed on %s", self.client_id, message.topic)
             if message.qos:
-                client._client.ack(message.mid, message.qos)
+                client._client.ack(mid, message.qos)
 
     async def run(self) -> None:
         """Connect, subscribe and dispatch messages until cancelled; reconnect on failure."""
