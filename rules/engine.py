@@ -261,6 +261,7 @@ class Engine:
         self._compiled: list[_Compiled] = []
         self._members: dict[str, dict[str, list[str]]] = {}
         self._windows: dict[str, float] = {}
+        self._summed: set[str] = set()  # metrics a sum or mean over a window reads
         self._tolerance: dict[str, float] = {}
         self._doses: dict[str, Condition] = {}
         self._routine_times = _routines_of(ruleset)
@@ -291,6 +292,7 @@ class Engine:
         # Only now: a refused rule set leaves the running one as it was.
         self._compiled = compiled_rules
         self._windows, self._tolerance, self._doses = {}, {}, {}
+        self._summed = set()
         for compiled in self._compiled:
             for leaf in compiled.leaves:
                 windowed = leaf.rate or (leaf.metric if leaf.agg != "last" else None)
@@ -298,6 +300,8 @@ class Engine:
                     self._windows[windowed] = max(
                         self._windows.get(windowed, 0.0), seconds(leaf.over)
                     )
+                    if leaf.metric is not None and leaf.agg in ("sum", "mean"):
+                        self._summed.add(leaf.metric)
                 if leaf.stuck is not None:
                     key = leaf.stuck
                     self._tolerance[key] = min(
@@ -399,8 +403,10 @@ class Engine:
         values = dict(reading.values)
         track.record(values, at, reading.ts.timestamp())
         star = self._tolerance.get("*", 0.0)
+        windows, summed = self._windows, self._summed
         for name in values:
-            track.trim(name, self._windows.get(name, 0.0), self._tolerance.get(name, star))
+            window = windows.get(name, 0.0)
+            track.trim(name, window, self._tolerance.get(name, star), name in summed)
         for key, leaf in self._doses.items():
             assert leaf.cohb is not None
             ppm = values.get(leaf.cohb)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from itertools import accumulate
 
 import msgspec
 
@@ -32,6 +33,9 @@ class MetricTrack(msgspec.Struct):
     last: float
     at: float
     history: list[tuple[float, float]] = []  # (at, value), as far back as some rule needs
+    # Running totals of the history's values (sums[i]: every value up to history[i]), kept
+    # for metrics that a sum or mean over a window reads: O(1) a reading, not O(window).
+    sums: list[float] = []
     steady_since: float = 0.0  # the value has stayed within tolerance of ``anchor`` since
     anchor: float = 0.0
     nonzero_at: float | None = None  # the last time the value was not 0 (flags, doors)
@@ -60,18 +64,27 @@ class DeviceTrack(msgspec.Struct):
             if value:
                 track.nonzero_at = at
 
-    def trim(self, name: str, window: float, tolerance: float) -> None:
-        """Keep the history a rule needs and follow how long the value has been steady."""
+    def trim(self, name: str, window: float, tolerance: float, summed: bool = False) -> None:
+        """Keep the history a rule needs (with its running totals where ``summed``) and follow
+        how long the value has been steady."""
         track = self.metrics[name]
         if window > 0:
-            history = track.history
+            history, sums = track.history, track.sums
+            if summed and len(sums) != len(history):  # a snapshot from before sums, a new rule
+                sums[:] = accumulate(value for _, value in history)
             history.append((track.at, track.last))
+            if summed:
+                sums.append((sums[-1] if sums else 0.0) + track.last)
+            elif sums:
+                sums.clear()
             # Keep the newest sample at or before the window's start (a rate needs one that
             # old) and everything after it. Bisect, not a pop(0) loop: a chatty device's
             # history is long, and this runs on every reading.
             drop = bisect_right(history, (track.at - window, _LAST)) - 1
             if drop > 0:
                 del history[:drop]
+                if summed:
+                    del sums[:drop]
         if abs(track.last - track.anchor) > tolerance:
             track.anchor, track.steady_since = track.last, track.at
 
@@ -123,16 +136,30 @@ def _aggregate(track: MetricTrack, leaf: Condition, now: float) -> float | None:
     if leaf.agg == "last" or leaf.over is None:
         return track.last
     history = track.history
-    values = [v for _, v in history[bisect_right(history, (now - seconds(leaf.over), _LAST)) :]]
+    start = bisect_right(history, (now - seconds(leaf.over), _LAST))
+    count = len(history) - start
     if leaf.agg == "count":
-        return float(len(values))
-    if leaf.agg == "sum":
-        return sum(values)
+        return float(count)
+    if leaf.agg in ("sum", "mean"):
+        total = _window_sum(track, start)
+        if leaf.agg == "sum":
+            return total
+        return total / count if count else None
+    values = [v for _, v in history[start:]]
     if not values:
         return None
-    if leaf.agg == "mean":
-        return sum(values) / len(values)
     return min(values) if leaf.agg == "min" else max(values)
+
+
+def _window_sum(track: MetricTrack, start: int) -> float:
+    """The sum of the history's values from ``start`` on."""
+    history, sums = track.history, track.sums
+    if start >= len(history):
+        return 0.0
+    if len(sums) != len(history):  # not kept for this metric (the engine keeps it: a test)
+        return sum(v for _, v in history[start:])
+    # Running totals subtract exactly where it matters: a window of zeros sums to 0.0.
+    return sums[-1] - sums[start] + history[start][1]
 
 
 def _rate(track: MetricTrack, leaf: Condition) -> float | None:

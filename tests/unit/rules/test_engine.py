@@ -3,6 +3,7 @@ and the detector hook."""
 
 from __future__ import annotations
 
+import random
 import textwrap
 from collections.abc import Mapping
 
@@ -10,6 +11,8 @@ import msgspec
 import pytest
 
 from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
+from rules.language import Condition
+from rules.signals import DeviceTrack, _aggregate
 from tests.unit.rules.support import Sim, at, device
 
 GAS = device("gas-1", "gas")
@@ -280,3 +283,35 @@ def test_a_snapshot_reencodes_only_the_devices_heard_from_and_is_the_whole_state
     restored = Engine.restore(load_preset("gas"), second)
     assert restored.state.devices["gas-a"].metrics["gas_lel"].last == 30
     assert restored.state.devices["gas-b"].metrics["gas_lel"].last == 2
+
+
+def test_window_sums_and_means_from_running_totals_match_the_samples() -> None:
+    """A sum or mean over a window reads running totals (O(1) a reading, not O(window)); it
+    equals the plain sum of the window's samples, and a window of zeros is exactly 0."""
+    rng = random.Random(11)
+    track = DeviceTrack(info=device("p1", "pump"), first_at=0.0)
+    leaves = [
+        Condition(metric="vibration_mm_s", agg=agg, over="5min", op=">=", value=1.0, unit="mm/s")
+        for agg in ("sum", "mean", "count", "max")
+    ]
+    t = 0.0
+    for n in range(3000):
+        t += rng.choice([0.5, 3.0, 40.0])
+        value = 0.0 if 1000 <= n < 2000 else rng.choice([0.0, 0.1, 2.7, 1e6])
+        track.record({"vibration_mm_s": value}, t, t)
+        track.trim("vibration_mm_s", 300.0, 0.0, summed=True)
+        window = [v for at_, v in track.metrics["vibration_mm_s"].history if at_ > t - 300.0]
+        got = [_aggregate(track.metrics["vibration_mm_s"], leaf, t) for leaf in leaves]
+        assert got[0] == pytest.approx(sum(window), rel=1e-12, abs=1e-6)
+        assert got[1] == pytest.approx(sum(window) / len(window), rel=1e-12, abs=1e-6)
+        assert got[2:] == [len(window), max(window)]
+        if 1100 <= n < 2000:  # five minutes of zeros: exactly nothing, for "== 0" rules
+            assert got[0] == 0.0
+    # A track restored from a snapshot taken before running totals rebuilds them.
+    metric = track.metrics["vibration_mm_s"]
+    metric.sums = []
+    track.record({"vibration_mm_s": 1.5}, t + 1, t + 1)
+    track.trim("vibration_mm_s", 300.0, 0.0, summed=True)
+    window = [v for at_, v in metric.history if at_ > t + 1 - 300.0]
+    assert _aggregate(metric, leaves[0], t + 1) == pytest.approx(sum(window))
+    assert len(metric.sums) == len(metric.history)
