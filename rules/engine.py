@@ -108,6 +108,7 @@ class _Compiled:
     silences: list[Condition] | None = None
 
 
+PLANS_LIMIT = 100_000
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
 # A reading can only end a silence, never start one: a silence rule that is idle in a scope
 # (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
@@ -167,6 +168,16 @@ def _compile(rule: Rule) -> _Compiled:
         reading_faults=_device_leaves(rule, leaves, _READING_FAULTS),
         silences=_device_leaves(rule, leaves, _SILENCES),
     )
+
+
+def _reads_any(compiled: _Compiled, names: Sequence[str]) -> bool:
+    """Whether every reading carrying these metrics concerns the rule: it reads one of them
+    or is about readings as such. (A reading-fault rule is judged by its faults instead.)"""
+    if compiled.reading_faults is not None:
+        return False
+    if compiled.every_reading or not compiled.reads.isdisjoint(names):
+        return True
+    return any(fnmatchcase(name, p) for p in compiled.patterns for name in names)
 
 
 def _rules_of(ruleset: RuleSet | Sequence[Rule]) -> list[Rule]:
@@ -317,6 +328,9 @@ class Engine:
         self._times = {}
         # device id -> the rules it feeds, each with its scope key: asked on every reading.
         self._matching: dict[str, list[tuple[_Compiled, str]]] = {}
+        # Per device and the metrics a reading carries (a device sends the same few, so
+        # this stays small): its rules, each with whether such a reading always concerns it.
+        self._plans: dict[tuple[str, tuple[str, ...]], list[tuple[_Compiled, str, bool]]] = {}
         for compiled in self._compiled:
             groups: dict[str, list[str]] = {}
             for track in self.state.devices.values():
@@ -424,13 +438,21 @@ class Engine:
                 (c, scope_key(c.rule, device)) for c in self._compiled if _matches(c.rule, device)
             ]
         self._score(matching, device, track, values, at)
-        for compiled, key in matching:
+        names = tuple(values)
+        plan = self._plans.get((device.id, names))
+        if plan is None:
+            if len(self._plans) >= PLANS_LIMIT:  # odd mixes of metrics: bounded all the same
+                self._plans.clear()
+            plan = self._plans[(device.id, names)] = [
+                (compiled, key, _reads_any(compiled, names)) for compiled, key in matching
+            ]
+        for compiled, key, reads in plan:
             for leaf in compiled.inactive:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
                     check = up_by(leaf, self.scope_times(key))
                     routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
-            if self._concerns(compiled, values, key, track):
+            if reads or self._concerns(compiled, key, track):
                 out += self._evaluate(compiled, key, now, fed=True)
         return out
 
@@ -457,22 +479,16 @@ class Engine:
         self._times[key] = found
         return found
 
-    def _concerns(
-        self, compiled: _Compiled, values: Mapping[str, float], key: str, device: DeviceTrack
-    ) -> bool:
-        """Whether this reading can change the rule: it carries a metric the rule reads, or
-        the rule is about readings as such, or the rule has timers running in this scope."""
-        if compiled.reading_faults is not None:
-            track = self.state.alerts.get(compiled.rule.id, {}).get(key)
-            if track is not None and not track.idle():
-                return True
-            return any(reading_fault(leaf, device)[0] for leaf in compiled.reading_faults)
-        if compiled.every_reading or not compiled.reads.isdisjoint(values):
-            return True
+    def _concerns(self, compiled: _Compiled, key: str, device: DeviceTrack) -> bool:
+        """Whether a reading that carries no metric the rule reads (``_reads_any``) can still
+        change it: the rule has an alert or timers running in this scope, or it tests the
+        reading itself and the reading fails that test."""
         track = self.state.alerts.get(compiled.rule.id, {}).get(key)
         if track is not None and not track.idle():
             return True
-        return any(fnmatchcase(name, p) for p in compiled.patterns for name in values)
+        if compiled.reading_faults is not None:
+            return any(reading_fault(leaf, device)[0] for leaf in compiled.reading_faults)
+        return False
 
     def _score(
         self,
