@@ -331,6 +331,8 @@ class Engine:
         # Per device and the metrics a reading carries (a device sends the same few, so
         # this stays small): its rules, each with whether such a reading always concerns it.
         self._plans: dict[tuple[str, tuple[str, ...]], list[tuple[_Compiled, str, bool]]] = {}
+        # (rule id, scope key) -> the scope's device tracks, as _members lists them.
+        self._scopes: dict[tuple[str, str], list[DeviceTrack]] = {}
         for compiled in self._compiled:
             groups: dict[str, list[str]] = {}
             for track in self.state.devices.values():
@@ -584,8 +586,10 @@ class Engine:
     ) -> list[Transition]:
         rule = compiled.rule
         at = now.timestamp()
-        ids = self._members.get(rule.id, {}).get(key, [])
-        devices = [self.state.devices[i] for i in ids]
+        devices = self._scopes.get((rule.id, key))
+        if devices is None:
+            ids = self._members.get(rule.id, {}).get(key, [])
+            devices = self._scopes[(rule.id, key)] = [self.state.devices[i] for i in ids]
         tracks = self.state.alerts.setdefault(rule.id, {})
         alert = tracks.get(key) or AlertTrack()
         ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
