@@ -254,7 +254,9 @@ class EdgeAgent:
         out["uptime_s"] = time.monotonic() - self.started
         out["mqtt_reconnects"] = max(0, self.local.connections - 1)
         out["handler_errors"] = self.local.handler_errors
-        # QoS 0 readings shed because they came faster than they could be handled.
+        # Readings received and not yet handled: at its limit (5,000), reading pauses and the
+        # broker holds the rest (sheds QoS 0 beyond its queue). Dropped here: TLS only.
+        out["mqtt_inbox_waiting"] = self.local.waiting
         out["mqtt_inbox_dropped"] = self.local.inbox_dropped
         if self.telemetry is not None:
             out["telemetry_buffered_batches"] = self.telemetry.buffer.depth()
