@@ -29,6 +29,7 @@ from rules.language import SEVERITY_RANK, Action, Condition, Level, RoutineTimes
 from rules.routine import Routine
 from rules.ruleset import RuleSet, utc_offset_seconds
 from rules.signals import (
+    OPERATORS,
     Context,
     DeviceTrack,
     Evidence,
@@ -106,9 +107,16 @@ class _Compiled:
     # device not yet silent long enough cannot change the rule (device-silent: every device,
     # every second; its full evaluation was ~2.4 ms of the loop a second at 1,000 devices).
     silences: list[Condition] | None = None
+    # The create levels' leaves, for the gate on readings (see ``_Gate``), and those of them
+    # whose truth can change with time alone (a window's aggregate, a silence, a dose).
+    creates: list[Condition] = field(default_factory=list)
+    timed: list[Condition] = field(default_factory=list)
 
 
 PLANS_LIMIT = 100_000
+# One rule's part in a reading: the rule, its scope key, whether the reading carries a metric
+# it reads, and the gate that may spare its full evaluation (None: no gate, judge it).
+_Step = tuple["_Compiled", str, bool, "_Gate | None"]
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
 # A reading can only end a silence, never start one: a silence rule that is idle in a scope
 # (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
@@ -142,14 +150,8 @@ def _compile(rule: Rule) -> _Compiled:
     leaves = [leaf for _, _, cond, _ in levels for leaf in cond.leaves()]
     if clear is not None and clear[0] is not None:
         leaves += clear[0].leaves()
-    reads: set[str] = set()
-    for leaf in leaves:
-        for name in (leaf.metric, leaf.rate, leaf.cohb, leaf.stuck, leaf.away, leaf.out_of_range):
-            if name is not None:
-                reads.add(name)
-        if leaf.away is not None:
-            reads.update(leaf.presence)
-        reads.update(leaf.inactive or [])
+    reads = {name for leaf in leaves for name in _leaf_reads(leaf)}
+    creates = [leaf for _, _, cond, _ in levels for leaf in cond.leaves()]
     return _Compiled(
         rule=rule,
         levels=levels,
@@ -167,7 +169,84 @@ def _compile(rule: Rule) -> _Compiled:
         inactive=[leaf for leaf in leaves if leaf.inactive is not None],
         reading_faults=_device_leaves(rule, leaves, _READING_FAULTS),
         silences=_device_leaves(rule, leaves, _SILENCES),
+        creates=creates,
+        timed=[leaf for leaf in creates if _timed(leaf)],
     )
+
+
+def _leaf_reads(leaf: Condition) -> set[str]:
+    """The metrics a leaf reads (``door_*_x`` patterns as written)."""
+    names = {
+        name
+        for name in (leaf.metric, leaf.rate, leaf.cohb, leaf.stuck, leaf.away, leaf.out_of_range)
+        if name is not None
+    }
+    if leaf.away is not None:
+        names.update(leaf.presence)
+    names.update(leaf.inactive or [])
+    return names
+
+
+def _timed(leaf: Condition) -> bool:
+    """Whether the leaf's truth can change with time alone, with no new reading."""
+    windowed = leaf.metric is not None and leaf.agg != "last" and leaf.over is not None
+    return windowed or leaf.subject in _CLOCKED
+
+
+class _Gate:
+    """Whether a reading can change a rule whose track in the scope is idle (nothing raised,
+    no hold, latch or clear running) and was judged since the rules or the scope's devices
+    last changed.
+
+    Conditions have no negation, so a level that was false when last judged can only turn
+    true if one of its leaves has turned true on some device since. A leaf on a device
+    changes only with that device's readings of the leaf's metrics, or with time. Each such
+    reading passed this gate, which judged the rule in full whenever the leaf held on the
+    device; so it is enough to test the leaves on the reading's metrics, on its device alone,
+    and the timed leaves on the whole scope. Most readings (a normal gas or smoke value) pass
+    no test, and the rule's full evaluation (every level and group, its context and track)
+    is spared."""
+
+    __slots__ = ("latest", "others")
+
+    def __init__(self, creates: Sequence[Condition], names: Sequence[str]) -> None:
+        touched = [
+            leaf
+            for leaf in creates
+            if not _timed(leaf)
+            and any(fnmatchcase(name, read) for read in _leaf_reads(leaf) for name in names)
+        ]
+        # The commonest leaf, a device's latest value: (metric, test, threshold), no call.
+        self.latest = [
+            (leaf.metric, OPERATORS[leaf.op], leaf.value)
+            for leaf in touched
+            if leaf.metric is not None
+            and "*" not in leaf.metric
+            and leaf.op is not None
+            and leaf.value is not None
+        ]
+        self.others = [
+            leaf
+            for leaf in touched
+            if leaf.metric is None or "*" in leaf.metric or leaf.op is None or leaf.value is None
+        ]
+
+    def latest_holds(self, device: DeviceTrack) -> bool:
+        metrics = device.metrics
+        for name, test, threshold in self.latest:
+            track = metrics.get(name)
+            if track is not None and test(track.last, threshold):
+                return True
+        return False
+
+
+def _gate(compiled: _Compiled, names: Sequence[str]) -> _Gate | None:
+    """The gate for readings of these metrics, where the rule can have one: not for a rule
+    about readings as such, nor for one counting repeats (every reading meeting a level
+    counts, and ``every_reading`` covers both)."""
+    if compiled.every_reading or compiled.reading_faults is not None:
+        return None
+    return _Gate(compiled.creates, names)
 
 
 def _reads_any(compiled: _Compiled, names: Sequence[str]) -> bool:
@@ -330,9 +409,12 @@ class Engine:
         self._matching: dict[str, list[tuple[_Compiled, str]]] = {}
         # Per device and the metrics a reading carries (a device sends the same few, so
         # this stays small): its rules, each with whether such a reading always concerns it.
-        self._plans: dict[tuple[str, tuple[str, ...]], list[tuple[_Compiled, str, bool]]] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], list[_Step]] = {}
         # (rule id, scope key) -> the scope's device tracks, as _members lists them.
         self._scopes: dict[tuple[str, str], list[DeviceTrack]] = {}
+        # (rule id, scope key) judged in full since the rules or the devices last changed:
+        # only those may pass a reading's gate without a full evaluation (_Gate).
+        self._settled: set[tuple[str, str]] = set()
         for compiled in self._compiled:
             groups: dict[str, list[str]] = {}
             for track in self.state.devices.values():
@@ -446,17 +528,47 @@ class Engine:
             if len(self._plans) >= PLANS_LIMIT:  # odd mixes of metrics: bounded all the same
                 self._plans.clear()
             plan = self._plans[(device.id, names)] = [
-                (compiled, key, _reads_any(compiled, names)) for compiled, key in matching
+                (compiled, key, _reads_any(compiled, names), _gate(compiled, names))
+                for compiled, key in matching
             ]
-        for compiled, key, reads in plan:
+        for compiled, key, reads, gate in plan:
             for leaf in compiled.inactive:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
                     check = up_by(leaf, self.scope_times(key))
                     routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
-            if reads or self._concerns(compiled, key, track):
+            if reads:
+                if gate is None or self._opens(gate, compiled, key, track, at):
+                    out += self._evaluate(compiled, key, now, fed=True)
+            elif self._concerns(compiled, key, track):
                 out += self._evaluate(compiled, key, now, fed=True)
         return out
+
+    def _opens(
+        self, gate: _Gate, compiled: _Compiled, key: str, device: DeviceTrack, at: float
+    ) -> bool:
+        """Whether a reading on ``device`` must be judged by the rule in full (see _Gate)."""
+        rule_id = compiled.rule.id
+        tracks = self.state.alerts.get(rule_id)
+        if (tracks is not None and key in tracks) or (rule_id, key) not in self._settled:
+            return True
+        if gate.latest_holds(device):
+            return True
+        if gate.others or compiled.timed:
+            ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
+            one = (device,)
+            if any(evaluate_leaf(leaf, one, ctx)[0] for leaf in gate.others):
+                return True
+            devices = self._scope(rule_id, key)
+            return any(evaluate_leaf(leaf, devices, ctx)[0] for leaf in compiled.timed)
+        return False
+
+    def _scope(self, rule_id: str, key: str) -> list[DeviceTrack]:
+        devices = self._scopes.get((rule_id, key))
+        if devices is None:
+            ids = self._members.get(rule_id, {}).get(key, [])
+            devices = self._scopes[(rule_id, key)] = [self.state.devices[i] for i in ids]
+        return devices
 
     def scope_times(self, key: str) -> RoutineTimes | None:
         """The usual times the rule set gives a scope: its own (a resident's id or a flat's
@@ -586,10 +698,8 @@ class Engine:
     ) -> list[Transition]:
         rule = compiled.rule
         at = now.timestamp()
-        devices = self._scopes.get((rule.id, key))
-        if devices is None:
-            ids = self._members.get(rule.id, {}).get(key, [])
-            devices = self._scopes[(rule.id, key)] = [self.state.devices[i] for i in ids]
+        devices = self._scope(rule.id, key)
+        self._settled.add((rule.id, key))
         tracks = self.state.alerts.setdefault(rule.id, {})
         alert = tracks.get(key) or AlertTrack()
         ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
