@@ -15,7 +15,7 @@ no create condition holds and the clear condition has held for its time.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -35,12 +35,13 @@ from rules.signals import (
     Evidence,
     dose_key,
     evaluate_leaf,
-    reading_fault,
+    rate_of,
     routine_key,
     silence,
     up_by,
 )
 from rules.transition import Transition
+from wire.metrics import metric
 from wire.models import Phase, Reading, Severity
 from wire.replay import DeviceInfo
 
@@ -114,9 +115,10 @@ class _Compiled:
 
 
 PLANS_LIMIT = 100_000
-# One rule's part in a reading: the rule, its scope key, whether the reading carries a metric
-# it reads, and the gate that may spare its full evaluation (None: no gate, judge it).
-_Step = tuple["_Compiled", str, bool, "_Gate | None"]
+# One rule's part in a reading (see _step): how it is met, the rule, its scope key, rule id,
+# (rule id, scope key), its gate, and its ``inactive`` leaves on the reading's metrics.
+_Scored = tuple[str, str, list[str]]  # rule id, scope key, the detectors it reads
+_Step = tuple[int, "_Compiled", str, str, tuple[str, str], "_Gate | None", list[Condition]]
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
 # A reading can only end a silence, never start one: a silence rule that is idle in a scope
 # (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
@@ -200,63 +202,105 @@ class _Gate:
 
     Conditions have no negation, so a level that was false when last judged can only turn
     true if one of its leaves has turned true on some device since. A leaf on a device
-    changes only with that device's readings of the leaf's metrics, or with time. Each such
-    reading passed this gate, which judged the rule in full whenever the leaf held on the
-    device; so it is enough to test the leaves on the reading's metrics, on its device alone,
-    and the timed leaves on the whole scope. Most readings (a normal gas or smoke value) pass
-    no test, and the rule's full evaluation (every level and group, its context and track)
-    is spared."""
+    changes only with that device's readings of the leaf's metrics (a clock skew: with any
+    reading), or with time. Each such reading passed this gate, which judged the rule in
+    full whenever the leaf held on the device; so it is enough to test the leaves on the
+    reading's metrics, on its device alone, and the timed leaves on the whole scope. Most
+    readings (a normal gas or smoke value) pass no test, and the rule's full evaluation
+    (every level and group, its context and track) is spared."""
 
-    __slots__ = ("latest", "others")
+    __slots__ = ("latest", "others", "ranges", "rates", "skews", "stuck", "timed")
 
-    def __init__(self, creates: Sequence[Condition], names: Sequence[str]) -> None:
+    def __init__(self, compiled: _Compiled, names: Sequence[str]) -> None:
         touched = [
             leaf
-            for leaf in creates
+            for leaf in compiled.creates
             if not _timed(leaf)
-            and any(fnmatchcase(name, read) for read in _leaf_reads(leaf) for name in names)
+            and (
+                leaf.clock_skew is not None
+                or any(fnmatchcase(name, read) for read in _leaf_reads(leaf) for name in names)
+            )
         ]
-        # The commonest leaf, a device's latest value: (metric, test, threshold), no call.
-        self.latest = [
-            (leaf.metric, OPERATORS[leaf.op], leaf.value)
-            for leaf in touched
-            if leaf.metric is not None
-            and "*" not in leaf.metric
-            and leaf.op is not None
-            and leaf.value is not None
-        ]
-        self.others = [
-            leaf
-            for leaf in touched
-            if leaf.metric is None or "*" in leaf.metric or leaf.op is None or leaf.value is None
-        ]
+        # The common leaves as plain data, tested without a call: a device's latest value
+        # (metric, test, threshold); a fed metric's physical range (name, low, high); a
+        # clock skew limit; a stuck metric (name, seconds); a rate (name, leaf, test, threshold).
+        self.latest: list[tuple[str, Callable[[float, float], bool], float]] = []
+        self.rates: list[tuple[str, Condition, Callable[[float, float], bool], float]] = []
+        self.ranges: list[tuple[str, float, float]] = []
+        self.skews: list[float] = []
+        self.stuck: list[tuple[str, float]] = []
+        self.others: list[Condition] = []
+        for leaf in touched:
+            if (
+                leaf.metric is not None
+                and "*" not in leaf.metric
+                and leaf.op is not None
+                and leaf.value is not None
+            ):
+                self.latest.append((leaf.metric, OPERATORS[leaf.op], leaf.value))
+            elif leaf.out_of_range is not None:
+                for name in names:
+                    found = metric(name)
+                    if found is not None and fnmatchcase(name, leaf.out_of_range):
+                        self.ranges.append((name, found.low, found.high))
+            elif leaf.clock_skew is not None:
+                self.skews.append(seconds(leaf.clock_skew))
+            elif leaf.rate is not None and leaf.op is not None and leaf.value is not None:
+                self.rates.append((leaf.rate, leaf, OPERATORS[leaf.op], leaf.value))
+            elif leaf.stuck is not None and leaf.stuck != "*" and leaf.over is not None:
+                self.stuck.append((leaf.stuck, seconds(leaf.over)))
+            else:
+                self.others.append(leaf)
+        self.timed = compiled.timed
 
-    def latest_holds(self, device: DeviceTrack) -> bool:
+    def holds(self, device: DeviceTrack) -> bool:
+        """Whether one of the plain leaves holds on the device (``others`` and ``timed`` are
+        the engine's to test, with a context)."""
         metrics = device.metrics
         for name, test, threshold in self.latest:
             track = metrics.get(name)
             if track is not None and test(track.last, threshold):
                 return True
+        for name, low, high in self.ranges:
+            track = metrics.get(name)
+            if track is not None and not low <= track.last <= high:
+                return True
+        for limit in self.skews:
+            if device.last_at is not None and abs(device.skew_s) >= limit:
+                return True
+        for name, over in self.stuck:
+            track = metrics.get(name)
+            if track is not None and track.at - track.steady_since >= over:
+                return True
+        for name, leaf, test, threshold in self.rates:
+            track = metrics.get(name)
+            rate = None if track is None else rate_of(track, leaf)
+            if rate is not None and test(rate, threshold):
+                return True
         return False
 
 
-def _gate(compiled: _Compiled, names: Sequence[str]) -> _Gate | None:
-    """The gate for readings of these metrics, where the rule can have one: not for a rule
-    about readings as such, nor for one counting repeats (every reading meeting a level
-    counts, and ``every_reading`` covers both)."""
-    if compiled.every_reading or compiled.reading_faults is not None:
-        return None
-    return _Gate(compiled.creates, names)
+# How a reading meets one of its device's rules: judge it in full (it is about readings as
+# such, or counts repeats), pass it through its gate, or only judge it if its track in the
+# scope is not idle (the reading carries nothing it reads).
+_JUDGE, _GATED, _WATCHED = 0, 1, 2
 
 
-def _reads_any(compiled: _Compiled, names: Sequence[str]) -> bool:
-    """Whether every reading carrying these metrics concerns the rule: it reads one of them
-    or is about readings as such. (A reading-fault rule is judged by its faults instead.)"""
+def _step(compiled: _Compiled, key: str, names: Sequence[str]) -> _Step:
     if compiled.reading_faults is not None:
-        return False
-    if compiled.every_reading or not compiled.reads.isdisjoint(names):
-        return True
-    return any(fnmatchcase(name, p) for p in compiled.patterns for name in names)
+        mode = _GATED
+    elif compiled.every_reading:
+        mode = _JUDGE
+    elif not compiled.reads.isdisjoint(names) or any(
+        fnmatchcase(name, p) for p in compiled.patterns for name in names
+    ):
+        mode = _GATED
+    else:
+        mode = _WATCHED
+    fed = set(names)
+    routines = [leaf for leaf in compiled.inactive if fed.intersection(leaf.inactive or [])]
+    gate = _Gate(compiled, names) if mode == _GATED else None
+    return (mode, compiled, key, compiled.rule.id, (compiled.rule.id, key), gate, routines)
 
 
 def _rules_of(ruleset: RuleSet | Sequence[Rule]) -> list[Rule]:
@@ -354,6 +398,8 @@ class Engine:
         self._summed: set[str] = set()  # metrics a sum or mean over a window reads
         self._tolerance: dict[str, float] = {}
         self._doses: dict[str, Condition] = {}
+        # CO metric -> the dose leaves modelled from it, by dose key.
+        self._doses_of: dict[str, list[tuple[str, Condition]]] = {}
         self._routine_times = _routines_of(ruleset)
         self._times: dict[str, RoutineTimes | None] = {}  # scope key -> its times (a cache)
         self._install(_rules_of(ruleset))
@@ -399,6 +445,10 @@ class Engine:
                     )
                 if leaf.cohb is not None:
                     self._doses[dose_key(leaf)] = leaf
+        self._doses_of = {}
+        for key, leaf in self._doses.items():
+            assert leaf.cohb is not None
+            self._doses_of.setdefault(leaf.cohb, []).append((key, leaf))
         self.state.fingerprints = {c.rule.id: c.rule.fingerprint().decode() for c in self._compiled}
         self._rebuild_members()
 
@@ -406,7 +456,7 @@ class Engine:
         self._members = {}
         self._times = {}
         # device id -> the rules it feeds, each with its scope key: asked on every reading.
-        self._matching: dict[str, list[tuple[_Compiled, str]]] = {}
+        self._matching: dict[str, tuple[list[tuple[_Compiled, str]], list[_Scored]]] = {}
         # Per device and the metrics a reading carries (a device sends the same few, so
         # this stays small): its rules, each with whether such a reading always concerns it.
         self._plans: dict[tuple[str, tuple[str, ...]], list[_Step]] = {}
@@ -493,75 +543,86 @@ class Engine:
     def feed(self, device: DeviceInfo, reading: Reading, now: datetime) -> list[Transition]:
         """One reading from ``device``, arriving at ``now`` (the gateway's time)."""
         at = now.timestamp()
-        self._now = max(self._now, at)
-        if self._register(device, at):
-            self._rebuild_members()
-        track = self.state.devices[device.id]
+        if at > self._now:
+            self._now = at
+        track = self.state.devices.get(device.id)
+        if track is None or (track.info is not device and track.info != device):
+            if self._register(device, at):
+                self._rebuild_members()
+            track = self.state.devices[device.id]
         self._encoded.pop(device.id, None)
-        values = dict(reading.values)
+        values = reading.values
         track.record(values, at, reading.ts.timestamp())
         star = self._tolerance.get("*", 0.0)
-        windows, summed = self._windows, self._summed
+        windows, summed, doses = self._windows, self._summed, self._doses_of
         for name in values:
             window = windows.get(name, 0.0)
             track.trim(name, window, self._tolerance.get(name, star), name in summed)
-        for key, leaf in self._doses.items():
-            assert leaf.cohb is not None
-            ppm = values.get(leaf.cohb)
-            if ppm is None:
-                continue
-            dose = track.doses.get(key)
-            if dose is None:
-                track.doses[key] = Dose(cohb=leaf.cohb0, ppm=ppm, at=at)
-            else:
-                dose.update(ppm, at, leaf.work)
+            for key, leaf in doses.get(name, ()):
+                ppm = values[name]
+                dose = track.doses.get(key)
+                if dose is None:
+                    track.doses[key] = Dose(cohb=leaf.cohb0, ppm=ppm, at=at)
+                else:
+                    dose.update(ppm, at, leaf.work)
         out: list[Transition] = []
-        matching = self._matching.get(device.id)
-        if matching is None:
-            matching = self._matching[device.id] = [
-                (c, scope_key(c.rule, device)) for c in self._compiled if _matches(c.rule, device)
-            ]
-        self._score(matching, device, track, values, at)
+        rules = self._matching.get(device.id)
+        if rules is None:
+            rules = self._matching[device.id] = self._rules_for(device)
+        matching, scored = rules
+        if scored:
+            self._score(scored, device, track, values, at)
         names = tuple(values)
         plan = self._plans.get((device.id, names))
         if plan is None:
             if len(self._plans) >= PLANS_LIMIT:  # odd mixes of metrics: bounded all the same
                 self._plans.clear()
             plan = self._plans[(device.id, names)] = [
-                (compiled, key, _reads_any(compiled, names), _gate(compiled, names))
-                for compiled, key in matching
+                _step(compiled, key, names) for compiled, key in matching
             ]
-        for compiled, key, reads, gate in plan:
-            for leaf in compiled.inactive:
+        alerts, settled = self.state.alerts, self._settled
+        for mode, compiled, key, rule_id, settle, gate, routines in plan:
+            for leaf in routines:
                 if any(values.get(name, 0.0) for name in leaf.inactive or []):
                     routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
                     check = up_by(leaf, self.scope_times(key))
                     routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
-            if reads:
-                if gate is None or self._opens(gate, compiled, key, track, at):
-                    out += self._evaluate(compiled, key, now, fed=True)
-            elif self._concerns(compiled, key, track):
-                out += self._evaluate(compiled, key, now, fed=True)
+            if mode != _JUDGE:
+                tracks = alerts.get(rule_id)
+                if tracks is None or key not in tracks:  # idle in this scope
+                    if mode == _WATCHED:
+                        continue
+                    assert gate is not None
+                    if (
+                        settle in settled
+                        and not gate.holds(track)
+                        and not self._opens(gate, compiled, key, track, at)
+                    ):
+                        continue
+            out += self._evaluate(compiled, key, now, fed=True)
         return out
+
+    def _rules_for(self, device: DeviceInfo) -> tuple[list[tuple[_Compiled, str]], list[_Scored]]:
+        """The device's rules with their scope keys, and those of them reading detectors."""
+        matching = [
+            (c, scope_key(c.rule, device)) for c in self._compiled if _matches(c.rule, device)
+        ]
+        scored = [(c.rule.id, key, sorted(c.detectors)) for c, key in matching if c.detectors]
+        return matching, scored
 
     def _opens(
         self, gate: _Gate, compiled: _Compiled, key: str, device: DeviceTrack, at: float
     ) -> bool:
-        """Whether a reading on ``device`` must be judged by the rule in full (see _Gate)."""
-        rule_id = compiled.rule.id
-        tracks = self.state.alerts.get(rule_id)
-        if (tracks is not None and key in tracks) or (rule_id, key) not in self._settled:
+        """Whether a leaf ``gate.holds`` does not test holds: one of the reading's metrics on
+        the device, or a timed one in the scope (see _Gate)."""
+        if not gate.others and not gate.timed:
+            return False
+        ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
+        one = (device,)
+        if any(evaluate_leaf(leaf, one, ctx)[0] for leaf in gate.others):
             return True
-        if gate.latest_holds(device):
-            return True
-        if gate.others or compiled.timed:
-            ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
-            one = (device,)
-            if any(evaluate_leaf(leaf, one, ctx)[0] for leaf in gate.others):
-                return True
-            devices = self._scope(rule_id, key)
-            return any(evaluate_leaf(leaf, devices, ctx)[0] for leaf in compiled.timed)
-        return False
+        devices = self._scope(compiled.rule.id, key)
+        return any(evaluate_leaf(leaf, devices, ctx)[0] for leaf in gate.timed)
 
     def _scope(self, rule_id: str, key: str) -> list[DeviceTrack]:
         devices = self._scopes.get((rule_id, key))
@@ -593,20 +654,9 @@ class Engine:
         self._times[key] = found
         return found
 
-    def _concerns(self, compiled: _Compiled, key: str, device: DeviceTrack) -> bool:
-        """Whether a reading that carries no metric the rule reads (``_reads_any``) can still
-        change it: the rule has an alert or timers running in this scope, or it tests the
-        reading itself and the reading fails that test."""
-        track = self.state.alerts.get(compiled.rule.id, {}).get(key)
-        if track is not None and not track.idle():
-            return True
-        if compiled.reading_faults is not None:
-            return any(reading_fault(leaf, device)[0] for leaf in compiled.reading_faults)
-        return False
-
     def _score(
         self,
-        matching: Sequence[tuple[_Compiled, str]],
+        scored: Sequence[_Scored],
         device: DeviceInfo,
         track: DeviceTrack,
         values: Mapping[str, float],
@@ -616,15 +666,11 @@ class Engine:
         (one instance per device and detector, however many rules read it), unless an alert
         of a rule reading it is open for this device: anomalies stay out of learning."""
         held: dict[str, bool] = {}  # detector -> an alert reading it is open
-        for compiled, key in matching:
-            if not compiled.detectors:
-                continue
-            alert = self.state.alerts.get(compiled.rule.id, {}).get(key)
+        for rule_id, key, names in scored:
+            alert = self.state.alerts.get(rule_id, {}).get(key)
             raised = alert is not None and alert.severity is not None
-            for name in sorted(compiled.detectors):
+            for name in names:
                 held[name] = held.get(name, False) or raised
-        if not held:
-            return
         x = {**values, TIME_KEY: at + self.utc_offset_s}  # local time, for seasonal baselines
         for name, alert_open in held.items():
             detector = self._detectors.get((device.id, name))

@@ -164,7 +164,7 @@ def _window_sum(track: MetricTrack, start: int) -> float:
     return sums[-1] - sums[start] + history[start][1]
 
 
-def _rate(track: MetricTrack, leaf: Condition) -> float | None:
+def rate_of(track: MetricTrack, leaf: Condition) -> float | None:
     """Change per minute (or per second) from the newest sample at least ``over`` older."""
     assert leaf.over is not None and leaf.unit is not None
     newest_at = track.at
@@ -186,7 +186,7 @@ def _device_value(leaf: Condition, device: DeviceTrack, now: float) -> tuple[str
         return None if value is None else (leaf.metric, value)
     if leaf.rate is not None:
         track = device.metrics.get(leaf.rate)
-        rate = None if track is None else _rate(track, leaf)
+        rate = None if track is None else rate_of(track, leaf)
         return None if rate is None else (f"{leaf.rate}_rate", rate)
     if leaf.cohb is not None:
         dose = device.doses.get(dose_key(leaf))

@@ -1,12 +1,14 @@
 """The reading gate (rules.engine._Gate) spares full evaluations; it must never change what
 the engine decides. A seeded random stream over every preset, plus rules with windows, groups,
-latches and hours, is run twice: gated and judged in full on every reading."""
+latches and hours, is run twice: gated, and with every rule a reading reaches (reads a metric
+of, or tests readings as such) judged in full."""
 
 from __future__ import annotations
 
 import random
 import textwrap
 from collections.abc import Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -17,6 +19,7 @@ from rules.language import Rule
 from rules.ruleset import preset_names
 from tests.unit.rules.support import at, device
 from wire import Reading
+from wire.metrics import metric
 from wire.replay import DeviceInfo
 
 EXTRA = """\
@@ -98,9 +101,10 @@ def _devices() -> list[DeviceInfo]:
     return out
 
 
-def _stream(seed: int, steps: int) -> Iterator[tuple[float, DeviceInfo, dict[str, float]]]:
-    """Readings at random times; each flat is alarming for a while now and then (its heat and
-    CO together, so that rules over both can meet)."""
+def _stream(seed: int, steps: int) -> Iterator[tuple[float, DeviceInfo, dict[str, float], float]]:
+    """Readings at random times, with the device's clock skew; each flat is alarming for a
+    while now and then (its heat and CO together, so that rules over both can meet), and now
+    and then a sensor reads out of its range or its clock is off."""
     rng = random.Random(seed)
     devices = _devices()
     alarming: dict[str | None, float] = {}  # unit -> alarming until
@@ -117,7 +121,13 @@ def _stream(seed: int, steps: int) -> Iterator[tuple[float, DeviceInfo, dict[str
         for name in names:
             usual, alarm = table[name]
             values[name] = rng.choice(alarm if hot and rng.random() < 0.7 else usual)
-        yield t, dev, values
+        if rng.random() < 0.01:  # a faulty sensor: a value no such sensor can read
+            name = rng.choice(names)
+            found = metric(name)
+            assert found is not None
+            values[name] = found.high * 2 + 1
+        skew = rng.choice([-900.0, 400.0, 20.0]) if rng.random() < 0.02 else 0.0
+        yield t, dev, values, skew
 
 
 def _rules() -> RuleSet:
@@ -129,8 +139,14 @@ def _rules() -> RuleSet:
 def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Transition], int]:
     """Every transition, in order, and how many full evaluations readings took."""
     with monkeypatch.context() as patch:
-        if not gated:
-            patch.setattr(engine_module, "_gate", lambda compiled, names: None)
+        if not gated:  # every rule the reading reaches, judged in full
+            step = engine_module._step
+
+            def judged(*args: Any) -> Any:
+                mode, *rest = step(*args)
+                return (engine_module._JUDGE if mode == engine_module._GATED else mode, *rest)
+
+            patch.setattr(engine_module, "_step", judged)
         evaluations = 0
         judge = engine_module.Engine._evaluate
 
@@ -146,12 +162,12 @@ def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[
         out: list[Transition] = []
         seq: dict[str, int] = {}
         last_tick = 0.0
-        for n, (t, dev, values) in enumerate(_stream(seed, 8000)):
+        for n, (t, dev, values, skew) in enumerate(_stream(seed, 8000)):
             while last_tick + 1.0 <= t:  # the agent ticks every second; here coarser
                 last_tick = max(last_tick + 1.0, t - 5.0)
                 out += engine.tick(at(last_tick))
             seq[dev.id] = seq.get(dev.id, 0) + 1
-            reading = Reading(device=dev.id, seq=seq[dev.id], ts=at(t), values=values)
+            reading = Reading(device=dev.id, seq=seq[dev.id], ts=at(t + skew), values=values)
             out += engine.feed(dev, reading, at(t))
             if n == 3000:  # a restart: the gate must not trust what it judged before
                 engine = Engine.restore(rules, engine.snapshot(), utc_offset_s=8 * 3600)
@@ -174,5 +190,6 @@ def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch
     assert gated == full
     raised = {x.rule for x in full if x.phase.value == "raised"}
     # The stream must exercise the rules, or the comparison proves nothing.
-    assert len(full) > 100 and {"gas-lel", "co", "hot-and-co", "cold-or-co"} <= raised
+    assert len(full) > 100
+    assert {"gas-lel", "hot-and-co", "device-out-of-range", "device-clock-skew"} <= raised
     assert spared < judged * 0.6  # and the gate must spare work
