@@ -473,6 +473,41 @@ class MqttLink:
             raise NotConnected(f"publish to {topic} failed: {exc}") from exc
         reraise_lost_cancel()
 
+    def publish_soon(
+        self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10
+    ) -> Awaitable[None]:
+        """Hand the message to the client before returning (it leaves on this turn of the
+        loop), and return what waits for the broker's ack (raising NotConnected if none comes).
+
+        ``publish`` would make its caller wait for the ack; an alarm's handler must not wait
+        on the broker (an uplink over a slow network), and a task of its own would start only
+        on the loop's next turn. This is aiomqtt's publish split in two, on its own pending
+        table: aiomqtt is pinned beside paho for it."""
+        client = self._client
+        if client is None:
+            raise NotConnected(f"not connected to {self.broker.host}:{self.broker.port}")
+        info = client._client.publish(topic, payload, qos=qos)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise NotConnected(f"publish to {topic} failed: paho rc {info.rc}")
+        confirmation = asyncio.Event()
+        if qos == 0 or info.is_published():
+            confirmation.set()
+        else:
+            client._pending_publishes[info.mid] = confirmation
+        return self._acked(client, info.mid, confirmation, topic, timeout)
+
+    @staticmethod
+    async def _acked(
+        client: aiomqtt.Client, mid: int, confirmation: asyncio.Event, topic: str, timeout: float
+    ) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await confirmation.wait()
+        except TimeoutError as exc:
+            raise NotConnected(f"publish to {topic}: no ack in {timeout:g} s") from exc
+        finally:
+            client._pending_publishes.pop(mid, None)
+
     def publish_nowait(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish at QoS 0 without waiting for the client library's confirmation.
 

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,6 +162,13 @@ class EdgeAgent:
         # loop made them (a full state save never overtakes a newer alarm's part of it).
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anmin-outbox")
         self._kick = asyncio.Event()  # a new alert is in the outbox
+        # New alerts an alarm published itself and has not yet marked sent (_send_at_once),
+        # and how many times the uplink has read the outbox for new alerts.
+        self._unmarked: set[str] = set()
+        self._outbox_reads = 0
+        # The alarms whose new events the last uplink pass held back for an older one's ack
+        # (an ack wakes the uplink only for them; else the uplink looks once a second).
+        self._held: set[str] = set()
         self._replay_kick = asyncio.Event()  # unacknowledged alerts are due again now
         # Broadcast id -> the speakers whose receipt said "played": a broadcast the hub
         # publishes again (its coverage retry) goes only to the speakers not among them.
@@ -459,20 +466,71 @@ class EdgeAgent:
         # thread, so the commands leave on this loop while the disk syncs), and only then
         # sent to the hub.
         topic = topics.gateway_topic(Channel.ALERT, self.config.site, self.config.gateway)
-        await self._io(
-            self.outbox.add,
+        payload = self.codec.encode(event)
+        reads = self._outbox_reads
+        alone = await self._io(
+            self._store_alert,
             event.id,
             topic,
-            self.codec.encode(event),
+            payload,
             life_safety=transition.life_safety,
             now_ms=_ms(transition.at),
             state=self._alert_part(transition.rule),
             key=event.key,
+            unmarked=frozenset(self._unmarked),
         )
-        self._kick.set()
+        # Sent from here when nothing waits before it and no uplink pass has read the outbox
+        # since it was stored (that pass would send it too); else the uplink sends it.
+        unseen = alone and reads == self._outbox_reads
+        if not (unseen and await self._send_at_once(event.id, topic, payload)):
+            self._kick.set()
         if self.telemetry is not None:
             self.telemetry.alert(event)
         self._plan_local_warning(event, transition)
+
+    def _store_alert(
+        self,
+        id: str,
+        topic: str,
+        payload: bytes,
+        *,
+        key: str | None,
+        unmarked: frozenset[str],
+        **kwargs: Any,
+    ) -> bool:
+        """Commit a new alert (on the outbox's thread); True if it is the only one waiting to
+        be sent and no earlier event of its alarm waits for the hub's ack: it may go at once.
+        ``unmarked``: alerts published and not yet marked sent (as they were on the loop)."""
+        self.outbox.add(id, topic, payload, key=key, **kwargs)
+        return self.outbox.alone(id, key, sent=unmarked)
+
+    async def _send_at_once(self, id: str, topic: str, payload: bytes) -> bool:
+        """Publish a new alert from the alarm's own task (see _store_alert), sparing the uplink
+        task's wake and its trip to the outbox's thread; False leaves it to the uplink."""
+        if not self.upstream.connected.is_set():
+            return False
+        try:
+            acked = self.upstream.publish_soon(topic, payload, qos=1)
+        except NotConnected:
+            return False
+        # Until it is marked sent, the uplink passes it over and _store_alert does not count
+        # it as waiting. A pass that read the outbox before the mark resumes before this task
+        # does (one outbox thread, callbacks in order), so it still finds it here.
+        self._unmarked.add(id)
+        self._background(self._sent_at_once(id, acked))
+        return True
+
+    async def _sent_at_once(self, id: str, acked: Awaitable[None]) -> None:
+        try:
+            await acked
+            self._observe("uplink", f"alert {id} -> hub")
+            self.counters["uplink.sent"] += 1
+            self.counters["uplink.at_once"] += 1
+            await self._io(self.outbox.mark_sent, [id], _ms(self.clock()))
+        except NotConnected:
+            self._kick.set()  # not marked sent: the uplink sends it again
+        finally:
+            self._unmarked.discard(id)
 
     def _alert_part(self, rule: str) -> tuple[str, bytes]:
         """One rule's alert tracks, saved with the alert they raised (see ENGINE_ALERTS)."""
@@ -583,14 +641,18 @@ class EdgeAgent:
 
     async def _send_new(self) -> None:
         now_ms = _ms(self.clock())
+        self._outbox_reads += 1
         # One trip to the outbox's thread for both: each trip back waits its turn on the loop.
         fresh, replaying = await self._io(self._fresh_and_replaying, now_ms)
+        fresh = [e for e in fresh if e.id not in self._unmarked]  # sent by their alarm
         if not fresh:
+            self._held = set()
             return
         # One alarm's events reach the hub in their order: a new one waits while an older one
         # of the same alarm is being replayed (which is then replayed at once), and goes on
         # its ack. Other alarms' new events do not wait.
         waiting = {e.key for e in fresh if e.key in replaying and e.key is not None}
+        self._held = waiting
         if waiting:
             self.counters["uplink.held_for_order"] += 1
             await self._io(self.outbox.expedite, waiting)
@@ -672,7 +734,8 @@ class EdgeAgent:
                 waiter.set_result(None)
         self.counters["uplink.acked"] += removed
         if removed:
-            self._kick.set()  # a new event held behind one of these may go now
+            if self._held:
+                self._kick.set()  # a new event held behind one of these may go now
             self._observe("ack", f"hub stored {', '.join(ack.ids)}")
 
     async def _heartbeat_loop(self) -> None:

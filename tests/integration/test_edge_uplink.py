@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +125,52 @@ async def test_a_newer_event_of_an_alarm_waits_for_the_older_ones_ack(
         )
         await wait_for(lambda: len(phases()) == 3, timeout=10, what="the update, after the ack")
     assert [p for p, _ in phases()] == ["raised", "raised", "updated"]
+
+
+async def test_alarms_raised_together_reach_the_hub_once_each_in_the_order_raised(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A new alert goes from the alarm's own task when nothing waits before it, else through
+    the uplink; alarms raised at once take both ways, and none is sent twice or overtaken."""
+    names = [f"gas-b1-1{i:02d}" for i in range(1, 7)]
+    extra = "".join(f'  - {{id: {n}, kind: gas, unit: "{n[-3:]}"}}\n' for n in names[1:])
+    config = edge_config_yaml(mosquitto.broker, tmp_path / "edge").replace(
+        "  - {id: spk-b1, kind: speaker}\n", "  - {id: spk-b1, kind: speaker}\n" + extra
+    )
+    stored: list[str] = []
+    agent = EdgeAgent(parse(config))
+    add = agent.outbox.add
+
+    def recorded(id: str, *args: Any, **kwargs: Any) -> bool:
+        stored.append(id)
+        return add(id, *args, **kwargs)
+
+    agent.outbox.add = recorded  # type: ignore[method-assign]
+    hub = Recorder(
+        mosquitto.broker, topics.gateway_topic(Channel.ALERT, SITE, GATEWAY), client_id="hub"
+    )
+    device = MqttLink(mosquitto.broker, client_id="device-gas")
+    codec = Codec()
+
+    def sent() -> list[str]:
+        now = datetime.now(UTC)
+        return [codec.decode(m.payload, AlertEvent, now, check_time=False).id for m in hub.messages]
+
+    async with running(agent.run(), hub.link.run(), device.run()):
+        assert await hub.link.wait_connected(10) and await device.wait_connected(10)
+        assert await agent.upstream.wait_connected(10)
+        deadline = time.monotonic() + 30
+        for seq in itertools.count():  # every sensor reports a leak each 0.1 s (held 1 s)
+            if agent.counters["alerts.raised"] >= len(names):
+                break
+            assert time.monotonic() < deadline, "the leaks raised no alarms"
+            for name in names:
+                reading = gas_reading(seq, 30.0, name)
+                await publish_surely(device, topics.reading(SITE, GATEWAY, name), reading)
+            await asyncio.sleep(0.1)
+        await wait_for(lambda: len(sent()) >= len(stored), what="every alert at the hub")
+        await wait_for(lambda: not agent._unmarked, what="the last send marked")
+    assert sent() == stored  # once each, in the order committed
+    assert agent.counters["uplink.sent"] == len(stored)
+    assert agent.counters["uplink.at_once"] >= 1
+    agent.close()

@@ -109,3 +109,23 @@ def test_an_outbox_from_before_keys_gets_the_column(tmp_path: Path) -> None:
     outbox.add("new", "t", b"x", life_safety=True, now_ms=6, key="gas:1")
     assert [e.key for e in outbox.due(10, 1000)] == [None, "gas:1"]
     outbox.close()
+
+
+def test_an_entry_is_alone_when_nothing_waits_before_it_nor_for_its_alarms_ack(
+    outbox: Outbox,
+) -> None:
+    outbox.add("a1", "t", b"x", life_safety=True, now_ms=0, key="gas:1")
+    assert outbox.alone("a1", "gas:1")
+    outbox.add("b1", "t", b"x", life_safety=True, now_ms=1, key="gas:2")
+    assert not outbox.alone("b1", "gas:2")  # a1 is not sent yet: b1 would overtake it
+    assert outbox.alone("b1", "gas:2", sent={"a1"})  # published, not yet marked
+    outbox.add("a9", "t", b"x", life_safety=True, now_ms=1, key="gas:1")
+    assert not outbox.alone("a9", "gas:1", sent={"a1"})  # an event of its alarm is out
+    outbox.remove(["a9"])
+    outbox.mark_sent(["a1"], 2)
+    assert outbox.alone("b1", "gas:2")
+    outbox.mark_sent(["b1"], 3)
+    outbox.add("a2", "t", b"x", life_safety=True, now_ms=4, key="gas:1")
+    assert not outbox.alone("a2", "gas:1")  # a1 waits for the hub's ack
+    outbox.remove(["a1"])
+    assert outbox.alone("a2", "gas:1")
