@@ -14,6 +14,7 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from rules.routine import Routine
 from rules.ruleset import RuleSet, utc_offset_seconds
 from rules.signals import (
     OPERATORS,
+    RATE_SPACING,
     Context,
     DeviceTrack,
     Evidence,
@@ -396,6 +398,7 @@ class Engine:
         self._members: dict[str, dict[str, list[str]]] = {}
         self._windows: dict[str, float] = {}
         self._summed: set[str] = set()  # metrics a sum or mean over a window reads
+        self._spacing: dict[str, float] = {}  # metrics only rates read -> their sample spacing
         self._tolerance: dict[str, float] = {}
         self._doses: dict[str, Condition] = {}
         # CO metric -> the dose leaves modelled from it, by dose key.
@@ -429,6 +432,8 @@ class Engine:
         self._compiled = compiled_rules
         self._windows, self._tolerance, self._doses = {}, {}, {}
         self._summed = set()
+        rates: dict[str, float] = {}  # metric -> its shortest rate window
+        whole: set[str] = set()  # metrics an aggregate over a window reads sample by sample
         for compiled in self._compiled:
             for leaf in compiled.leaves:
                 windowed = leaf.rate or (leaf.metric if leaf.agg != "last" else None)
@@ -438,6 +443,10 @@ class Engine:
                     )
                     if leaf.metric is not None and leaf.agg in ("sum", "mean"):
                         self._summed.add(leaf.metric)
+                    if leaf.rate is not None:
+                        rates[leaf.rate] = min(rates.get(leaf.rate, math.inf), seconds(leaf.over))
+                    else:
+                        whole.add(windowed)
                 if leaf.stuck is not None:
                     key = leaf.stuck
                     self._tolerance[key] = min(
@@ -445,6 +454,9 @@ class Engine:
                     )
                 if leaf.cohb is not None:
                     self._doses[dose_key(leaf)] = leaf
+        self._spacing = {
+            name: over * RATE_SPACING for name, over in rates.items() if name not in whole
+        }
         self._doses_of = {}
         for key, leaf in self._doses.items():
             assert leaf.cohb is not None
@@ -554,10 +566,16 @@ class Engine:
         values = reading.values
         track.record(values, at, reading.ts.timestamp())
         star = self._tolerance.get("*", 0.0)
-        windows, summed, doses = self._windows, self._summed, self._doses_of
+        windows, summed, doses, spacing = self._windows, self._summed, self._doses_of, self._spacing
         for name in values:
             window = windows.get(name, 0.0)
-            track.trim(name, window, self._tolerance.get(name, star), name in summed)
+            track.trim(
+                name,
+                window,
+                self._tolerance.get(name, star),
+                name in summed,
+                spacing.get(name, 0.0),
+            )
             for key, leaf in doses.get(name, ()):
                 ppm = values[name]
                 dose = track.doses.get(key)

@@ -12,7 +12,7 @@ import pytest
 
 from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
 from rules.language import Condition
-from rules.signals import DeviceTrack, _aggregate
+from rules.signals import DeviceTrack, _aggregate, rate_of
 from tests.unit.rules.support import Sim, at, device
 
 GAS = device("gas-1", "gas")
@@ -315,3 +315,53 @@ def test_window_sums_and_means_from_running_totals_match_the_samples() -> None:
     window = [v for at_, v in metric.history if at_ > t + 1 - 300.0]
     assert _aggregate(metric, leaves[0], t + 1) == pytest.approx(sum(window))
     assert len(metric.sums) == len(metric.history)
+
+
+def test_a_metric_only_rates_read_keeps_samples_a_hundredth_of_the_window_apart() -> None:
+    """At 30 readings/s a 60 s rate kept 1,800 samples; spaced 0.6 s it keeps ~100, and the
+    rate moves by about 1 %. A device reporting every second or slower keeps every one."""
+    leaf = Condition(rate="temp_c", over="60s", op=">=", value=8, unit="°C/min")
+    for interval, close in ((1 / 30, 0.02), (1.0, 0.0)):
+        thin = DeviceTrack(info=device("h1", "heat"), first_at=0.0)
+        full = DeviceTrack(info=device("h2", "heat"), first_at=0.0)
+        steps = int(300 / interval)
+        for n in range(steps):
+            t = n * interval
+            value = 20.0 + (t / 60.0) ** 2  # heating faster and faster
+            for track, spacing in ((thin, 0.6), (full, 0.0)):
+                track.record({"temp_c": value}, t, t)
+                track.trim("temp_c", 60.0, 0.0, spacing=spacing)
+            if n > steps // 2:
+                expected = rate_of(full.metrics["temp_c"], leaf)
+                got = rate_of(thin.metrics["temp_c"], leaf)
+                assert expected is not None and got is not None
+                assert abs(got - expected) <= close * expected
+        kept, all_kept = len(thin.metrics["temp_c"].history), len(full.metrics["temp_c"].history)
+        if interval < 0.6:
+            assert kept <= 60 / 0.6 + 2 < all_kept
+        else:
+            assert kept == all_kept
+
+
+def test_a_metric_a_window_aggregate_reads_keeps_every_sample() -> None:
+    rules = ruleset(
+        """\
+        rules:
+          - id: hot
+            kind: heat
+            devices: {kinds: [heat]}
+            create:
+              Minor:
+                any:
+                  - {rate: temp_c, over: 60s, op: ">=", value: 8, unit: "°C/min"}
+                  - {metric: temp_c, agg: max, over: 5min, op: ">=", value: 50, unit: "°C"}
+                  - {rate: co_ppm, over: 2min, op: ">=", value: 10, unit: ppm/min}
+        """
+    )
+    sim = Sim(rules)
+    heat = device("h1", "heat")
+    for n in range(300):  # 10 readings a second
+        sim.feed(n / 10, heat, temp_c=20 + n / 100, co_ppm=1.0)
+    metrics = sim.engine.state.devices["h1"].metrics
+    assert len(metrics["temp_c"].history) == 300  # a max needs every sample
+    assert len(metrics["co_ppm"].history) < 30  # only a rate: 1.2 s apart
