@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -118,9 +119,15 @@ class _BufferedReads:
     """
 
     def __init__(
-        self, client: Any, enqueue: Callable[[_Received], None], room: Callable[[], int]
+        self,
+        client: Any,
+        enqueue: Callable[[_Received], None],
+        room: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client  # a paho Client
+        self.clock = clock
+        self.paused_since: float | None = None
         self.raw: Callable[[int], bytes] = client._sock_recv  # handles TLS's want-read
         self.enqueue = enqueue
         self.room = room  # how many more messages the inbox takes
@@ -191,10 +198,21 @@ class _BufferedReads:
             room = self.room()
             if room <= 0:
                 # aiomqtt's reader calls again at once while TLS holds decrypted bytes:
-                # those are read (and QoS 0 dropped, counted) rather than spun on.
-                if not (hasattr(client._sock, "pending") and client._sock.pending()):
+                # those are read (and QoS 0 dropped, counted) rather than spun on. So is
+                # everything once a pause has lasted half the keepalive: the broker's
+                # PINGRESP must be seen, or paho would drop the connection as dead while a
+                # handler waits long on the disk (QoS 1 is held by the broker's in-flight
+                # window, so the inbox grows by that much at most).
+                now = self.clock()
+                if self.paused_since is None:
+                    self.paused_since = now
+                stalled = now - self.paused_since >= client._keepalive / 2
+                if not stalled and not (
+                    hasattr(client._sock, "pending") and client._sock.pending()
+                ):
                     break
             elif self.fast and client._in_packet["command"] == 0 and self.pending():
+                self.paused_since = None
                 taken = self._publishes(room)
                 if taken:
                     read += taken

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 import struct
+import time
+from collections.abc import Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -48,11 +50,13 @@ class Socket:
         self.chunks = []
 
 
-def reader(chunks: list[bytes], limit: int = 10**9) -> tuple[_BufferedReads, list[_Received]]:
+def reader(
+    chunks: list[bytes], limit: int = 10**9, clock: Callable[[], float] = time.monotonic
+) -> tuple[_BufferedReads, list[_Received]]:
     client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
     client._sock = Socket(chunks)  # type: ignore[assignment]
     got: list[_Received] = []
-    reads = _BufferedReads(client, got.append, lambda: limit - len(got))
+    reads = _BufferedReads(client, got.append, lambda: limit - len(got), clock)
     client._sock_recv = reads.recv  # type: ignore[method-assign,assignment]
     client._handle_publish = _publish_handler(client, got.append)  # type: ignore[method-assign]
     return reads, got
@@ -111,3 +115,23 @@ def test_reading_pauses_while_the_inbox_is_full_and_loses_nothing() -> None:
         reads.loop_read()
         assert got == expected[handled : handled + 10]
     assert not reads.pending()
+
+
+def test_a_pause_longer_than_half_the_keepalive_reads_on_so_the_broker_is_heard() -> None:
+    """A handler stuck on a slow disk must not make paho drop a live connection: once the
+    pause has lasted half the keepalive, what waits is read (the PINGRESP among it)."""
+    now = [0.0]
+    stream, expected = messages(random.Random(7), 20)
+    pingresp = b"\xd0\x00"
+    reads, got = reader([stream + pingresp], limit=5, clock=lambda: now[0])
+    reads.client._keepalive = 10
+    reads.client._ping_t = 1.0  # a PINGREQ is out
+    reads.loop_read()
+    assert got == expected[:5]
+    now[0] = 4.9
+    reads.loop_read()  # paused: nothing more read
+    assert got == expected[:5] and reads.client._ping_t == 1.0
+    now[0] = 5.0
+    drain(reads)
+    assert got == expected  # the link's enqueue would shed QoS 0 here; this one keeps all
+    assert reads.client._ping_t == 0  # the PINGRESP was read
