@@ -288,7 +288,11 @@ class _Gate:
 _JUDGE, _GATED, _WATCHED = 0, 1, 2
 
 
-def _step(compiled: _Compiled, key: str, names: Sequence[str]) -> _Step:
+def _step(
+    compiled: _Compiled, key: str, names: tuple[str, ...], gates: dict[tuple[str, ...], _Gate]
+) -> _Step:
+    """The rule's step for readings of ``names``; ``gates``: the rule's gates by metrics, shared
+    by every device that sends them (a gate depends on the rule and the metrics only)."""
     if compiled.reading_faults is not None:
         mode = _GATED
     elif compiled.every_reading:
@@ -301,7 +305,11 @@ def _step(compiled: _Compiled, key: str, names: Sequence[str]) -> _Step:
         mode = _WATCHED
     fed = set(names)
     routines = [leaf for leaf in compiled.inactive if fed.intersection(leaf.inactive or [])]
-    gate = _Gate(compiled, names) if mode == _GATED else None
+    gate = None
+    if mode == _GATED:
+        gate = gates.get(names)
+        if gate is None:
+            gate = gates[names] = _Gate(compiled, names)
     return (mode, compiled, key, compiled.rule.id, (compiled.rule.id, key), gate, routines)
 
 
@@ -472,6 +480,7 @@ class Engine:
         # Per device and the metrics a reading carries (a device sends the same few, so
         # this stays small): its rules, each with whether such a reading always concerns it.
         self._plans: dict[tuple[str, tuple[str, ...]], list[_Step]] = {}
+        self._gates: dict[str, dict[tuple[str, ...], _Gate]] = {}  # rule id -> metrics -> gate
         # (rule id, scope key) -> the scope's device tracks, as _members lists them.
         self._scopes: dict[tuple[str, str], list[DeviceTrack]] = {}
         # (rule id, scope key) judged in full since the rules or the devices last changed:
@@ -595,8 +604,10 @@ class Engine:
         if plan is None:
             if len(self._plans) >= PLANS_LIMIT:  # odd mixes of metrics: bounded all the same
                 self._plans.clear()
+                self._gates.clear()
             plan = self._plans[(device.id, names)] = [
-                _step(compiled, key, names) for compiled, key in matching
+                _step(compiled, key, names, self._gates.setdefault(compiled.rule.id, {}))
+                for compiled, key in matching
             ]
         alerts, settled = self.state.alerts, self._settled
         for mode, compiled, key, rule_id, settle, gate, routines in plan:
