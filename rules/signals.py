@@ -237,13 +237,16 @@ def _analogue(names: Sequence[str]) -> list[str]:
     return out
 
 
+def silence_limit(leaf: Condition, device: DeviceTrack) -> float:
+    """How long a ``silent`` or ``silent_intervals`` leaf waits for on this device."""
+    if leaf.silent is not None:
+        return seconds(leaf.silent)
+    return (leaf.silent_intervals or 0) * device.info.interval_s
+
+
 def silence(leaf: Condition, device: DeviceTrack, now: float) -> Result:
     """A ``silent`` or ``silent_intervals`` leaf on one device at ``now``."""
-    limit = (
-        seconds(leaf.silent)
-        if leaf.silent is not None
-        else (leaf.silent_intervals or 0) * device.info.interval_s
-    )
+    limit = silence_limit(leaf, device)
     quiet = now - (device.last_at if device.last_at is not None else device.first_at)
     return (quiet >= limit, {"silent_s": quiet}, device.info.id)
 

@@ -1,7 +1,7 @@
 """The reading gate (rules.engine._Gate) spares full evaluations; it must never change what
 the engine decides. A seeded random stream over every preset, plus rules with windows, groups,
 latches and hours, is run twice: gated, and with every rule a reading reaches (reads a metric
-of, or tests readings as such) judged in full."""
+of, or tests readings as such) and every clocked rule on every tick judged in full."""
 
 from __future__ import annotations
 
@@ -147,6 +147,7 @@ def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[
                 return (engine_module._JUDGE if mode == engine_module._GATED else mode, *rest)
 
             patch.setattr(engine_module, "_step", judged)
+            patch.setattr(engine_module, "_GATE_TICKS", False)
         evaluations = 0
         judge = engine_module.Engine._evaluate
 
