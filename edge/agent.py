@@ -70,6 +70,7 @@ ENCODE_SLICE = 100  # devices' rule state encoded per turn of the loop, before a
 DEADLETTER_EVERY_S = 10.0
 DEADLETTER_KEYS = 4096  # (topic, reason) pairs remembered; the oldest are forgotten first
 UPLINK_BATCH = 100  # outbox entries read per pass
+HEALTH_SLICE = 1000  # devices whose silence the health pass checks per turn of the loop
 UPLINK_BURST = 20  # new alerts sent at once; more go 10 ms apart
 
 Clock = Callable[[], datetime]
@@ -322,11 +323,16 @@ class EdgeAgent:
             # an inactivity window ending).
             for transition in self.engine.tick(now):
                 await self._alarm(transition)
+            # Readings (an alarm among them) go between the parts of this round: at 10,000
+            # devices the tick and the health pass below take several ms each.
+            await asyncio.sleep(0)
             self._flush_dead_letters(now)
             self._state_dirty = True
             if time.monotonic() - self._last_snapshot >= STATE_SAVE_S:
                 await self._save_state_soon()
-            for health in self.ingest.devices.values():
+            for index, health in enumerate(list(self.ingest.devices.values())):
+                if index % HEALTH_SLICE == HEALTH_SLICE - 1:
+                    await asyncio.sleep(0)
                 silent_for = self.config.silent_after * health.config.interval_s
                 if (
                     health.state == "online"
