@@ -165,7 +165,7 @@ class EdgeAgent:
         self._kick = asyncio.Event()  # a new alert is in the outbox
         # New alerts an alarm published itself and has not yet marked sent (_send_at_once),
         # and how many times the uplink has read the outbox for new alerts.
-        self._unmarked: set[str] = set()
+        self._unmarked: dict[str, str | None] = {}  # id -> its alarm's key
         self._outbox_reads = 0
         # The alarms whose new events the last uplink pass held back for an older one's ack
         # (an ack wakes the uplink only for them; else the uplink looks once a second).
@@ -488,7 +488,7 @@ class EdgeAgent:
         # Sent from here when nothing waits before it and no uplink pass has read the outbox
         # since it was stored (that pass would send it too); else the uplink sends it.
         unseen = alone and reads == self._outbox_reads
-        if not (unseen and await self._send_at_once(event.id, topic, payload)):
+        if not (unseen and await self._send_at_once(event.id, event.key, topic, payload)):
             self._kick.set()
         if self.telemetry is not None:
             self.telemetry.alert(event)
@@ -510,7 +510,7 @@ class EdgeAgent:
         self.outbox.add(id, topic, payload, key=key, **kwargs)
         return self.outbox.alone(id, key, sent=unmarked)
 
-    async def _send_at_once(self, id: str, topic: str, payload: bytes) -> bool:
+    async def _send_at_once(self, id: str, key: str | None, topic: str, payload: bytes) -> bool:
         """Publish a new alert from the alarm's own task (see _store_alert), sparing the uplink
         task's wake and its trip to the outbox's thread; False leaves it to the uplink."""
         if not self.upstream.connected.is_set():
@@ -519,10 +519,11 @@ class EdgeAgent:
             acked = self.upstream.publish_soon(topic, payload, qos=1)
         except NotConnected:
             return False
-        # Until it is marked sent, the uplink passes it over and _store_alert does not count
-        # it as waiting. A pass that read the outbox before the mark resumes before this task
-        # does (one outbox thread, callbacks in order), so it still finds it here.
-        self._unmarked.add(id)
+        # Until it is marked sent, the uplink passes it over (and holds newer events of its
+        # alarm, as for one sent and not acknowledged), and _store_alert does not count it as
+        # waiting. A pass that read the outbox before the mark resumes before this task does
+        # (one outbox thread, callbacks in order), so it still finds it here.
+        self._unmarked[id] = key
         self._background(self._sent_at_once(id, acked))
         return True
 
@@ -536,7 +537,7 @@ class EdgeAgent:
         except NotConnected:
             self._kick.set()  # not marked sent: the uplink sends it again
         finally:
-            self._unmarked.discard(id)
+            self._unmarked.pop(id, None)
 
     def _alert_part(self, rule: str) -> tuple[str, bytes]:
         """One rule's alert tracks, saved with the alert they raised (see ENGINE_ALERTS)."""
@@ -651,6 +652,7 @@ class EdgeAgent:
         # One trip to the outbox's thread for both: each trip back waits its turn on the loop.
         fresh, replaying = await self._io(self._fresh_and_replaying, now_ms)
         fresh = [e for e in fresh if e.id not in self._unmarked]  # sent by their alarm
+        replaying |= {key for key in self._unmarked.values() if key is not None}
         if not fresh:
             self._held = set()
             return
