@@ -102,9 +102,8 @@ class _Compiled:
     detectors: set[str] = field(default_factory=set)
     inactive: list[Condition] = field(default_factory=list)
     # Set when every leaf is a test of a device's latest reading (clock skew, out of range)
-    # in a device scope, with no repeat or latch: while nothing is raised or running, a
-    # reading that fails none of these leaves on its device cannot change the rule. These
-    # rules apply to every device; the check spares a full evaluation for each reading.
+    # in a device scope, with no repeat or latch: such a rule reaches every reading, which
+    # passes its gate (_step), although ``every_reading`` holds for it.
     reading_faults: list[Condition] | None = None
     # The same for silence leaves: while nothing is raised or running, a tick that finds the
     # device not yet silent long enough cannot change the rule (device-silent: every device,
@@ -151,11 +150,11 @@ def _compile(rule: Rule) -> _Compiled:
     clear = None
     if rule.clear is not None:
         clear = (rule.clear.condition, seconds(rule.clear.for_))
-    leaves = [leaf for _, _, cond, _ in levels for leaf in cond.leaves()]
+    creates = [leaf for _, _, cond, _ in levels for leaf in cond.leaves()]
+    leaves = list(creates)
     if clear is not None and clear[0] is not None:
         leaves += clear[0].leaves()
     reads = {name for leaf in leaves for name in _leaf_reads(leaf)}
-    creates = [leaf for _, _, cond, _ in levels for leaf in cond.leaves()]
     return _Compiled(
         rule=rule,
         levels=levels,
@@ -480,10 +479,11 @@ class Engine:
     def _rebuild_members(self) -> None:
         self._members = {}
         self._times = {}
-        # device id -> the rules it feeds, each with its scope key: asked on every reading.
+        # device id -> the rules it feeds, each with its scope key, and those of them that
+        # read detectors: asked on every reading.
         self._matching: dict[str, tuple[list[tuple[_Compiled, str]], list[_Scored]]] = {}
         # Per device and the metrics a reading carries (a device sends the same few, so
-        # this stays small): its rules, each with whether such a reading always concerns it.
+        # this stays small): its rules, each with how the reading meets it (_step).
         self._plans: dict[tuple[str, tuple[str, ...]], list[_Step]] = {}
         self._gates: dict[str, dict[tuple[str, ...], _Gate]] = {}  # rule id -> metrics -> gate
         # (rule id, scope key) -> the scope's device tracks, as _members lists them.
