@@ -123,7 +123,7 @@ _Step = tuple[int, "_Compiled", str, str, tuple[str, str], "_Gate | None", list[
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
 # A reading can only end a silence, never start one: a silence rule that is idle in a scope
 # (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
-_EVERY_READING = {"clock_skew", "hours", "score"}
+_EVERY_READING = {"clock_skew", "hours"}
 
 
 _READING_FAULTS = {"clock_skew", "out_of_range"}
@@ -208,17 +208,32 @@ class _Gate:
     full whenever the leaf held on the device; so it is enough to test the leaves on the
     reading's metrics, on its device alone, and the timed leaves on the whole scope. Most
     readings (a normal gas or smoke value) pass no test, and the rule's full evaluation
-    (every level and group, its context and track) is spared."""
+    (every level and group, its context and track) is spared. A reading that passes is
+    still spared when no level can hold with its latest-value leaves as they stand
+    (``may_hold``: ``hr > 0`` holds, but not beside ``hr < 40``)."""
 
-    __slots__ = ("latest", "others", "ranges", "rates", "skews", "stuck", "timed")
+    __slots__ = (
+        "bounds",
+        "latest",
+        "others",
+        "ranges",
+        "rates",
+        "scores",
+        "skews",
+        "stuck",
+        "timed",
+    )
 
     def __init__(self, compiled: _Compiled, names: Sequence[str]) -> None:
+        # A clock skew changes with any reading of the device; a detector's score, with any
+        # reading of the device it scores (its detectors score every reading, see _score).
         touched = [
             leaf
             for leaf in compiled.creates
             if not _timed(leaf)
             and (
                 leaf.clock_skew is not None
+                or leaf.score is not None
                 or any(fnmatchcase(name, read) for read in _leaf_reads(leaf) for name in names)
             )
         ]
@@ -230,6 +245,7 @@ class _Gate:
         self.ranges: list[tuple[str, float, float]] = []
         self.skews: list[float] = []
         self.stuck: list[tuple[str, float]] = []
+        self.scores: list[tuple[str, Callable[[float, float], bool], float]] = []
         self.others: list[Condition] = []
         for leaf in touched:
             if (
@@ -250,9 +266,12 @@ class _Gate:
                 self.rates.append((leaf.rate, leaf, OPERATORS[leaf.op], leaf.value))
             elif leaf.stuck is not None and leaf.stuck != "*" and leaf.over is not None:
                 self.stuck.append((leaf.stuck, seconds(leaf.over)))
+            elif leaf.score is not None and leaf.op is not None and leaf.value is not None:
+                self.scores.append((leaf.score, OPERATORS[leaf.op], leaf.value))
             else:
                 self.others.append(leaf)
         self.timed = compiled.timed
+        self.bounds = _bounds(compiled)
 
     def holds(self, device: DeviceTrack) -> bool:
         """Whether one of the plain leaves holds on the device (``others`` and ``timed`` are
@@ -278,7 +297,78 @@ class _Gate:
             rate = None if track is None else rate_of(track, leaf)
             if rate is not None and test(rate, threshold):
                 return True
+        scores = device.scores
+        for name, test, threshold in self.scores:
+            score = scores.get(name)
+            if score is not None and test(score, threshold):
+                return True
         return False
+
+    def may_hold(self, devices: Sequence[DeviceTrack]) -> bool:
+        """Whether a create level can hold now, its latest-value leaves tested on the scope and
+        every other leaf taken as true: a leaf that holds (``hr > 0``) beside one that does not
+        (``hr < 40``) in an ``all`` cannot make the rule true."""
+        return self.bounds is None or any(_may_hold(bound, devices) for bound in self.bounds)
+
+
+# A create level's condition reduced to its latest-value leaves (see _Gate.may_hold): a leaf
+# (metric, test, threshold), or a group ("all" or "any", its reduced children).
+_Bound = tuple[str, Callable[[float, float], bool], float] | tuple[str, list["_Bound"]]
+
+
+def _bounds(compiled: _Compiled) -> list[_Bound] | None:
+    """The create levels as _Bound trees; None when one of them could hold whatever the
+    latest values (a level of timed leaves alone), or a leaf latches (``within``: judging sets
+    its latch even while its level is false, so it is judged whenever the leaf holds)."""
+    if any(leaf.within is not None for leaf in compiled.creates):
+        return None
+    bounds = []
+    for _, _, cond, _ in compiled.levels:
+        bound = _bound(cond)
+        if bound is None:
+            return None
+        bounds.append(bound)
+    return bounds
+
+
+def _bound(cond: Condition) -> _Bound | None:
+    """``cond`` as a _Bound; None where it is taken as true."""
+    children = cond.all if cond.all is not None else cond.any
+    if children is not None:
+        reduced = [_bound(child) for child in children]
+        if cond.all is not None:
+            kept = [child for child in reduced if child is not None]
+            return ("all", kept) if kept else None
+        if any(child is None for child in reduced):
+            return None
+        return ("any", [child for child in reduced if child is not None])
+    # The leaves evaluate_leaf tests as a device's latest value.
+    if (
+        cond.hours is None
+        and cond.inactive is None
+        and cond.away is None
+        and cond.op is not None
+        and cond.value is not None
+        and cond.metric is not None
+        and "*" not in cond.metric
+        and (cond.agg == "last" or cond.over is None)
+    ):
+        return (cond.metric, OPERATORS[cond.op], cond.value)
+    return None
+
+
+def _may_hold(bound: _Bound, devices: Sequence[DeviceTrack]) -> bool:
+    if len(bound) == 3:
+        name, test, threshold = bound
+        for device in devices:
+            track = device.metrics.get(name)
+            if track is not None and test(track.last, threshold):
+                return True
+        return False
+    kind, children = bound
+    if kind == "all":
+        return all(_may_hold(child, devices) for child in children)
+    return any(_may_hold(child, devices) for child in children)
 
 
 # Ticks judge an idle, settled rule only when a timed leaf holds (the equivalence test turns
@@ -301,8 +391,10 @@ def _step(
         mode = _GATED
     elif compiled.every_reading:
         mode = _JUDGE
-    elif not compiled.reads.isdisjoint(names) or any(
-        fnmatchcase(name, p) for p in compiled.patterns for name in names
+    elif (
+        compiled.detectors
+        or not compiled.reads.isdisjoint(names)
+        or any(fnmatchcase(name, p) for p in compiled.patterns for name in names)
     ):
         mode = _GATED
     else:
@@ -633,7 +725,7 @@ class Engine:
                         settle in settled
                         and not gate.holds(track)
                         and not self._opens(gate, compiled, key, track, at)
-                    ):
+                    ) or not gate.may_hold(self._scope(rule_id, key)):
                         continue
             out += self._evaluate(compiled, key, now, fed=True)
         return out

@@ -192,5 +192,13 @@ def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch
     raised = {x.rule for x in full if x.phase.value == "raised"}
     # The stream must exercise the rules, or the comparison proves nothing.
     assert len(full) > 100
-    assert {"gas-lel", "hot-and-co", "device-out-of-range", "device-clock-skew"} <= raised
+    # A detector's score and an "all" of latest values (vital-signs: 0 < hr < 40) are gated.
+    assert {
+        "gas-lel",
+        "hot-and-co",
+        "device-out-of-range",
+        "device-clock-skew",
+        "pump-anomaly",
+        "vital-signs",
+    } <= raised
     assert spared < judged * 0.6  # and the gate must spare work
