@@ -308,40 +308,61 @@ class _Gate:
         """Whether a create level can hold now, its latest-value leaves tested on the scope and
         every other leaf taken as true: a leaf that holds (``hr > 0``) beside one that does not
         (``hr < 40``) in an ``all`` cannot make the rule true."""
-        return self.bounds is None or any(_may_hold(bound, devices) for bound in self.bounds)
+        if self.bounds is None:
+            return True
+        for clause in self.bounds:
+            for name, test, threshold in clause:
+                for device in devices:
+                    track = device.metrics.get(name)
+                    if track is not None and test(track.last, threshold):
+                        break
+                else:
+                    break  # this leaf holds on no device: the clause fails
+            else:
+                return True
+        return False
 
 
-# A create level's condition reduced to its latest-value leaves (see _Gate.may_hold): a leaf
-# (metric, test, threshold), or a group ("all" or "any", its reduced children).
-_Bound = tuple[str, Callable[[float, float], bool], float] | tuple[str, list["_Bound"]]
+# The create levels reduced to their latest-value leaves (see _Gate.may_hold), as clauses
+# any of which may hold, each a list of leaves (metric, test, threshold) that must all hold.
+_Leaf = tuple[str, Callable[[float, float], bool], float]
+_Clauses = list[list[_Leaf]]
+_CLAUSES_LIMIT = 64  # an "all" of many "any"s multiplies out; past this, no bound
 
 
-def _bounds(compiled: _Compiled) -> list[_Bound] | None:
-    """The create levels as _Bound trees; None when one of them could hold whatever the
-    latest values (a level of timed leaves alone), or a leaf latches (``within``: judging sets
-    its latch even while its level is false, so it is judged whenever the leaf holds)."""
+def _bounds(compiled: _Compiled) -> _Clauses | None:
+    """The create levels as clauses; None when a level could hold whatever the latest
+    values (a level of timed leaves alone), when they multiply out past _CLAUSES_LIMIT, or
+    when a leaf latches (``within``: judging sets its latch even while its level is false, so
+    the rule is judged whenever the leaf holds)."""
     if any(leaf.within is not None for leaf in compiled.creates):
         return None
-    bounds = []
+    out: _Clauses = []
     for _, _, cond, _ in compiled.levels:
-        bound = _bound(cond)
-        if bound is None:
+        clauses = _clauses(cond)
+        if clauses is None:
             return None
-        bounds.append(bound)
-    return bounds
+        out += clauses
+    return out
 
 
-def _bound(cond: Condition) -> _Bound | None:
-    """``cond`` as a _Bound; None where it is taken as true."""
+def _clauses(cond: Condition) -> _Clauses | None:
+    """``cond`` as clauses; None where it is taken as true."""
     children = cond.all if cond.all is not None else cond.any
     if children is not None:
-        reduced = [_bound(child) for child in children]
-        if cond.all is not None:
-            kept = [child for child in reduced if child is not None]
-            return ("all", kept) if kept else None
-        if any(child is None for child in reduced):
-            return None
-        return ("any", [child for child in reduced if child is not None])
+        reduced = [_clauses(child) for child in children]
+        if cond.any is not None:
+            if any(child is None for child in reduced):
+                return None
+            return [clause for child in reduced if child is not None for clause in child]
+        product: _Clauses = [[]]
+        for child in reduced:
+            if child is None:
+                continue
+            product = [mine + theirs for mine in product for theirs in child]
+            if len(product) > _CLAUSES_LIMIT:
+                return None
+        return product if product != [[]] else None
     # The leaves evaluate_leaf tests as a device's latest value.
     if (
         cond.hours is None
@@ -353,22 +374,8 @@ def _bound(cond: Condition) -> _Bound | None:
         and "*" not in cond.metric
         and (cond.agg == "last" or cond.over is None)
     ):
-        return (cond.metric, OPERATORS[cond.op], cond.value)
+        return [[(cond.metric, OPERATORS[cond.op], cond.value)]]
     return None
-
-
-def _may_hold(bound: _Bound, devices: Sequence[DeviceTrack]) -> bool:
-    if len(bound) == 3:
-        name, test, threshold = bound
-        for device in devices:
-            track = device.metrics.get(name)
-            if track is not None and test(track.last, threshold):
-                return True
-        return False
-    kind, children = bound
-    if kind == "all":
-        return all(_may_hold(child, devices) for child in children)
-    return any(_may_hold(child, devices) for child in children)
 
 
 # Ticks judge an idle, settled rule only when a timed leaf holds (the equivalence test turns
