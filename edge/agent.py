@@ -28,6 +28,7 @@ from edge.config import BrokerConfig, EdgeConfig
 from edge.ingest import Accepted, Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
+from edge.snapshots import Snapshots
 from edge.telemetry import PRIVATE_KINDS, Telemetry
 from edge.warnings import local_warning
 from rules import Engine, RuleSet, Transition
@@ -56,10 +57,10 @@ from wire.topics import Channel
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-ENGINE_STATE = "engine"  # the name of the rules' state in the outbox database
-# With each alert only its rule's alert tracks are saved (a few kB, not the whole state with
-# the learned models, about 1 MB at 1,000 devices, fsynced per alarm); they are newer than
-# ENGINE_STATE and go into it on restore. A full save (every STATE_SAVE_S) supersedes them.
+ENGINE_STATE = "engine"  # the name of the rules' whole state (edge/snapshots.py)
+# With each alert only its rule's alert tracks are saved, in the outbox (a few kB, not the
+# whole state with the learned models, about 1 MB at 1,000 devices, fsynced per alarm). They
+# are stamped, and those stamped after the saved whole state go into it on restore.
 ENGINE_ALERTS = "engine.alerts/"  # + rule id
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
@@ -116,12 +117,20 @@ class EdgeAgent:
         self.observer = observer
         self.data_dir = data_dir or Path(config.data_dir)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
+        self.snapshots = Snapshots(self.data_dir / "rules.sqlite3")
         self.ingest = Ingest(config.site, config.gateway, config.devices, self.codec)
         self.counters: Counter[str] = Counter()
         # The rules' state survives a restart: hold timers keep running, alarms stay raised,
         # learned routines are kept.
-        saved = self.outbox.load_state(ENGINE_STATE)
-        parts = self.outbox.load_states(ENGINE_ALERTS)
+        found = self.snapshots.load(ENGINE_STATE)
+        if found is None:  # a gateway from before rules.sqlite3: its state in the outbox
+            legacy = self.outbox.load_state(ENGINE_STATE)
+            found = None if legacy is None else (-1, legacy)
+        since, saved = found if found is not None else (-1, None)
+        stamped = self.outbox.load_states(ENGINE_ALERTS)
+        parts = {name: blob for name, (stamp, blob) in stamped.items() if stamp > since}
+        # The last stamp given to an alert part (see _alert_part); counts on across restarts.
+        self._stamp = max([0, since, *(stamp for stamp, _ in stamped.values())])
         self.engine = Engine(config.rules)
         if saved or parts:
             try:
@@ -160,8 +169,10 @@ class EdgeAgent:
         self._hub_broadcast_causes: set[str] = set()
         self.started = time.monotonic()
         # Every outbox call goes through this one thread, so writes commit in the order the
-        # loop made them (a full state save never overtakes a newer alarm's part of it).
+        # loop made them. The whole rule state is saved from a thread of its own: an alarm's
+        # commit never waits behind it.
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anmin-outbox")
+        self._state_disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anmin-state")
         self._kick = asyncio.Event()  # a new alert is in the outbox
         # New alerts an alarm published itself and has not yet marked sent (_send_at_once),
         # and how many times the uplink has read the outbox for new alerts.
@@ -235,16 +246,20 @@ class EdgeAgent:
         finally:
             for task in self._local_warnings.values():
                 task.cancel()
-            # After every outbox write already queued, so none lands after the full save;
-            # shielded, so a second cancellation does not drop it.
-            await asyncio.shield(self._io(self._save_state))
+            # Shielded, so that a second cancellation does not drop it.
+            if self._state_dirty:
+                blob, stamp = self.engine.snapshot(), self._stamp
+                self._state_dirty = False
+                await asyncio.shield(self._save_snapshot(blob, stamp))
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.flush, self.clock(), True)
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)
+        self._state_disk.shutdown(wait=True)
         self._save_state()
         self.outbox.close()
+        self.snapshots.close()
         if self.telemetry is not None:
             self.telemetry.close()
 
@@ -290,23 +305,28 @@ class EdgeAgent:
     def _save_state(self) -> None:
         """Save the whole rule state now (at exit; the loop saves through ``_save_state_soon``)."""
         if self._state_dirty:
-            self.outbox.save_state(ENGINE_STATE, self.engine.snapshot(), supersedes=ENGINE_ALERTS)
+            self.snapshots.save(ENGINE_STATE, self.engine.snapshot(), self._stamp)
             self._state_dirty = False
             self._last_snapshot = time.monotonic()
 
     async def _save_state_soon(self) -> None:
         # The changed devices are encoded a slice at a time, letting readings in between (the
         # whole state of 1,000 busy devices takes ~9 ms, an alarm's wait); the snapshot itself
-        # is then taken at once, here on the loop, so it holds exactly the transitions made so
-        # far; written in order after the parts already queued, and before any made later.
+        # is then taken at once, here on the loop, so it holds exactly the alert parts stamped
+        # so far, and is stamped with the last of them.
         for _ in range(len(self.devices) // ENCODE_SLICE + 1):  # bounded: devices keep changing
             if not self.engine.encode_devices(ENCODE_SLICE):
                 break
             await asyncio.sleep(0)
-        blob = self.engine.snapshot()
+        blob, stamp = self.engine.snapshot(), self._stamp
         self._state_dirty = False
         self._last_snapshot = time.monotonic()
-        await self._io(self.outbox.save_state, ENGINE_STATE, blob, supersedes=ENGINE_ALERTS)
+        await self._save_snapshot(blob, stamp)
+
+    async def _save_snapshot(self, blob: bytes, stamp: int) -> None:
+        loop = asyncio.get_running_loop()
+        save = functools.partial(self.snapshots.save, ENGINE_STATE, blob, stamp)
+        await loop.run_in_executor(self._state_disk, save)
 
     async def _io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``call`` on the outbox's own thread (see ``_disk``)."""
@@ -539,9 +559,12 @@ class EdgeAgent:
         finally:
             self._unmarked.pop(id, None)
 
-    def _alert_part(self, rule: str) -> tuple[str, bytes]:
-        """One rule's alert tracks, saved with the alert they raised (see ENGINE_ALERTS)."""
-        return ENGINE_ALERTS + rule, msgspec.msgpack.encode(self.engine.state.alerts.get(rule, {}))
+    def _alert_part(self, rule: str) -> tuple[str, int, bytes]:
+        """One rule's alert tracks as they stand, stamped, saved with the alert they raised
+        (see ENGINE_ALERTS)."""
+        self._stamp += 1
+        blob = msgspec.msgpack.encode(self.engine.state.alerts.get(rule, {}))
+        return ENGINE_ALERTS + rule, self._stamp, blob
 
     def _commands_for(self, transition: Transition, key: str) -> list[tuple[str, CommandAction]]:
         """The rule's local actions as device commands; the siren stops when the alert clears."""

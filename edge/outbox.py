@@ -31,11 +31,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_sent_ms INTEGER,
     key          TEXT  -- the alert's key: one alarm's events reach the hub in their order
 );
--- The rules' state, saved in the same transaction as the alerts it caused: after a crash the
--- agent neither forgets a raised alarm nor raises it a second time.
+-- A rule's alert tracks, saved in the same transaction as the alert they caused: after a
+-- crash the agent neither forgets a raised alarm nor raises it a second time. The stamp orders
+-- them against the whole state saved beside (edge/snapshots.py). Before that file, the whole
+-- state was kept here too, under "engine", and is still read from here once.
 CREATE TABLE IF NOT EXISTS rule_state (
     name  TEXT PRIMARY KEY,
-    blob  BLOB NOT NULL
+    blob  BLOB NOT NULL,
+    stamp INTEGER NOT NULL DEFAULT 0
 )
 """
 
@@ -68,6 +71,9 @@ class Outbox:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         if "key" not in columns:  # an outbox from before keys were kept
             self._db.execute("ALTER TABLE outbox ADD COLUMN key TEXT")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(rule_state)")}
+        if "stamp" not in columns:  # from before the parts were stamped
+            self._db.execute("ALTER TABLE rule_state ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0")
         self.dropped = 0  # entries dropped by the bounds (never life-safety ones)
         self._deleted_since_checkpoint = False
         self._last_checkpoint_ms: int | None = None
@@ -80,10 +86,11 @@ class Outbox:
         *,
         life_safety: bool,
         now_ms: int,
-        state: tuple[str, bytes] | None = None,
+        state: tuple[str, int, bytes] | None = None,
         key: str | None = None,
     ) -> bool:
-        """Store durably (with the rules' ``state``, atomically); False if ``id`` is queued."""
+        """Store durably (with the rules' ``state``: name, stamp, blob; atomically); False if
+        ``id`` is queued."""
         with self._transaction():
             cursor = self._db.execute(
                 "INSERT OR IGNORE INTO outbox (id, topic, payload, life_safety, created_ms, key)"
@@ -91,7 +98,10 @@ class Outbox:
                 (id, topic, payload, int(life_safety), now_ms, key),
             )
             if state is not None:
-                self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", state)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO rule_state (name, stamp, blob) VALUES (?, ?, ?)",
+                    state,
+                )
         return cursor.rowcount == 1
 
     @contextmanager
@@ -120,30 +130,19 @@ class Outbox:
                 if not durable:
                     self._db.execute("PRAGMA synchronous=FULL")
 
-    def save_state(self, name: str, blob: bytes, *, supersedes: str | None = None) -> None:
-        """Save ``blob`` as ``name``; with ``supersedes``, drop the parts named with that
-        prefix in the same transaction (``blob`` holds what they held)."""
-        with self._transaction():
-            if supersedes is not None:
-                self._db.execute(
-                    "DELETE FROM rule_state WHERE substr(name, 1, ?) = ?",
-                    (len(supersedes), supersedes),
-                )
-            self._db.execute("INSERT OR REPLACE INTO rule_state VALUES (?, ?)", (name, blob))
-
     def load_state(self, name: str) -> bytes | None:
         with self._lock:
             row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def load_states(self, prefix: str) -> dict[str, bytes]:
-        """Every saved part whose name starts with ``prefix``, by name."""
+    def load_states(self, prefix: str) -> dict[str, tuple[int, bytes]]:
+        """Every saved part whose name starts with ``prefix``, by name: its stamp and blob."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, blob FROM rule_state WHERE substr(name, 1, ?) = ?",
+                "SELECT name, stamp, blob FROM rule_state WHERE substr(name, 1, ?) = ?",
                 (len(prefix), prefix),
             ).fetchall()
-        return {name: bytes(blob) for name, blob in rows}
+        return {name: (int(stamp), bytes(blob)) for name, stamp, blob in rows}
 
     def prune(
         self, now_ms: int, *, max_age_ms: int, max_entries: int, checkpoint_ms: int = 60_000

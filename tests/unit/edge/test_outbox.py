@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,25 @@ def test_bounds_drop_only_what_is_not_life_safety(outbox: Outbox) -> None:
 def test_rule_state_is_committed_with_the_alert_and_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     first = Outbox(path)
-    first.add("a", "t", b"x", life_safety=True, now_ms=1, state=("gas", b'{"d":1}'))
+    first.add("a", "t", b"x", life_safety=True, now_ms=1, state=("gas/1", 7, b'{"d":1}'))
     first.close()
     again = Outbox(path)
-    assert again.load_state("gas") == b'{"d":1}'
+    assert again.load_states("gas/") == {"gas/1": (7, b'{"d":1}')}
     assert again.ids() == ["a"]
+
+
+def test_an_outbox_from_before_stamps_reads_its_parts_as_stamp_0(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE rule_state (name TEXT PRIMARY KEY, blob BLOB NOT NULL);"
+        "INSERT INTO rule_state VALUES ('engine', x'01'), ('gas/1', x'02');"
+    )
+    old.commit()
+    old.close()
+    outbox = Outbox(path)
+    assert outbox.load_state("engine") == b"\x01"
+    assert outbox.load_states("gas/") == {"gas/1": (0, b"\x02")}
 
 
 def test_the_alarms_being_replayed_are_known_and_can_be_made_due(outbox: Outbox) -> None:

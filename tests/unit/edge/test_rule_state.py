@@ -47,19 +47,59 @@ async def test_an_alarm_saves_its_rule_state_and_a_restart_keeps_it(tmp_path: Pa
     await leak(agent, seconds=3)
     before = raised(agent)
     assert before and agent.counters["alerts.raised"] == 1
-    # Only the alarm's rule was saved, and no full snapshot yet (the agent "crashes" now).
+    # Only the alarm's rule was saved, and no whole state yet (the agent "crashes" now).
     parts = agent.outbox.load_states(ENGINE_ALERTS)
-    assert agent.outbox.load_state(ENGINE_STATE) is None
-    assert len(parts) == 1 and max(len(b) for b in parts.values()) < 4096
+    assert agent.snapshots.load(ENGINE_STATE) is None
+    assert len(parts) == 1 and max(len(b) for _, b in parts.values()) < 4096
     agent.outbox.close()
+    agent.snapshots.close()
 
     again = agent_at(tmp_path)
     assert raised(again) == before
     await leak(again, seconds=3)
     assert again.counters["alerts.raised"] == 0, "the restarted agent raised it again"
-    # A full save supersedes the parts.
+    # A whole save holds the parts stamped so far: they are not applied over it again.
     again._state_dirty = True
     again._save_state()
-    assert again.outbox.load_states(ENGINE_ALERTS) == {}
+    saved = again.snapshots.load(ENGINE_STATE)
+    assert saved is not None
+    assert saved[0] >= max(stamp for stamp, _ in again.outbox.load_states(ENGINE_ALERTS).values())
     again.close()
     assert raised(agent_at(tmp_path)) == before
+
+
+async def test_a_part_older_than_the_saved_state_is_not_applied(tmp_path: Path) -> None:
+    agent = agent_at(tmp_path)
+    await leak(agent, seconds=3)
+    (name, (stamp, raised_part)), *_ = agent.outbox.load_states(ENGINE_ALERTS).items()
+    # The leak ends and the alarm clears; its part (the cleared tracks) lands in the whole
+    # state, and then, as a slow outbox thread may have it, the raised part lands after it.
+    for s in range(4, 400):
+        at = T0 + timedelta(seconds=s)
+        await agent._evaluate(Reading(device=GAS, seq=s, ts=at, values={"gas_lel": 0.0}), at)
+    assert agent.counters["alerts.cleared"] == 1 and not raised(agent)
+    agent._state_dirty = True
+    agent._save_state()
+    agent.outbox.add(
+        "late", "t", b"x", life_safety=True, now_ms=0, state=(name, stamp, raised_part)
+    )
+    agent.close()
+    assert not raised(agent_at(tmp_path)), "an older part was applied over a newer state"
+
+
+async def test_a_state_saved_in_the_outbox_by_an_older_version_is_restored(
+    tmp_path: Path,
+) -> None:
+    agent = agent_at(tmp_path)
+    await leak(agent, seconds=3)
+    before = raised(agent)
+    # As an older version kept it: the whole state in the outbox, parts without stamps.
+    agent.outbox._db.execute(
+        "INSERT INTO rule_state (name, blob) VALUES (?, ?)", (ENGINE_STATE, agent.engine.snapshot())
+    )
+    agent.outbox._db.execute("UPDATE rule_state SET stamp = 0")
+    agent.outbox.close()
+    agent.snapshots.close()
+    again = agent_at(tmp_path)
+    assert raised(again) == before
+    assert again._stamp == 0
