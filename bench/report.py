@@ -231,6 +231,10 @@ def parse_edge(text: str) -> dict[str, Any]:
         out["plain"] = _num(g[0])
     if g := _grab(text, r"agent RSS after the run: ([\d.]+) MB"):
         out["rss_after_mb"] = _num(g[0])
+    if g := _grab(
+        text, r"durable commit of an alert on this disk[^:]*: p50 ([\d.]+) ms, p99 ([\d.]+)"
+    ):
+        out["commit_p50"], out["commit_p99"] = _num(g[0]), _num(g[1])
     return out
 
 
@@ -443,6 +447,17 @@ def headline_rows(r: dict[str, Outcome]) -> list[list[str]]:
                 verdict(at_most(edge.get("p99"), 1.0)),
             ]
         )
+        if edge.get("commit_p99") is not None:
+            rows.append(
+                [
+                    "durable commit of an alert on this disk (in reading -> alert), p50 / p99",
+                    f"{fmt(edge['commit_p50'], '.2f')} / {fmt(edge['commit_p99'], '.2f', ' ms')}",
+                    "SQLite WAL, synchronous=FULL, idle",
+                    "–",
+                    "–",
+                    "–",
+                ]
+            )
     for level in e2e.get("rates", []):
         bare = level["bare_round_trip"]
         stages = level["stages"]

@@ -22,6 +22,7 @@ import os
 import time
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 import wire
 from bus.broker import Mosquitto
@@ -76,7 +77,7 @@ def simulator(
 
 
 def bare_paho(broker: Mosquitto, count: int, payload: bytes) -> float:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-bare")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare")
     client.max_queued_messages_set(0)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
