@@ -14,7 +14,6 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from rules.language import SEVERITY_RANK, Action, Condition, Level, RoutineTimes
 from rules.routine import Routine
 from rules.ruleset import RuleSet, utc_offset_seconds
 from rules.signals import (
+    BUCKET_FRACTION,
     OPERATORS,
     RATE_SPACING,
     Context,
@@ -116,6 +116,7 @@ class _Compiled:
 
 
 PLANS_LIMIT = 100_000
+_KEEP_NOTHING = (0.0, 0.0, 0.0, 0.0)  # a metric no window reads: its latest value is enough
 # One rule's part in a reading (see _step): how it is met, the rule, its scope key, rule id,
 # (rule id, scope key), its gate, and its ``inactive`` leaves on the reading's metrics.
 _Scored = tuple[str, str, list[str]]  # rule id, scope key, the detectors it reads
@@ -507,9 +508,9 @@ class Engine:
         self._now = 0.0  # the latest time fed or ticked
         self._compiled: list[_Compiled] = []
         self._members: dict[str, dict[str, list[str]]] = {}
-        self._windows: dict[str, float] = {}
-        self._summed: set[str] = set()  # metrics a sum or mean over a window reads
-        self._spacing: dict[str, float] = {}  # metrics only rates read -> their sample spacing
+        # Metric -> what its track keeps (DeviceTrack.trim): its samples for rates (how far
+        # back, how far apart) and its buckets for window aggregates (how far back, how wide).
+        self._keeps: dict[str, tuple[float, float, float, float]] = {}
         self._tolerance: dict[str, float] = {}
         self._doses: dict[str, Condition] = {}
         # CO metric -> the dose leaves modelled from it, by dose key.
@@ -541,23 +542,17 @@ class Engine:
                     )
         # Only now: a refused rule set leaves the running one as it was.
         self._compiled = compiled_rules
-        self._windows, self._tolerance, self._doses = {}, {}, {}
-        self._summed = set()
-        rates: dict[str, float] = {}  # metric -> its shortest rate window
-        whole: set[str] = set()  # metrics an aggregate over a window reads sample by sample
+        self._tolerance, self._doses = {}, {}
+        # Metric -> the windows over it: of rates, and of the other aggregates.
+        rates: dict[str, list[float]] = {}
+        aggregates: dict[str, list[float]] = {}
         for compiled in self._compiled:
             for leaf in compiled.leaves:
-                windowed = leaf.rate or (leaf.metric if leaf.agg != "last" else None)
-                if windowed is not None and leaf.over is not None:
-                    self._windows[windowed] = max(
-                        self._windows.get(windowed, 0.0), seconds(leaf.over)
-                    )
-                    if leaf.metric is not None and leaf.agg in ("sum", "mean"):
-                        self._summed.add(leaf.metric)
+                if leaf.over is not None:
                     if leaf.rate is not None:
-                        rates[leaf.rate] = min(rates.get(leaf.rate, math.inf), seconds(leaf.over))
-                    else:
-                        whole.add(windowed)
+                        rates.setdefault(leaf.rate, []).append(seconds(leaf.over))
+                    elif leaf.metric is not None and leaf.agg != "last":
+                        aggregates.setdefault(leaf.metric, []).append(seconds(leaf.over))
                 if leaf.stuck is not None:
                     key = leaf.stuck
                     self._tolerance[key] = min(
@@ -565,9 +560,15 @@ class Engine:
                     )
                 if leaf.cohb is not None:
                     self._doses[dose_key(leaf)] = leaf
-        self._spacing = {
-            name: over * RATE_SPACING for name, over in rates.items() if name not in whole
-        }
+        self._keeps = {}
+        for name in rates.keys() | aggregates.keys():
+            over, windows = rates.get(name, [0.0]), aggregates.get(name, [0.0])
+            self._keeps[name] = (
+                max(over),
+                min(over) * RATE_SPACING,
+                max(windows),
+                min(windows) * BUCKET_FRACTION,
+            )
         self._doses_of = {}
         for key, leaf in self._doses.items():
             assert leaf.cohb is not None
@@ -680,17 +681,11 @@ class Engine:
         self._encoded.pop(device.id, None)
         values = reading.values
         track.record(values, at, reading.ts.timestamp())
-        star = self._tolerance.get("*", 0.0)
-        windows, summed, doses, spacing = self._windows, self._summed, self._doses_of, self._spacing
+        tolerances = self._tolerance
+        star = tolerances.get("*", 0.0)
+        keeps, doses = self._keeps, self._doses_of
         for name in values:
-            window = windows.get(name, 0.0)
-            track.trim(
-                name,
-                window,
-                self._tolerance.get(name, star),
-                name in summed,
-                spacing.get(name, 0.0),
-            )
+            track.trim(name, tolerances.get(name, star), *keeps.get(name, _KEEP_NOTHING))
             for key, leaf in doses.get(name, ()):
                 ppm = values[name]
                 dose = track.doses.get(key)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
-from itertools import accumulate
 
 import msgspec
 
@@ -30,13 +29,31 @@ AWAY_GRACE_S = 120.0  # presence this soon after the door opened was the leaving
 UP_BY_MARGIN = "1h"  # "not up by": the default time allowed after the usual wake time
 
 
+class Bucket(msgspec.Struct, array_like=True):
+    """A metric's samples that arrived within a hundredth of a window of the first of them
+    (BUCKET_FRACTION), summed up for the aggregates over windows."""
+
+    first: float  # when the first and the last of them arrived
+    last: float
+    count: int
+    total: float
+    low: float
+    high: float
+    # Running totals over this metric's buckets so far, this one included: a window's sum
+    # and count in O(1), not O(window).
+    total_to: float
+    count_to: int
+
+
 class MetricTrack(msgspec.Struct):
     last: float
     at: float
-    history: list[tuple[float, float]] = []  # (at, value), as far back as some rule needs
-    # Running totals of the history's values (sums[i]: every value up to history[i]), kept
-    # for metrics that a sum or mean over a window reads: O(1) a reading, not O(window).
-    sums: list[float] = []
+    # (at, value) samples for rates, as far back as the longest rate window, at least a
+    # hundredth of the shortest apart (RATE_SPACING).
+    history: list[tuple[float, float]] = []
+    # The samples in buckets for sums, means, counts, minima and maxima over windows: at most
+    # ~100 a window however often the device reports (1,800 a minute at 30 readings/s).
+    buckets: list[Bucket] = []
     steady_since: float = 0.0  # the value has stayed within tolerance of ``anchor`` since
     anchor: float = 0.0
     nonzero_at: float | None = None  # the last time the value was not 0 (flags, doors)
@@ -68,43 +85,81 @@ class DeviceTrack(msgspec.Struct):
     def trim(
         self,
         name: str,
-        window: float,
         tolerance: float,
-        summed: bool = False,
+        rates: float = 0.0,
         spacing: float = 0.0,
+        window: float = 0.0,
+        width: float = 0.0,
     ) -> None:
-        """Keep the history a rule needs (with its running totals where ``summed``; samples at
-        least ``spacing`` apart, where only rates read it) and follow how long the value has
-        been steady."""
+        """Keep the new value as the rules need it: in the samples for rates up to ``rates``
+        seconds back (at least ``spacing`` apart), in the buckets for window aggregates up to
+        ``window`` back (each ``width`` wide); and follow how long it has been steady."""
         track = self.metrics[name]
+        history, buckets = track.history, track.buckets
         if window > 0:
-            history, sums = track.history, track.sums
-            if summed and len(sums) != len(history):  # a snapshot from before sums, a new rule
-                sums[:] = accumulate(value for _, value in history)
+            if not buckets and history:  # a snapshot from before buckets kept every sample
+                for at, value in history:
+                    _bucket(buckets, at, value, width)
+            _bucket(buckets, track.at, track.last, width)
+            # Drop the buckets no window can reach: those whose last sample is at or before
+            # the longest window's start (bisect: a chatty device's list is long).
+            drop = bisect_right(buckets, track.at - window, key=_last_of)
+            if drop:
+                del buckets[:drop]
+        elif buckets:
+            buckets.clear()
+        if rates > 0:
             # A rate reads the latest value and one sample a window older, so a sample that
             # close to the last one kept adds nothing a rate needs (see RATE_SPACING).
             if not (spacing and history and track.at - history[-1][0] < spacing):
                 history.append((track.at, track.last))
-                if summed:
-                    sums.append((sums[-1] if sums else 0.0) + track.last)
-            if sums and not summed:
-                sums.clear()
             # Keep the newest sample at or before the window's start (a rate needs one that
-            # old) and everything after it. Bisect, not a pop(0) loop: a chatty device's
-            # history is long, and this runs on every reading.
-            drop = bisect_right(history, (track.at - window, _LAST)) - 1
+            # old) and everything after it.
+            drop = bisect_right(history, (track.at - rates, _LAST)) - 1
             if drop > 0:
                 del history[:drop]
-                if summed:
-                    del sums[:drop]
+        elif history:
+            history.clear()
         if abs(track.last - track.anchor) > tolerance:
             track.anchor, track.steady_since = track.last, track.at
 
 
-# A metric that only rates read keeps one sample per this fraction of its shortest rate window
-# (0.6 s for a 60 s rate): a rate then spans at most 1 % more than its window. Devices that
-# report every second or slower keep every sample; one sending 30 a second (the benchmark's)
-# kept 1,800 for a 60 s rate, and the state saves and the memory grew with them.
+def _bucket(buckets: list[Bucket], at: float, value: float, width: float) -> None:
+    """Add a sample to the newest bucket, or start one if it began ``width`` or more ago."""
+    if buckets:
+        newest = buckets[-1]
+        if at - newest.first < width:
+            newest.last = at
+            newest.count += 1
+            newest.total += value
+            newest.total_to += value
+            newest.count_to += 1
+            if value < newest.low:
+                newest.low = value
+            elif value > newest.high:
+                newest.high = value
+            return
+        total_to, count_to = newest.total_to + value, newest.count_to + 1
+    else:
+        total_to, count_to = value, 1
+    buckets.append(Bucket(at, at, 1, value, value, value, total_to, count_to))
+
+
+def _last_of(bucket: Bucket) -> float:
+    return bucket.last
+
+
+# Window aggregates read buckets a hundredth of their shortest window wide: a window then
+# takes in whole buckets, so it may reach back up to 1 % further than it says (3 s in 5 min).
+# A device reporting less often than that (every 3 s and slower for a 5-minute window) has a
+# bucket per sample, and its windows are exact.
+BUCKET_FRACTION = 0.01
+
+
+# Rates keep one sample per this fraction of their metric's shortest rate window (0.6 s for a
+# 60 s rate): a rate then spans at most 1 % more than its window. Devices that report every
+# second or slower keep every sample; one sending 30 a second (the benchmark's) kept 1,800 for
+# a 60 s rate, and the state saves and the memory grew with them.
 RATE_SPACING = 0.01
 
 
@@ -155,31 +210,23 @@ def routine_key(scope_key: str, leaf: Condition) -> str:
 def _aggregate(track: MetricTrack, leaf: Condition, now: float) -> float | None:
     if leaf.agg == "last" or leaf.over is None:
         return track.last
-    history = track.history
-    start = bisect_right(history, (now - seconds(leaf.over), _LAST))
-    count = len(history) - start
+    buckets = track.buckets
+    # The buckets with a sample in the window (see BUCKET_FRACTION).
+    start = bisect_right(buckets, now - seconds(leaf.over), key=_last_of)
+    if start >= len(buckets):
+        return 0.0 if leaf.agg in ("count", "sum") else None
+    first, newest = buckets[start], buckets[-1]
     if leaf.agg == "count":
-        return float(count)
+        return float(newest.count_to - first.count_to + first.count)
     if leaf.agg in ("sum", "mean"):
-        total = _window_sum(track, start)
+        # Running totals subtract exactly where it matters: a window of zeros sums to 0.0.
+        total = newest.total_to - first.total_to + first.total
         if leaf.agg == "sum":
             return total
-        return total / count if count else None
-    values = [v for _, v in history[start:]]
-    if not values:
-        return None
-    return min(values) if leaf.agg == "min" else max(values)
-
-
-def _window_sum(track: MetricTrack, start: int) -> float:
-    """The sum of the history's values from ``start`` on."""
-    history, sums = track.history, track.sums
-    if start >= len(history):
-        return 0.0
-    if len(sums) != len(history):  # not kept for this metric (the engine keeps it: a test)
-        return sum(v for _, v in history[start:])
-    # Running totals subtract exactly where it matters: a window of zeros sums to 0.0.
-    return sums[-1] - sums[start] + history[start][1]
+        return total / (newest.count_to - first.count_to + first.count)
+    if leaf.agg == "min":
+        return min(bucket.low for bucket in buckets[start:])
+    return max(bucket.high for bucket in buckets[start:])
 
 
 def rate_of(track: MetricTrack, leaf: Condition) -> float | None:

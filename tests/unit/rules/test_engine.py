@@ -12,7 +12,7 @@ import pytest
 
 from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
 from rules.language import Condition
-from rules.signals import DeviceTrack, _aggregate, rate_of
+from rules.signals import BUCKET_FRACTION, DeviceTrack, _aggregate, rate_of
 from tests.unit.rules.support import Sim, at, device
 
 GAS = device("gas-1", "gas")
@@ -285,36 +285,55 @@ def test_a_snapshot_reencodes_only_the_devices_heard_from_and_is_the_whole_state
     assert restored.state.devices["gas-b"].metrics["gas_lel"].last == 2
 
 
-def test_window_sums_and_means_from_running_totals_match_the_samples() -> None:
-    """A sum or mean over a window reads running totals (O(1) a reading, not O(window)); it
-    equals the plain sum of the window's samples, and a window of zeros is exactly 0."""
-    rng = random.Random(11)
-    track = DeviceTrack(info=device("p1", "pump"), first_at=0.0)
+def test_window_aggregates_from_buckets_match_the_samples() -> None:
+    """Sums, means, counts and maxima over a window read buckets a hundredth of the window wide
+    (O(1) a reading for sums, ~100 buckets a window however chatty the device). Samples a
+    bucket or more apart are each their own bucket and the window is exact; denser ones take
+    in a whole bucket at the window's start, so the window holds the samples after some time
+    at most one bucket before its start. A window of zeros sums to exactly 0."""
     leaves = [
         Condition(metric="vibration_mm_s", agg=agg, over="5min", op=">=", value=1.0, unit="mm/s")
         for agg in ("sum", "mean", "count", "max")
     ]
-    t = 0.0
-    for n in range(3000):
-        t += rng.choice([0.5, 3.0, 40.0])
-        value = 0.0 if 1000 <= n < 2000 else rng.choice([0.0, 0.1, 2.7, 1e6])
-        track.record({"vibration_mm_s": value}, t, t)
-        track.trim("vibration_mm_s", 300.0, 0.0, summed=True)
-        window = [v for at_, v in track.metrics["vibration_mm_s"].history if at_ > t - 300.0]
-        got = [_aggregate(track.metrics["vibration_mm_s"], leaf, t) for leaf in leaves]
-        assert got[0] == pytest.approx(sum(window), rel=1e-12, abs=1e-6)
-        assert got[1] == pytest.approx(sum(window) / len(window), rel=1e-12, abs=1e-6)
-        assert got[2:] == [len(window), max(window)]
-        if 1100 <= n < 2000:  # five minutes of zeros: exactly nothing, for "== 0" rules
-            assert got[0] == 0.0
-    # A track restored from a snapshot taken before running totals rebuilds them.
-    metric = track.metrics["vibration_mm_s"]
-    metric.sums = []
+    width = 300.0 * BUCKET_FRACTION
+    for steps, seed in (([3.0, 5.0, 40.0], 11), ([0.05, 0.5, 3.0], 12)):
+        rng = random.Random(seed)
+        track = DeviceTrack(info=device("p1", "pump"), first_at=0.0)
+        samples: list[tuple[float, float]] = []
+        t = 0.0
+        for n in range(3000):
+            t += rng.choice(steps)
+            value = 0.0 if 1000 <= n < 2000 else rng.choice([0.0, 0.1, 2.7, 1e6])
+            samples.append((t, value))
+            track.record({"vibration_mm_s": value}, t, t)
+            track.trim("vibration_mm_s", 0.0, window=300.0, width=width)
+            metric = track.metrics["vibration_mm_s"]
+            got = [_aggregate(metric, leaf, t) for leaf in leaves]
+            inside = [v for at_, v in samples if at_ > t - 300.0]
+            reach = [v for at_, v in samples if at_ > t - 300.0 - width]
+            count = int(got[2] or 0)
+            assert len(inside) <= count <= len(reach)
+            if steps[0] >= width:
+                assert count == len(inside)
+            taken = [v for _, v in samples[-count:]]  # the newest ``count`` samples
+            assert got[0] == pytest.approx(sum(taken), rel=1e-12, abs=1e-6)
+            assert got[1] == pytest.approx(sum(taken) / len(taken), rel=1e-12, abs=1e-6)
+            assert got[3] == max(taken)
+            if 1100 <= n < 2000 and steps[0] >= width:  # five minutes of zeros
+                assert got[0] == 0.0
+            assert len(metric.buckets) <= 300.0 / width + 2
+            assert metric.history == []  # no rate reads it
+    # A track restored from a snapshot taken before buckets (every sample in its history)
+    # builds them from its samples.
+    metric.buckets = []
+    metric.history = samples[-2000:]
     track.record({"vibration_mm_s": 1.5}, t + 1, t + 1)
-    track.trim("vibration_mm_s", 300.0, 0.0, summed=True)
-    window = [v for at_, v in metric.history if at_ > t + 1 - 300.0]
-    assert _aggregate(metric, leaves[0], t + 1) == pytest.approx(sum(window))
-    assert len(metric.sums) == len(metric.history)
+    track.trim("vibration_mm_s", 0.0, window=300.0, width=width)
+    count = int(_aggregate(metric, leaves[2], t + 1) or 0)
+    taken = [v for _, v in [*samples, (t + 1, 1.5)][-count:]]
+    assert _aggregate(metric, leaves[0], t + 1) == pytest.approx(sum(taken))
+    assert count >= len([1 for at_, _ in samples if at_ > t + 1 - 300.0]) + 1
+    assert metric.history == []
 
 
 def test_a_metric_only_rates_read_keeps_samples_a_hundredth_of_the_window_apart() -> None:
@@ -330,7 +349,7 @@ def test_a_metric_only_rates_read_keeps_samples_a_hundredth_of_the_window_apart(
             value = 20.0 + (t / 60.0) ** 2  # heating faster and faster
             for track, spacing in ((thin, 0.6), (full, 0.0)):
                 track.record({"temp_c": value}, t, t)
-                track.trim("temp_c", 60.0, 0.0, spacing=spacing)
+                track.trim("temp_c", 0.0, rates=60.0, spacing=spacing)
             if n > steps // 2:
                 expected = rate_of(full.metrics["temp_c"], leaf)
                 got = rate_of(thin.metrics["temp_c"], leaf)
@@ -343,7 +362,7 @@ def test_a_metric_only_rates_read_keeps_samples_a_hundredth_of_the_window_apart(
             assert kept == all_kept
 
 
-def test_a_metric_a_window_aggregate_reads_keeps_every_sample() -> None:
+def test_a_window_aggregate_keeps_buckets_and_a_rate_samples_apart() -> None:
     rules = ruleset(
         """\
         rules:
@@ -363,5 +382,9 @@ def test_a_metric_a_window_aggregate_reads_keeps_every_sample() -> None:
     for n in range(300):  # 10 readings a second
         sim.feed(n / 10, heat, temp_c=20 + n / 100, co_ppm=1.0)
     metrics = sim.engine.state.devices["h1"].metrics
-    assert len(metrics["temp_c"].history) == 300  # a max needs every sample
+    # The max over 5 minutes: 30 s of samples in buckets 3 s wide; the exact maximum.
+    assert len(metrics["temp_c"].buckets) <= 11
+    assert max(b.high for b in metrics["temp_c"].buckets) == pytest.approx(22.99)
+    assert len(metrics["temp_c"].history) <= 30 / 0.6 + 2  # its rate's samples, 0.6 s apart
     assert len(metrics["co_ppm"].history) < 30  # only a rate: 1.2 s apart
+    assert metrics["co_ppm"].buckets == []
