@@ -14,6 +14,7 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -593,6 +594,8 @@ class Engine:
         self._settled: set[tuple[str, str]] = set()
         # (rule id, device id) -> the shortest silence a silence rule waits for (_silent).
         self._quiet: dict[tuple[str, str], float] = {}
+        # Silence rule id -> no idle device of it can fall silent before this time (see tick).
+        self._silence_due: dict[str, float] = {}
         for compiled in self._compiled:
             groups: dict[str, list[str]] = {}
             for track in self.state.devices.values():
@@ -825,20 +828,31 @@ class Engine:
             rule_id = compiled.rule.id
             tracks = self.state.alerts.get(rule_id, {})
             members = self._members.get(rule_id, {})
-            if not compiled.clocked:  # only its running tracks can change with time
+            silences = compiled.silences is not None
+            # A silence rule whose idle devices cannot fall silent yet: readings only put a
+            # device's silence off, and a track that turns idle resets this (_evaluate).
+            waiting = silences and _GATE_TICKS and at < self._silence_due.get(rule_id, 0.0)
+            if not compiled.clocked or waiting:  # only its running tracks can change
                 keys: Iterable[str] = [key for key in tracks if key in members]
             else:
                 keys = members
+            due = math.inf  # the earliest an idle device of a silence rule falls silent
+            if silences and not waiting:
+                self._silence_due[rule_id] = due  # _evaluate drops it if a track turns idle
             timed = compiled.timed
             for key in keys:
                 track = tracks.get(key)
                 if track is None or track.idle():
                     if not compiled.clocked:
                         continue
-                    if compiled.silences is not None:
+                    if silences:
                         device = devices.get(key)  # a device scope's key is its id
-                        if device is not None and not self._silent(compiled, device, at):
-                            continue
+                        if device is not None:
+                            silent_at = self._silent_at(compiled, device)
+                            if at < silent_at:
+                                due = min(due, silent_at)
+                                continue
+                        due = at  # judged while idle: again at the next tick
                     elif _GATE_TICKS and (rule_id, key) in settled:
                         if not timed:
                             continue
@@ -849,11 +863,13 @@ class Engine:
                         if not any(evaluate_leaf(leaf, scope, ctx)[0] for leaf in timed):
                             continue
                 out += self._evaluate(compiled, key, now, fed=False)
+            if silences and not waiting and rule_id in self._silence_due:
+                self._silence_due[rule_id] = due
         return out
 
-    def _silent(self, compiled: _Compiled, device: DeviceTrack, at: float) -> bool:
-        """Whether one of the rule's silence leaves holds on the device (``silence``, without
-        a call per leaf: the shortest limit, kept per rule and device)."""
+    def _silent_at(self, compiled: _Compiled, device: DeviceTrack) -> float:
+        """When one of the rule's silence leaves holds on the device if nothing more is heard
+        (``silence``, without a call per leaf: the shortest limit, kept per rule and device)."""
         assert compiled.silences is not None
         cache = (compiled.rule.id, device.info.id)
         limit = self._quiet.get(cache)
@@ -862,7 +878,7 @@ class Engine:
                 silence_limit(leaf, device) for leaf in compiled.silences
             )
         last = device.last_at if device.last_at is not None else device.first_at
-        return at - last >= limit
+        return last + limit
 
     # -- deciding -------------------------------------------------------------------------
 
@@ -916,7 +932,8 @@ class Engine:
         ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
         out = self._decide(compiled, key, alert, devices, ctx, now, fed)
         if alert.idle():
-            tracks.pop(key, None)
+            if tracks.pop(key, None) is not None and compiled.silences is not None:
+                self._silence_due.pop(rule.id, None)  # its devices are idle ones again
         else:
             tracks[key] = alert
         return out

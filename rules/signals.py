@@ -169,7 +169,19 @@ _LAST = math.inf
 
 
 def dose_key(leaf: Condition) -> str:
-    return f"{leaf.cohb}:{leaf.work:g}:{leaf.cohb0:g}"
+    # Asked for every CO reading and, on each tick, every CO scope: made once per leaf (a
+    # leaf is not hashable; the cache holds it, so its id is not reused while cached).
+    found = _DOSE_KEYS.get(id(leaf))
+    if found is not None and found[0] is leaf:
+        return found[1]
+    key = f"{leaf.cohb}:{leaf.work:g}:{leaf.cohb0:g}"
+    if len(_DOSE_KEYS) >= 4096:  # rule sets reloaded many times over
+        _DOSE_KEYS.clear()
+    _DOSE_KEYS[id(leaf)] = (leaf, key)
+    return key
+
+
+_DOSE_KEYS: dict[int, tuple[Condition, str]] = {}
 
 
 @dataclass(slots=True)

@@ -58,6 +58,13 @@ rules:
         all:
           - {hours: "22:00-06:00"}
           - {metric: smoke_obs, agg: mean, over: 5min, op: ">=", value: 0.5, unit: "%/m"}
+  - id: quiet-then-held
+    kind: device_silent
+    devices: {kinds: [smoke, heat, co]}
+    create:
+      Minor:
+        all: [{silent: 90s}]
+    clear: {for: 60s}  # idle again 60 s after a reading, before it can fall silent again
 """
 
 # kind -> metric -> (usual values, alarming values)
@@ -178,6 +185,13 @@ def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[
         return out, evaluations
 
 
+def _at_once_sorted(transitions: list[Transition]) -> list[Transition]:
+    """In order of time, and those at one time by alarm (stable: one alarm's stay in order).
+    Which of two alarms a tick lists first is no decision: a silence rule's tick visits only
+    its running tracks while none of its idle devices can fall silent yet."""
+    return sorted(transitions, key=lambda x: (x.at, x.rule, x.alert_key))
+
+
 def _edited(rule: Rule) -> Rule:
     edited = msgspec.structs.replace(rule, message="gas {gas_lel:.0f} %LEL (edited)")
     assert edited.fingerprint() != rule.fingerprint()
@@ -188,7 +202,7 @@ def _edited(rule: Rule) -> Rule:
 def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     gated, spared = _run(seed, True, monkeypatch)
     full, judged = _run(seed, False, monkeypatch)
-    assert gated == full
+    assert _at_once_sorted(gated) == _at_once_sorted(full)
     raised = {x.rule for x in full if x.phase.value == "raised"}
     # The stream must exercise the rules, or the comparison proves nothing.
     assert len(full) > 100
@@ -200,5 +214,6 @@ def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch
         "device-clock-skew",
         "pump-anomaly",
         "vital-signs",
+        "quiet-then-held",
     } <= raised
     assert spared < judged * 0.6  # and the gate must spare work
