@@ -730,7 +730,7 @@ class Engine:
                         settle in settled
                         and not gate.holds(track)
                         and not self._opens(gate, compiled, key, track, at)
-                    ) or not gate.may_hold(self._scope(rule_id, key)):
+                    ) or (gate.bounds is not None and not gate.may_hold(self._scope(rule_id, key))):
                         continue
             out += self._evaluate(compiled, key, now, fed=True)
         return out
