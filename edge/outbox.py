@@ -12,12 +12,13 @@ alert does not linger on the gateway's card in free pages or old WAL frames.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -60,13 +61,9 @@ class Outbox:
     """A FIFO of messages awaiting the hub's ack. Thread-safe; every call is one transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA secure_delete=ON")
+        self._db = connect(path, durable=True, secure_delete=True)
         self._db.executescript(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         if "key" not in columns:  # an outbox from before keys were kept

@@ -10,9 +10,10 @@ threads, and a part may land before or after a state that already holds it.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
+
+from edge.sqlite import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS snapshot (
@@ -27,14 +28,11 @@ class Snapshots:
     """Named blobs with their stamps. Thread-safe; each save is one durable transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # Durable: parts older than a saved state are not applied on restore, so the state
         # must not be lost to a power cut that keeps them.
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db = connect(path, durable=True, secure_delete=False)
         self._db.executescript(_SCHEMA)
 
     def save(self, name: str, blob: bytes, stamp: int) -> None:

@@ -31,6 +31,7 @@ from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
 from edge.config import DeviceConfig, EdgeConfig, TelemetryConfig
+from edge.sqlite import connect
 from wire import AlertEvent, Reading
 
 log = logging.getLogger(__name__)
@@ -149,15 +150,12 @@ class TelemetryBuffer:
     """Line-protocol batches that could not be written yet: SQLite, bounded in bytes."""
 
     def __init__(self, path: Path, max_bytes: int) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.dropped_batches = 0
         self.expired_batches = 0
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
         # What is deleted (written, expired) is overwritten with zeros, not left in free pages.
-        self._db.execute("PRAGMA secure_delete=ON")
+        self._db = connect(path, durable=False, secure_delete=True)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS batch (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
             " body BLOB NOT NULL, created_s INTEGER NOT NULL DEFAULT 0)"
