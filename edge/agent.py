@@ -192,6 +192,7 @@ class EdgeAgent:
         self._letters_withheld: dict[tuple[str, str], tuple[int, Rejection]] = {}
         site, gateway = config.site, config.gateway
         self._ack_topic = topics.gateway_topic(Channel.ACK, site, gateway)
+        self._alert_topic = topics.gateway_topic(Channel.ALERT, site, gateway)
         self._broadcast_topic = topics.broadcast(site)
         self._hub_online_topic = topics.hub_online()
         upstream_subs = [
@@ -295,8 +296,7 @@ class EdgeAgent:
         """Run new rules without a restart: unchanged rules keep their state (hold timers,
         learned routines, open alerts); removed rules clear their alerts. Returns how many
         rules now run."""
-        for transition in self.engine.reload(ruleset, self.clock()):
-            await self._alarm(transition)
+        await self._alarms(self.engine.reload(ruleset, self.clock()))
         self._state_dirty = True
         self.counters["rules_reloaded"] += 1
         self._observe("rules", f"reloaded: {len(self.engine.rules)} rules")
@@ -324,6 +324,11 @@ class EdgeAgent:
         await self._save_snapshot(blob, stamp)
 
     async def _save_snapshot(self, blob: bytes, stamp: int) -> None:
+        """Save after every outbox write queued so far: the events of the transitions the
+        state holds are committed before it (else a crash between the two commits would
+        restore an alarm as raised whose event was never stored, and it would never reach
+        the hub). One thread for the outbox, in order: a no-op queued last is a barrier."""
+        await self._io(_nothing)
         loop = asyncio.get_running_loop()
         save = functools.partial(self.snapshots.save, ENGINE_STATE, blob, stamp)
         await loop.run_in_executor(self._state_disk, save)
@@ -341,8 +346,7 @@ class EdgeAgent:
             now = self.clock()
             # Timers and silence: rules that fire without a reading (a device gone quiet,
             # an inactivity window ending).
-            for transition in self.engine.tick(now):
-                await self._alarm(transition)
+            await self._alarms(self.engine.tick(now))
             # Readings (an alarm among them) go between the parts of this round: at 10,000
             # devices the tick and the health pass below take several ms each.
             await asyncio.sleep(0)
@@ -438,8 +442,8 @@ class EdgeAgent:
             if track is not None and track.scores:
                 self.telemetry.scores(health.config, self.config.building, track.scores, now)
         self._state_dirty = True
-        for transition in transitions:
-            await self._alarm(transition)
+        if transitions:
+            await self._alarms(transitions)
         if not transitions and reading.device in self._sirens.values():
             self._reassert_siren(reading.device, now)
 
@@ -463,7 +467,24 @@ class EdgeAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _alarm(self, transition: Transition) -> None:
+    async def _alarms(self, transitions: list[Transition]) -> None:
+        """Act on the transitions the rules just made. Each one's commands go out and its event
+        is queued for the disk with its rule's part at once, before any of them is awaited: a
+        state saved meanwhile then holds no transition whose event is not queued before it
+        (see _save_state_soon)."""
+        started = [self._start_alarm(transition) for transition in transitions]
+        failed: Exception | None = None
+        for alarm in started:
+            try:
+                await self._finish_alarm(*alarm)
+            except Exception as exc:  # the next ones are stored: they still go out
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def _start_alarm(
+        self, transition: Transition
+    ) -> tuple[Transition, AlertEvent, bytes, asyncio.Future[bool], int]:
         device = transition.device
         event = AlertEvent(
             id=uuid7(_ms(transition.at)),
@@ -490,14 +511,12 @@ class EdgeAgent:
             self._background(self._command(target, action, cause=event.id))
         # ... then the event is made durable with the rule state that caused it (in a worker
         # thread, so the commands leave on this loop while the disk syncs), and only then
-        # sent to the hub.
-        topic = topics.gateway_topic(Channel.ALERT, self.config.site, self.config.gateway)
+        # sent to the hub (_finish_alarm).
         payload = self.codec.encode(event)
-        reads = self._outbox_reads
-        alone = await self._io(
+        store = functools.partial(
             self._store_alert,
             event.id,
-            topic,
+            self._alert_topic,
             payload,
             life_safety=transition.life_safety,
             now_ms=_ms(transition.at),
@@ -505,10 +524,25 @@ class EdgeAgent:
             key=event.key,
             unmarked=frozenset(self._unmarked),
         )
+        stored = asyncio.get_running_loop().run_in_executor(self._disk, store)
+        return transition, event, payload, stored, self._outbox_reads
+
+    async def _finish_alarm(
+        self,
+        transition: Transition,
+        event: AlertEvent,
+        payload: bytes,
+        stored: asyncio.Future[bool],
+        reads: int,
+    ) -> None:
+        # Shielded: a shutdown that cancels this task must not cancel the commit queued.
+        alone = await asyncio.shield(stored)
         # Sent from here when nothing waits before it and no uplink pass has read the outbox
         # since it was stored (that pass would send it too); else the uplink sends it.
         unseen = alone and reads == self._outbox_reads
-        if not (unseen and await self._send_at_once(event.id, event.key, topic, payload)):
+        if not (
+            unseen and await self._send_at_once(event.id, event.key, self._alert_topic, payload)
+        ):
             self._kick.set()
         if self.telemetry is not None:
             self.telemetry.alert(event)
@@ -913,6 +947,10 @@ async def _acked(waiter: asyncio.Future[None], timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def _nothing() -> None:
+    pass
 
 
 def with_alert_parts(saved: bytes | None, parts: dict[str, bytes]) -> bytes:

@@ -32,7 +32,8 @@ class Snapshots:
         self._lock = threading.Lock()
         # Durable: parts older than a saved state are not applied on restore, so the state
         # must not be lost to a power cut that keeps them.
-        self._db = connect(path, durable=True, secure_delete=False)
+        # Secure delete: a replaced state (residents' routines among it) is overwritten.
+        self._db = connect(path, durable=True, secure_delete=True)
         self._db.executescript(_SCHEMA)
 
     def save(self, name: str, blob: bytes, stamp: int) -> None:

@@ -676,6 +676,8 @@ class Engine:
         at = now.timestamp()
         if at > self._now:
             self._now = at
+        elif at < self._now and self._silence_due:
+            self._silence_due.clear()  # the clock was set back: silences are due earlier
         track = self.state.devices.get(device.id)
         if track is None or (track.info is not device and track.info != device):
             if self._register(device, at):
@@ -821,6 +823,8 @@ class Engine:
         the rule is judged in full when one holds (at 10,000 devices a tick took ~15 ms, most
         of it judging the CO dose rule for every CO sensor, an alarm's wait when it lands)."""
         at = now.timestamp()
+        if at < self._now:
+            self._silence_due.clear()  # the clock was set back: silences are due earlier
         self._now = max(self._now, at)
         out: list[Transition] = []
         devices, settled = self.state.devices, self._settled
@@ -1147,4 +1151,10 @@ class Engine:
         engine._restore_detectors(models)
         engine._carry_over({}, old_prints, None)
         engine._rebuild_members()
+        # Windows read at once, not only from each metric's next reading.
+        for track in engine.state.devices.values():
+            for name, metric_track in track.metrics.items():
+                width = engine._keeps.get(name, _KEEP_NOTHING)[3]
+                if width and metric_track.history and not metric_track.buckets:
+                    metric_track.bucket_history(width)
         return engine

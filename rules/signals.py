@@ -58,6 +58,11 @@ class MetricTrack(msgspec.Struct):
     anchor: float = 0.0
     nonzero_at: float | None = None  # the last time the value was not 0 (flags, doors)
 
+    def bucket_history(self, width: float) -> None:
+        """Buckets from the samples a snapshot from before buckets kept (every one)."""
+        for at, value in self.history:
+            _bucket(self.buckets, at, value, width)
+
 
 class DeviceTrack(msgspec.Struct):
     info: DeviceInfo
@@ -97,9 +102,8 @@ class DeviceTrack(msgspec.Struct):
         track = self.metrics[name]
         history, buckets = track.history, track.buckets
         if window > 0:
-            if not buckets and history:  # a snapshot from before buckets kept every sample
-                for at, value in history:
-                    _bucket(buckets, at, value, width)
+            if not buckets and history:  # a snapshot from before buckets (Engine.restore)
+                track.bucket_history(width)
             _bucket(buckets, track.at, track.last, width)
             # Drop the buckets no window can reach: those whose last sample is at or before
             # the longest window's start (bisect: a chatty device's list is long).
@@ -129,7 +133,8 @@ def _bucket(buckets: list[Bucket], at: float, value: float, width: float) -> Non
     if buckets:
         newest = buckets[-1]
         if at - newest.first < width:
-            newest.last = at
+            if at > newest.last:  # a clock set back must not unsort the buckets
+                newest.last = at
             newest.count += 1
             newest.total += value
             newest.total_to += value

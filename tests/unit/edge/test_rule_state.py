@@ -4,8 +4,11 @@ kB, not the whole engine), and a restarted agent knows the alarm is raised."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -103,3 +106,54 @@ async def test_a_state_saved_in_the_outbox_by_an_older_version_is_restored(
     again = agent_at(tmp_path)
     assert raised(again) == before
     assert again._stamp == 0
+
+
+async def test_a_state_save_commits_after_the_alerts_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole state goes to its own file from its own thread; an alarm's event goes to the
+    outbox from the outbox's thread. A state holding a raised alarm must not reach the disk
+    before that alarm's event: after a crash between the two, the alarm would be restored as
+    raised, never raised again, and never stored for the hub."""
+    agent = agent_at(tmp_path)
+    order: list[str] = []
+    add, save = agent.outbox.add, agent.snapshots.save
+
+    def add_alert(*args: Any, **kwargs: Any) -> bool:
+        stored = add(*args, **kwargs)
+        order.append("alert")
+        return stored
+
+    def save_state(*args: Any, **kwargs: Any) -> None:
+        save(*args, **kwargs)
+        order.append("state")
+
+    monkeypatch.setattr(agent.outbox, "add", add_alert)
+    monkeypatch.setattr(agent.snapshots, "save", save_state)
+    # The outbox's thread is busy (a slow disk, a checkpoint): the alarm's commit waits.
+    busy = threading.Event()
+    agent._disk.submit(busy.wait)
+    raising = None
+    for s in range(10):
+        at = T0 + timedelta(seconds=s)
+        reading = Reading(device=GAS, seq=s, ts=at, values={"gas_lel": 30.0})
+        task = asyncio.create_task(agent._evaluate(reading, at))
+        await asyncio.sleep(0)  # the task runs up to its first wait
+        if agent.counters["alerts.raised"]:
+            raising = task
+            break
+        await task
+    assert raising is not None and not raising.done()
+    agent._state_dirty = True
+    saving = asyncio.create_task(agent._save_state_soon())
+    # The save either finished (wrongly, before the alert) or waits behind the alert's commit.
+    deadline = time.monotonic() + 10
+    while not saving.done() and agent._disk._work_queue.qsize() < 2:  # the alert, a barrier
+        assert time.monotonic() < deadline, "the save neither finished nor queued its barrier"
+        await asyncio.sleep(0.01)
+    busy.set()
+    await saving
+    await raising
+    await asyncio.gather(*agent._tasks, return_exceptions=True)
+    assert order == ["alert", "state"]
+    agent.close()

@@ -14,6 +14,7 @@ from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
 from rules.language import Condition
 from rules.signals import BUCKET_FRACTION, DeviceTrack, _aggregate, rate_of
 from tests.unit.rules.support import Sim, at, device
+from wire import Reading
 
 GAS = device("gas-1", "gas")
 
@@ -388,3 +389,42 @@ def test_a_window_aggregate_keeps_buckets_and_a_rate_samples_apart() -> None:
     assert len(metrics["temp_c"].history) <= 30 / 0.6 + 2  # its rate's samples, 0.6 s apart
     assert len(metrics["co_ppm"].history) < 30  # only a rate: 1.2 s apart
     assert metrics["co_ppm"].buckets == []
+
+
+def test_a_snapshot_from_before_buckets_reads_its_windows_at_once_after_restore() -> None:
+    """Such a snapshot kept every sample in the history; restored, the windows read them
+    before the metric's next reading (an event sensor may not report for hours)."""
+    rules = load_preset("pump")
+    sim = Sim(rules)
+    pump = device("p1", "pump")
+    for n in range(60):
+        sim.feed(n * 5.0, pump, vibration_mm_s=1.0 + n / 100)
+    state = sim.engine.state
+    metric = state.devices["p1"].metrics["vibration_mm_s"]
+    leaf = Condition(
+        metric="vibration_mm_s", agg="mean", over="5min", op=">=", value=4.5, unit="mm/s"
+    )
+    expected = _aggregate(metric, leaf, 295.0)
+    # As an older version saved it: every sample of the window in the history, no buckets.
+    metric.history = [(n * 5.0, 1.0 + n / 100) for n in range(60)]
+    metric.buckets = []
+    restored = Engine.restore(rules, sim.engine.snapshot())
+    again = restored.state.devices["p1"].metrics["vibration_mm_s"]
+    assert again.buckets and _aggregate(again, leaf, 295.0) == pytest.approx(expected)
+
+
+def test_a_device_falls_silent_on_time_after_the_clock_is_set_back() -> None:
+    """A tick visits a silence rule's idle devices only once one can be silent (readings only
+    put that off); a clock set back (NTP after a boot with the clock ahead) brings it on."""
+    engine = Engine(load_preset("device-health"))
+    smoke = device("sm1", "smoke", interval_s=10.0)
+    engine.add_devices([smoke], at(0))
+
+    def reading(seq: int, t: float) -> Reading:
+        return Reading(device="sm1", seq=seq, ts=at(t), values={"smoke_obs": 0.1})
+
+    engine.feed(smoke, reading(1, 3600), at(3600))
+    assert engine.tick(at(3601)) == []  # none silent before 3630
+    engine.feed(smoke, reading(2, 100), at(100))  # the clock goes back an hour
+    raised = [t.rule for t in engine.tick(at(131)) if t.phase.value == "raised"]
+    assert raised == ["device-silent"]
