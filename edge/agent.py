@@ -249,9 +249,7 @@ class EdgeAgent:
                 task.cancel()
             # Shielded, so that a second cancellation does not drop it.
             if self._state_dirty:
-                blob, stamp = self.engine.snapshot(), self._stamp
-                self._state_dirty = False
-                await asyncio.shield(self._save_snapshot(blob, stamp))
+                await asyncio.shield(self._save_state_soon())
             if self.telemetry is not None:
                 await asyncio.to_thread(self.telemetry.flush, self.clock(), True)
 
@@ -471,7 +469,7 @@ class EdgeAgent:
         """Act on the transitions the rules just made. Each one's commands go out and its event
         is queued for the disk with its rule's part at once, before any of them is awaited: a
         state saved meanwhile then holds no transition whose event is not queued before it
-        (see _save_state_soon)."""
+        (see _save_snapshot)."""
         started = [self._start_alarm(transition) for transition in transitions]
         failed: Exception | None = None
         for alarm in started:
