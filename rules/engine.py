@@ -138,7 +138,9 @@ def _device_leaves(rule: Rule, leaves: list[Condition], kinds: set[str]) -> list
     when one of the leaves holds on its device."""
     if rule.scope != "device" or any(level.repeat is not None for _, level in rule.levels()):
         return None
-    if all(leaf.subject in kinds and leaf.within is None for leaf in leaves):
+    if any(level.condition is not None and level.condition.latches() for _, level in rule.levels()):
+        return None
+    if all(leaf.subject in kinds for leaf in leaves):
         return leaves
     return None
 
@@ -337,7 +339,7 @@ def _bounds(compiled: _Compiled) -> _Clauses | None:
     values (a level of timed leaves alone), when they multiply out past _CLAUSES_LIMIT, or
     when a leaf latches (``within``: judging sets its latch even while its level is false, so
     the rule is judged whenever the leaf holds)."""
-    if any(leaf.within is not None for leaf in compiled.creates):
+    if any(cond.latches() for _, _, cond, _ in compiled.levels):
         return None
     out: _Clauses = []
     for _, _, cond, _ in compiled.levels:
@@ -910,10 +912,11 @@ class Engine:
                     held += 1
                     evidence.update(found)
                     device = device if device is not None else where
-            if not held or (cond.all is not None and held != len(children)):
-                return (False, {}, None)
-            return (True, evidence, device)
-        ok, evidence, device = evaluate_leaf(cond, devices, ctx)
+            ok = bool(held) and (cond.any is not None or held == len(children))
+            if not ok:
+                evidence, device = {}, None
+        else:
+            ok, evidence, device = evaluate_leaf(cond, devices, ctx)
         if cond.within is not None:
             if ok:
                 alert.latches[path] = ctx.now

@@ -83,7 +83,8 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # Modifiers:
     agg: Agg = "last"
     over: Duration | None = None
-    within: Duration | None = None  # true if it held at any time in this window (latched)
+    # True if it held at any time in this window (latched); on a leaf or on a group.
+    within: Duration | None = None
     tolerance: Annotated[float, Meta(ge=0)] = 0.0  # stuck: changes this small do not count
     # away: the metrics that say someone is at home
     presence: list[Name] = msgspec.field(default_factory=lambda: ["motion"])
@@ -231,6 +232,11 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         if self.all is not None or self.any is not None:
             return [leaf for child in (self.all or self.any or []) for leaf in child.leaves()]
         return [self]
+
+    def latches(self) -> bool:
+        """Whether it, or any condition in it, latches (``within``)."""
+        children = self.all if self.all is not None else self.any
+        return self.within is not None or any(child.latches() for child in children or [])
 
 
 class Level(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -53,6 +53,51 @@ def test_repeat_n_times_within_a_window() -> None:
     assert sim.changes()[-1][2] == "cleared"
 
 
+GROUP_LATCH = ruleset(
+    """\
+    rules:
+      - id: hot-with-smoke-lately
+        kind: fire
+        scope: unit
+        devices: {kinds: [heat, smoke]}
+        create:
+          Severe:
+            all:
+              - {metric: smoke_obs, op: ">=", value: 3, unit: "%/m"}
+              - all:  # heat and a fast rise together, at any time in the last 5 min
+                  - {metric: temp_c, op: ">=", value: 50, unit: "°C"}
+                  - {rate: temp_c, over: 60s, op: ">=", value: 5, unit: "°C/min"}
+                within: 5min
+    """
+)
+HEAT, SMOKE = device("heat-1", "heat", unit="101"), device("smoke-1", "smoke", unit="101")
+
+
+def test_a_group_latches_when_all_of_it_held_together() -> None:
+    """``within`` on a group latches the group: its leaves had to hold at one time, and it
+    counts as true for the window after that."""
+    sim = Sim(GROUP_LATCH)
+    sim.feed(0, HEAT, temp_c=20)
+    sim.feed(70, HEAT, temp_c=55)  # hot and rising together: the group latches
+    sim.feed(130, HEAT, temp_c=30)  # cooled: the group alone would be false now
+    sim.feed(250, SMOKE, smoke_obs=4)  # smoke within 5 min of the latch
+    assert sim.changes() == [(250, "hot-with-smoke-lately", "raised", "Severe")]
+
+    late = Sim(GROUP_LATCH)
+    late.feed(0, HEAT, temp_c=20)
+    late.feed(70, HEAT, temp_c=55)
+    late.feed(130, HEAT, temp_c=30)
+    late.feed(400, SMOKE, smoke_obs=4)  # 330 s after the group last held: the latch is gone
+    assert late.changes() == []
+
+    apart = Sim(GROUP_LATCH)
+    apart.feed(0, HEAT, temp_c=52)  # hot, but not rising
+    apart.feed(60, HEAT, temp_c=20)
+    apart.feed(120, HEAT, temp_c=48)  # rising, but not hot: never both at one time
+    apart.feed(150, SMOKE, smoke_obs=4)
+    assert apart.changes() == []
+
+
 BUILDING = ruleset(
     """\
     rules:

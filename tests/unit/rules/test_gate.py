@@ -49,6 +49,18 @@ rules:
         all:
           - {metric: temp_c, op: ">=", value: 55, unit: "°C", within: 3min}
           - {rate: co_ppm, over: 1min, op: ">=", value: 20, unit: ppm/min}
+  - id: co-with-heat-lately
+    kind: fire
+    scope: unit
+    devices: {kinds: [heat, co]}
+    create:
+      Extreme:
+        all:
+          - {metric: co_ppm, op: ">=", value: 100, unit: ppm}
+          - all:  # a group latch: hot and rising at one time, in the last 2 min
+              - {metric: temp_c, op: ">=", value: 45, unit: "°C"}
+              - {rate: temp_c, over: 1min, op: ">=", value: 2, unit: "°C/min"}
+            within: 2min
   - id: night-smoke
     kind: smoke
     scope: building
