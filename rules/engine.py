@@ -164,7 +164,8 @@ def _compile(rule: Rule) -> _Compiled:
         levels=levels,
         clear=clear,
         leaves=leaves,
-        clocked=any(leaf.subject in _CLOCKED for leaf in leaves),
+        clocked=any(leaf.subject in _CLOCKED for leaf in leaves)
+        or any(_turns_true_with_time(leaf) for leaf in creates),
         reads=frozenset(reads),
         # A repeat counts readings that meet the level: each one must be judged, even for a
         # level (a silence) that no single reading's metrics could make true.
@@ -198,6 +199,22 @@ def _timed(leaf: Condition) -> bool:
     """Whether the leaf's truth can change with time alone, with no new reading."""
     windowed = leaf.metric is not None and leaf.agg != "last" and leaf.over is not None
     return windowed or leaf.subject in _CLOCKED
+
+
+def _turns_true_with_time(leaf: Condition) -> bool:
+    """Whether samples leaving a window can turn a window's aggregate true with no reading
+    (a mean rises when low samples leave; a count under N, when any leave). A maximum or a
+    count over N only falls, a minimum under N only rises, a sum of non-negatives only falls:
+    those leave idle rules to readings."""
+    if leaf.metric is None or leaf.agg == "last" or leaf.over is None or leaf.op is None:
+        return False
+    above = leaf.op in (">", ">=")
+    if leaf.agg in ("max", "count") and above:
+        return False
+    if leaf.agg == "min" and leaf.op in ("<", "<="):
+        return False
+    found = metric(leaf.metric.replace("*", "1"))
+    return not (leaf.agg == "sum" and above and found is not None and found.low >= 0)
 
 
 class _Gate:

@@ -98,6 +98,56 @@ def test_a_group_latches_when_all_of_it_held_together() -> None:
     assert apart.changes() == []
 
 
+WINDOWS = ruleset(
+    """\
+    rules:
+      - id: smoky-on-average
+        kind: smoke
+        devices: {kinds: [smoke]}
+        create:
+          Minor:
+            all: [{metric: smoke_obs, agg: mean, over: 5min, op: ">=", value: 1, unit: "%/m"}]
+      - id: gone-quiet
+        kind: tamper
+        devices: {kinds: [locker]}
+        create:
+          Minor:
+            all: [{metric: door_open, agg: count, over: 5min, op: "<", value: 2}]
+      - id: peak-seen
+        kind: smoke
+        devices: {kinds: [smoke]}
+        create:
+          Minor:
+            all: [{metric: smoke_obs, agg: max, over: 5min, op: ">=", value: 3, unit: "%/m"}]
+    """
+)
+
+
+def test_a_window_can_turn_true_with_time_alone() -> None:
+    """As low samples leave a mean's window, or any leave a "fewer than" count's, the rule
+    turns true at a tick, with no new reading."""
+    sim = Sim(WINDOWS)
+    smoke = device("smoke-1", "smoke")
+    sim.feed(0, smoke, smoke_obs=0)
+    sim.feed(10, smoke, smoke_obs=0)
+    sim.feed(100, LOCKER, door_open=0)  # one reading: fewer than 2 in the window
+    sim.feed(110, LOCKER, door_open=1)  # two: cleared
+    sim.feed(200, smoke, smoke_obs=2.5)  # mean 0.83: under 1
+    for t in range(211, 480, 5):
+        sim.tick(t)
+    changes = [(t, rule, phase) for t, rule, phase, _ in sim.changes()]
+    # The zeros leave the mean's window at 300-310 s (to a bucket, 1 % of it); the locker's
+    # first reading leaves the count's at 400 s. The maximum never reached 3.
+    assert [(rule, phase) for _, rule, phase in changes] == [
+        ("gone-quiet", "raised"),
+        ("gone-quiet", "cleared"),
+        ("smoky-on-average", "raised"),
+        ("gone-quiet", "raised"),
+    ]
+    assert changes[:2] == [(100, "gone-quiet", "raised"), (110, "gone-quiet", "cleared")]
+    assert 300 <= changes[2][0] <= 315 and 400 <= changes[3][0] <= 410
+
+
 BUILDING = ruleset(
     """\
     rules:
