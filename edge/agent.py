@@ -123,9 +123,12 @@ class EdgeAgent:
         # The rules' state survives a restart: hold timers keep running, alarms stay raised,
         # learned routines are kept.
         found = self.snapshots.load(ENGINE_STATE)
-        if found is None:  # a gateway from before rules.sqlite3: its state in the outbox
-            legacy = self.outbox.load_state(ENGINE_STATE)
-            found = None if legacy is None else (-1, legacy)
+        legacy = self.outbox.load_state(ENGINE_STATE)
+        if legacy is not None:  # a gateway from before rules.sqlite3: its state in the outbox
+            if found is None:  # moved (stamped before every part), then dropped from there
+                found = (-1, legacy)
+                self.snapshots.save(ENGINE_STATE, legacy, -1)
+            self.outbox.drop_state(ENGINE_STATE)
         since, saved = found if found is not None else (-1, None)
         stamped = self.outbox.load_states(ENGINE_ALERTS)
         parts = {name: blob for name, (stamp, blob) in stamped.items() if stamp > since}

@@ -132,6 +132,10 @@ class Outbox:
             row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def drop_state(self, name: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM rule_state WHERE name = ?", (name,))
+
     def load_states(self, prefix: str) -> dict[str, tuple[int, bytes]]:
         """Every saved part whose name starts with ``prefix``, by name: its stamp and blob."""
         with self._lock:

@@ -106,6 +106,12 @@ async def test_a_state_saved_in_the_outbox_by_an_older_version_is_restored(
     again = agent_at(tmp_path)
     assert raised(again) == before
     assert again._stamp == 0
+    # Moved to rules.sqlite3 (stamped before every part) and gone from the outbox.
+    assert again.outbox.load_state(ENGINE_STATE) is None
+    moved = again.snapshots.load(ENGINE_STATE)
+    assert moved is not None and moved[0] == -1
+    again.close()
+    assert raised(agent_at(tmp_path)) == before
 
 
 async def test_a_state_save_commits_after_the_alerts_it_holds(
