@@ -13,12 +13,15 @@ alert does not linger on the gateway's card in free pages or old WAL frames.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.sqlite import connect
+
+# Never-sent entries ``alone`` looks through for one not held for its alarm's order.
+_HELD_SCAN = 64
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -208,27 +211,30 @@ class Outbox:
             Entry(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5], r[6], r[7], r[8]) for r in rows
         ]
 
-    def alone(self, id: str, key: str | None, *, sent: Collection[str] = ()) -> bool:
-        """Whether ``id`` is the only entry never sent, and no entry of its alarm (``key``)
-        was sent and not yet acknowledged: sending it now overtakes nothing. ``sent``: entries
-        published but not yet marked (they count as sent)."""
+    def alone(self, id: str, key: str | None, *, sent: Mapping[str, str | None] = {}) -> bool:
+        """Whether sending ``id`` now overtakes nothing: no entry of its alarm (``key``) was
+        sent and not yet acknowledged, and every entry never sent before it is held for its
+        own alarm's order (an older event of that alarm awaits the hub's ack; the uplink
+        passes such entries over too). ``sent``: entries published but not yet marked, with
+        their alarms' keys (they count as sent)."""
+        held = {other for other in sent.values() if other is not None}
         with self._lock:
-            waiting = [
-                row[0]
-                for row in self._db.execute(
-                    "SELECT id FROM outbox WHERE attempts = 0 AND id != ? ORDER BY seq LIMIT ?",
-                    (id, len(sent) + 1),
-                )
-            ]
-            if any(other not in sent for other in waiting):
-                return False
-            if key is None:
-                return True
-            replaying = self._db.execute(
-                "SELECT id FROM outbox WHERE key = ? AND (attempts > 0 OR id != ?) LIMIT 1",
-                (key, id),
-            ).fetchone()
-        return replaying is None
+            if key is not None:
+                earlier = self._db.execute(
+                    "SELECT 1 FROM outbox WHERE key = ? AND (attempts > 0 OR id != ?) LIMIT 1",
+                    (key, id),
+                ).fetchone()
+                if earlier is not None:
+                    return False
+            rows = self._db.execute(
+                "SELECT id, key FROM outbox WHERE attempts = 0 AND id != ? AND (key IS NULL OR"
+                " key NOT IN (SELECT key FROM outbox WHERE attempts > 0 AND key IS NOT NULL))"
+                " ORDER BY seq LIMIT ?",
+                (id, len(sent) + _HELD_SCAN),
+            ).fetchall()
+        waiting = [row for row in rows if row[0] not in sent and row[1] not in held]
+        # Past the scan every entry seen was held: taken as waiting (the uplink sends it).
+        return not waiting and len(rows) < len(sent) + _HELD_SCAN
 
     def replaying(self) -> set[str]:
         """The keys of entries sent and not yet acknowledged (a newer event of the same alarm
@@ -260,14 +266,18 @@ class Outbox:
         with self._lock:
             self._db.execute("UPDATE outbox SET last_sent_ms = NULL")
 
-    def remove(self, ids: list[str]) -> int:
-        """Forget acknowledged entries (not durably: see _transaction)."""
+    def remove(self, ids: list[str]) -> list[str | None]:
+        """Forget acknowledged entries (not durably: see _transaction); the alarm keys of
+        those removed, one for each."""
         with self._transaction(durable=False):
-            cursor = self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            removed = cursor.rowcount
-        if removed:
+            keys: list[str | None] = []
+            for id in ids:
+                keys += [r[0] for r in self._db.execute(self._REMOVE, (id,))]
+        if keys:
             self._deleted_since_checkpoint = True
-        return removed
+        return keys
+
+    _REMOVE = "DELETE FROM outbox WHERE id = ? RETURNING key"
 
     def depth(self) -> int:
         with self._lock:

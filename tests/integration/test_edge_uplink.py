@@ -84,8 +84,12 @@ async def test_a_newer_event_of_an_alarm_waits_for_the_older_ones_ack(
 ) -> None:
     """One alarm's events reach the hub in their order: while its "raised" is replayed
     unacknowledged, its "updated" is held, and goes once the hub acknowledges the first."""
-    gas = "gas-b1-101"
-    agent = EdgeAgent(parse(edge_config_yaml(mosquitto.broker, tmp_path / "edge", retry_s=60)))
+    gas, other = "gas-b1-101", "gas-b1-102"
+    config = edge_config_yaml(mosquitto.broker, tmp_path / "edge", retry_s=60).replace(
+        "  - {id: spk-b1, kind: speaker}\n",
+        f'  - {{id: spk-b1, kind: speaker}}\n  - {{id: {other}, kind: gas, unit: "102"}}\n',
+    )
+    agent = EdgeAgent(parse(config))
     alert_topic = topics.gateway_topic(Channel.ALERT, SITE, GATEWAY)
     hub = Recorder(mosquitto.broker, alert_topic, client_id="test-hub-watch")
     device = MqttLink(mosquitto.broker, client_id="device-gas")
@@ -98,13 +102,15 @@ async def test_a_newer_event_of_an_alarm_waits_for_the_older_ones_ack(
 
     seqs = itertools.count()
 
-    async def report(lel: float, until: Callable[[], bool], within_s: float) -> None:
+    async def report(
+        lel: float, until: Callable[[], bool], within_s: float, name: str = gas
+    ) -> None:
         """The sensor reports every 0.1 s (the rule holds a level 1 s) until ``until``."""
         deadline = time.monotonic() + within_s
         while not until():
             assert time.monotonic() < deadline, f"nothing came of {lel} %LEL in {within_s} s"
-            reading = gas_reading(next(seqs), lel)
-            await publish_surely(device, topics.reading(SITE, GATEWAY, gas), reading)
+            reading = gas_reading(next(seqs), lel, name)
+            await publish_surely(device, topics.reading(SITE, GATEWAY, name), reading)
             await asyncio.sleep(0.1)
 
     async with running(agent.run(), hub.link.run(), device.run()):
@@ -119,6 +125,11 @@ async def test_a_newer_event_of_an_alarm_waits_for_the_older_ones_ack(
         await report(30.0, lambda: agent.counters["alerts.updated"] >= 1, within_s=30)
         await wait_for(lambda: agent.counters["uplink.held_for_order"] >= 1, what="held")
         assert [p for p, _ in phases()] == ["raised", "raised"]  # sent, then replayed
+        # Another alarm is not held by this one's order: its alarm sends it at once.
+        at_once = agent.counters["uplink.at_once"]
+        await report(30.0, lambda: agent.counters["alerts.raised"] >= 2, within_s=30, name=other)
+        await wait_for(lambda: agent.counters["uplink.at_once"] > at_once, what="sent at once")
+        assert [p for p, _ in phases()] == ["raised", "raised"]  # the update still held
         ack = Ack(ids=[raised_id], ts=datetime.now(UTC))
         await publish_surely(
             hub.link, topics.gateway_topic(Channel.ACK, SITE, GATEWAY), codec.encode(ack)

@@ -20,7 +20,7 @@ def test_entries_come_out_in_order_and_leave_on_ack(outbox: Outbox) -> None:
         assert outbox.add(f"id-{i}", "t", b"x", life_safety=True, now_ms=1000 + i)
     assert not outbox.add("id-1", "t", b"x", life_safety=True, now_ms=2000)  # a repeat
     assert [e.id for e in outbox.due(5000, retry_ms=1000)] == ["id-0", "id-1", "id-2"]
-    assert outbox.remove(["id-0", "id-2", "unknown"]) == 2
+    assert len(outbox.remove(["id-0", "id-2", "unknown"])) == 2
     assert outbox.ids() == ["id-1"]
 
 
@@ -133,9 +133,11 @@ def test_an_entry_is_alone_when_nothing_waits_before_it_nor_for_its_alarms_ack(
     assert outbox.alone("a1", "gas:1")
     outbox.add("b1", "t", b"x", life_safety=True, now_ms=1, key="gas:2")
     assert not outbox.alone("b1", "gas:2")  # a1 is not sent yet: b1 would overtake it
-    assert outbox.alone("b1", "gas:2", sent={"a1"})  # published, not yet marked
+    assert outbox.alone("b1", "gas:2", sent={"a1": "gas:1"})  # published, not yet marked
     outbox.add("a9", "t", b"x", life_safety=True, now_ms=1, key="gas:1")
-    assert not outbox.alone("a9", "gas:1", sent={"a1"})  # an event of its alarm is out
+    assert not outbox.alone("a9", "gas:1", sent={"a1": "gas:1"})  # an event of its alarm is out
+    # a9 waits behind a1 (its alarm's order), as the uplink leaves it: b1 overtakes neither.
+    assert outbox.alone("b1", "gas:2", sent={"a1": "gas:1"})
     outbox.remove(["a9"])
     outbox.mark_sent(["a1"], 2)
     assert outbox.alone("b1", "gas:2")
@@ -144,3 +146,36 @@ def test_an_entry_is_alone_when_nothing_waits_before_it_nor_for_its_alarms_ack(
     assert not outbox.alone("a2", "gas:1")  # a1 waits for the hub's ack
     outbox.remove(["a1"])
     assert outbox.alone("a2", "gas:1")
+
+
+def test_entries_held_for_their_alarms_order_are_not_overtaken_by_being_passed(
+    outbox: Outbox,
+) -> None:
+    """A clear waiting for its raise's ack (the hub away a while) holds only its own alarm:
+    a new alarm still goes at once, as the uplink would send it past the held one."""
+    outbox.add("raise", "t", b"x", life_safety=True, now_ms=0, key="silent:1")
+    outbox.mark_sent(["raise"], 1)  # out, no ack yet
+    outbox.add("clear", "t", b"x", life_safety=False, now_ms=2, key="silent:1")
+    outbox.add("gas", "t", b"x", life_safety=True, now_ms=3, key="gas:1")
+    assert outbox.alone("gas", "gas:1")
+    assert not outbox.alone("clear", "silent:1")
+    outbox.add("plain", "t", b"x", life_safety=False, now_ms=4)  # not held: it goes first
+    assert not outbox.alone("gas", "gas:1")
+    outbox.remove(["plain", "gas"])
+    for n in range(100):  # however many wait behind the raise
+        outbox.add(f"c{n}", "t", b"x", life_safety=False, now_ms=5 + n, key="silent:1")
+    outbox.add("gas2", "t", b"x", life_safety=True, now_ms=200, key="gas:2")
+    assert outbox.alone("gas2", "gas:2")
+    # Held behind one published and not yet marked: looked through up to a bound, past
+    # which they are taken as waiting (the uplink then sends the new one).
+    outbox.add("fire", "t", b"x", life_safety=True, now_ms=300, key="fire:1")
+    sent: dict[str, str | None] = {"fire": "fire:1"}
+    outbox.add("fire-update", "t", b"x", life_safety=True, now_ms=301, key="fire:1")
+    outbox.add("co", "t", b"x", life_safety=True, now_ms=302, key="co:1")
+    outbox.remove(["gas2"])
+    assert outbox.alone("co", "co:1", sent=sent)
+    for n in range(100):
+        outbox.add(f"f{n}", "t", b"x", life_safety=False, now_ms=303 + n, key="fire:1")
+    outbox.add("co2", "t", b"x", life_safety=True, now_ms=500, key="co:2")
+    outbox.remove(["co"])
+    assert not outbox.alone("co2", "co:2", sent=sent)

@@ -122,7 +122,7 @@ def test_a_delivered_outbox_entry_leaves_the_disk(tmp_path: Path) -> None:
     now_ms = int(T0.timestamp() * 1000)
     outbox.add("id-1", "anmin/v1/s1/gw-1/alert", secret, life_safety=True, now_ms=now_ms)
     outbox.prune(now_ms, max_age_ms=10**9, max_entries=1000)
-    assert outbox.remove(["id-1"]) == 1  # the hub acknowledged it
+    assert outbox.remove(["id-1"]) == [None]  # the hub acknowledged it
     outbox.prune(now_ms + 60_000, max_age_ms=10**9, max_entries=1000)
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert secret not in on_disk
