@@ -25,7 +25,7 @@ import msgspec
 from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from bus.mqtt import Tls
 from edge.config import BrokerConfig, EdgeConfig
-from edge.ingest import Accepted, Ingest, Rejection
+from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
 from edge.snapshots import Snapshots
@@ -418,17 +418,21 @@ class EdgeAgent:
             if result.report:
                 self._dead_letter(result, now)
             return
-        await self._on_accepted(result, now)
-
-    async def _on_accepted(self, accepted: Accepted, now: datetime) -> None:
-        for reading in accepted.readings:
-            await self._evaluate(reading, now)
-        if accepted.receipt is not None:
-            await self._forward_receipt(accepted.receipt)
+        # Most readings change nothing: judged without a coroutine of their own.
+        for reading in result.readings:
+            transitions = self._judge(reading, now)
+            if transitions or self._sirens:
+                await self._act(reading, transitions, now)
+        if result.receipt is not None:
+            await self._forward_receipt(result.receipt)
 
     # -- deciding and acting --------------------------------------------------------------
 
     async def _evaluate(self, reading: Reading, now: datetime) -> None:
+        """One reading: judged, and acted on."""
+        await self._act(reading, self._judge(reading, now), now)
+
+    def _judge(self, reading: Reading, now: datetime) -> list[Transition]:
         health = self.ingest.devices[reading.device]
         if self.telemetry is not None:
             self.telemetry.reading(health.config, self.config.building, reading, now)
@@ -443,9 +447,12 @@ class EdgeAgent:
             if track is not None and track.scores:
                 self.telemetry.scores(health.config, self.config.building, track.scores, now)
         self._state_dirty = True
+        return transitions
+
+    async def _act(self, reading: Reading, transitions: list[Transition], now: datetime) -> None:
         if transitions:
             await self._alarms(transitions)
-        if not transitions and reading.device in self._sirens.values():
+        elif reading.device in self._sirens.values():
             self._reassert_siren(reading.device, now)
 
     def _reassert_siren(self, device: str, now: datetime) -> None:
