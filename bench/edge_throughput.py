@@ -393,7 +393,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rates", default="5000,10000,20000,30000,40000")
+    parser.add_argument("--rates", default="5000,10000,20000,40000,50000,60000,80000")
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--background", type=float, default=5000.0, help="readings/s")
     parser.add_argument("--bare-count", type=int, default=200_000, help="baseline messages")
