@@ -37,6 +37,7 @@ from rules.signals import (
     DeviceTrack,
     Evidence,
     dose_key,
+    dose_may_reach,
     evaluate_leaf,
     rate_of,
     routine_key,
@@ -114,6 +115,8 @@ class _Compiled:
     # whose truth can change with time alone (a window's aggregate, a silence, a dose).
     creates: list[Condition] = field(default_factory=list)
     timed: list[Condition] = field(default_factory=list)
+    # Every timed leaf is a COHb dose at or over a threshold: see signals.dose_may_reach.
+    doses_only: bool = False
 
 
 PLANS_LIMIT = 100_000
@@ -179,6 +182,10 @@ def _compile(rule: Rule) -> _Compiled:
         silences=_device_leaves(rule, leaves, _SILENCES),
         creates=creates,
         timed=[leaf for leaf in creates if _timed(leaf)],
+        doses_only=any(_timed(leaf) for leaf in creates)
+        and all(
+            leaf.cohb is not None and leaf.op in (">", ">=") for leaf in creates if _timed(leaf)
+        ),
     )
 
 
@@ -879,10 +886,12 @@ class Engine:
                     elif _GATE_TICKS and (rule_id, key) in settled:
                         if not timed:
                             continue
+                        scope = self._scope(rule_id, key)
+                        if compiled.doses_only and not dose_may_reach(timed, scope):
+                            continue
                         ctx = Context(
                             at, self.utc_offset_s, self.state.routines, key, self.scope_times(key)
                         )
-                        scope = self._scope(rule_id, key)
                         if not any(evaluate_leaf(leaf, scope, ctx)[0] for leaf in timed):
                             continue
                 out += self._evaluate(compiled, key, now, fed=False)

@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 
 import msgspec
 
-from rules.co_dose import Dose
+from rules.co_dose import Dose, equilibrium
 from rules.durations import seconds
 from rules.language import UNITLESS, Condition, RoutineTimes, parse_clock, parse_hours
 from rules.routine import Routine, UpBy
@@ -187,6 +187,21 @@ def dose_key(leaf: Condition) -> str:
 
 
 _DOSE_KEYS: dict[int, tuple[Condition, str]] = {}
+
+
+def dose_may_reach(leaves: Sequence[Condition], devices: Sequence[DeviceTrack]) -> bool:
+    """Whether one of these ``cohb >= value`` leaves can hold on one of the devices without a
+    new reading. With no reading the concentration stays at its last value, and the COHb
+    moves from where it was straight toward that level's equilibrium: if both are under the
+    threshold, so is every value in between (no exponential to compute)."""
+    for leaf in leaves:
+        assert leaf.value is not None
+        key, value = dose_key(leaf), leaf.value
+        for device in devices:
+            dose = device.doses.get(key)
+            if dose is not None and (dose.cohb >= value or equilibrium(dose.ppm) >= value):
+                return True
+    return False
 
 
 @dataclass(slots=True)
