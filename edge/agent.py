@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sqlite3
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -125,10 +126,13 @@ class EdgeAgent:
         found = self.snapshots.load(ENGINE_STATE)
         legacy = self.outbox.load_state(ENGINE_STATE)
         if legacy is not None:  # a gateway from before rules.sqlite3: its state in the outbox
-            if found is None:  # moved (stamped before every part), then dropped from there
-                found = (-1, legacy)
-                self.snapshots.save(ENGINE_STATE, legacy, -1)
-            self.outbox.drop_state(ENGINE_STATE)
+            try:
+                if found is None:  # moved (stamped before every part), then dropped from there
+                    found = (-1, legacy)
+                    self.snapshots.save(ENGINE_STATE, legacy, -1)
+                self.outbox.drop_state(ENGINE_STATE)
+            except sqlite3.Error as exc:  # a full or read-only card: run on, move it later
+                log.error("edge: rule state not moved to %s (%s)", self.snapshots.path, exc)
         since, saved = found if found is not None else (-1, None)
         stamped = self.outbox.load_states(ENGINE_ALERTS)
         parts = {name: blob for name, (stamp, blob) in stamped.items() if stamp > since}
@@ -715,9 +719,10 @@ class EdgeAgent:
         now_ms = _ms(self.clock())
         self._outbox_reads += 1
         # One trip to the outbox's thread for both: each trip back waits its turn on the loop.
-        fresh, replaying = await self._io(self._fresh_and_replaying, now_ms)
+        unmarked = {key for key in self._unmarked.values() if key is not None}
+        fresh, replaying = await self._io(self._fresh_and_replaying, now_ms, unmarked)
         fresh = [e for e in fresh if e.id not in self._unmarked]  # sent by their alarm
-        replaying |= {key for key in self._unmarked.values() if key is not None}
+        replaying |= unmarked
         if not fresh:
             self._held = set()
             return
@@ -746,9 +751,20 @@ class EdgeAgent:
                 await self._io(self.outbox.mark_sent, sent, now_ms)
                 self.counters["uplink.sent"] += len(sent)
 
-    def _fresh_and_replaying(self, now_ms: int) -> tuple[list[Entry], set[str]]:
+    def _fresh_and_replaying(self, now_ms: int, unmarked: set[str]) -> tuple[list[Entry], set[str]]:
         fresh = self.outbox.due(now_ms, 0, UPLINK_BATCH, sent=False)
-        return fresh, (self.outbox.replaying() if fresh else set())
+        if not fresh:
+            return fresh, set()
+        replaying = self.outbox.replaying()
+        if len(fresh) >= UPLINK_BATCH and (replaying or unmarked):
+            # A full batch may be all held alarms' entries, with others' behind them (an
+            # alarm flapping while the hub is away): those are read too.
+            seen = {e.id for e in fresh}
+            more = self.outbox.due(
+                now_ms, 0, UPLINK_BATCH, sent=False, excluding=replaying | unmarked
+            )
+            fresh = sorted([*fresh, *(e for e in more if e.id not in seen)], key=lambda e: e.seq)
+        return fresh, replaying
 
     async def _replay_loop(self) -> None:
         """Alerts the hub has not acknowledged in time go again with a doubling backoff, one by
@@ -810,12 +826,13 @@ class EdgeAgent:
         self._background(self._acked(ids, removal))
 
     async def _acked(self, ids: list[str], removal: Awaitable[list[str | None]]) -> None:
-        try:
-            removed = await removal
+        try:  # a task of its own: nothing above it would catch and count a fault
+            self._after_ack(ids, await removal)
         except Exception:
             self.counters["uplink.errors"] += 1
-            log.exception("edge: removing acknowledged alerts failed")
-            return
+            log.exception("edge: handling the hub's ack of %s failed", ", ".join(ids))
+
+    def _after_ack(self, ids: list[str], removed: list[str | None]) -> None:
         for event_id in ids:
             waiter = self._ack_waiters.get(event_id)
             if waiter is not None and not waiter.done():

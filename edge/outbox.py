@@ -13,7 +13,7 @@ alert does not linger on the gateway's card in free pages or old WAL frames.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,17 +195,22 @@ class Outbox:
         max_backoff_ms: int = 60_000,
         *,
         sent: bool | None = None,
+        excluding: Collection[str] = (),
     ) -> list[Entry]:
         """Entries never sent, or sent longer ago than their backoff, oldest first. The backoff
         doubles from ``retry_ms`` with each attempt, up to ``max_backoff_ms``. ``sent``: only
-        entries never sent (False), only resends (True), or both (None)."""
+        entries never sent (False), only resends (True), or both (None). ``excluding``: not
+        those of these alarms (keys)."""
+        keys = list(excluding)
+        # Only "?" placeholders are formatted into the query; the keys go as parameters.
+        unheld = f" AND (key IS NULL OR key NOT IN ({', '.join('?' * len(keys))}))" if keys else ""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, topic, payload, life_safety, created_ms, attempts, last_sent_ms,"
+                "SELECT seq, id, topic, payload, life_safety, created_ms, attempts, last_sent_ms,"  # noqa: S608
                 " key FROM outbox WHERE (last_sent_ms IS NULL"
                 " OR last_sent_ms + min(?, ? * (1 << min(attempts - 1, 5))) <= ?)"
-                " AND (? IS NULL OR (attempts > 0) = ?) ORDER BY seq LIMIT ?",
-                (max_backoff_ms, retry_ms, now_ms, sent, sent, limit),
+                f" AND (? IS NULL OR (attempts > 0) = ?){unheld} ORDER BY seq LIMIT ?",
+                (max_backoff_ms, retry_ms, now_ms, sent, sent, *keys, limit),
             ).fetchall()
         return [
             Entry(r[0], r[1], r[2], bytes(r[3]), bool(r[4]), r[5], r[6], r[7], r[8]) for r in rows
@@ -271,13 +276,14 @@ class Outbox:
         those removed, one for each."""
         with self._transaction(durable=False):
             keys: list[str | None] = []
-            for id in ids:
-                keys += [r[0] for r in self._db.execute(self._REMOVE, (id,))]
+            for id in ids:  # SELECT, then DELETE: RETURNING needs SQLite 3.35
+                row = self._db.execute("SELECT key FROM outbox WHERE id = ?", (id,)).fetchone()
+                if row is not None:
+                    self._db.execute("DELETE FROM outbox WHERE id = ?", (id,))
+                    keys.append(row[0])
         if keys:
             self._deleted_since_checkpoint = True
         return keys
-
-    _REMOVE = "DELETE FROM outbox WHERE id = ? RETURNING key"
 
     def depth(self) -> int:
         with self._lock:

@@ -196,7 +196,8 @@ def dose_may_reach(leaves: Sequence[Condition], devices: Sequence[DeviceTrack]) 
     threshold, so is every value in between (no exponential to compute)."""
     for leaf in leaves:
         assert leaf.value is not None
-        key, value = dose_key(leaf), leaf.value
+        # A hair under the threshold: the mix of the two can round up to it.
+        key, value = dose_key(leaf), leaf.value * (1 - 1e-9) - 1e-12
         for device in devices:
             dose = device.doses.get(key)
             if dose is not None and (dose.cohb >= value or equilibrium(dose.ppm) >= value):

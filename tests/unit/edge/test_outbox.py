@@ -179,3 +179,13 @@ def test_entries_held_for_their_alarms_order_are_not_overtaken_by_being_passed(
     outbox.add("co2", "t", b"x", life_safety=True, now_ms=500, key="co:2")
     outbox.remove(["co"])
     assert not outbox.alone("co2", "co:2", sent=sent)
+
+
+def test_due_can_leave_out_held_alarms(outbox: Outbox) -> None:
+    for n in range(5):
+        outbox.add(f"h{n}", "t", b"x", life_safety=False, now_ms=n, key="flap:1")
+    outbox.add("gas", "t", b"x", life_safety=True, now_ms=9, key="gas:1")
+    outbox.add("plain", "t", b"x", life_safety=False, now_ms=10)
+    assert [e.id for e in outbox.due(100, 0, 2, sent=False)] == ["h0", "h1"]
+    held = outbox.due(100, 0, 2, sent=False, excluding={"flap:1"})
+    assert [e.id for e in held] == ["gas", "plain"]

@@ -163,3 +163,30 @@ async def test_a_state_save_commits_after_the_alerts_it_holds(
     await asyncio.gather(*agent._tasks, return_exceptions=True)
     assert order == ["alert", "state"]
     agent.close()
+
+
+def test_the_uplink_reads_past_a_full_batch_of_held_alarms(tmp_path: Path) -> None:
+    """An alarm flapping while the hub is away: its events wait behind its first one (sent,
+    not acked), more of them than a batch. A new alarm behind them must still be read."""
+    from edge.agent import UPLINK_BATCH
+
+    agent = agent_at(tmp_path)
+    outbox = agent.outbox
+    outbox.add("first", "t", b"x", life_safety=False, now_ms=0, key="flap:1")
+    outbox.mark_sent(["first"], 1)
+    for n in range(UPLINK_BATCH + 20):
+        outbox.add(f"flap{n}", "t", b"x", life_safety=False, now_ms=2 + n, key="flap:1")
+    outbox.add("gas", "t", b"x", life_safety=True, now_ms=500, key="gas:1")
+    fresh, replaying = agent._fresh_and_replaying(1_000, set())
+    assert replaying == {"flap:1"}
+    assert "gas" in {e.id for e in fresh}
+    assert [e.seq for e in fresh] == sorted(e.seq for e in fresh)
+    # Held by one published and not yet marked (its key given as unmarked) the same way.
+    outbox.add("fire", "t", b"x", life_safety=True, now_ms=600, key="fire:1")
+    for n in range(UPLINK_BATCH + 5):
+        outbox.add(f"fire{n}", "t", b"x", life_safety=True, now_ms=601 + n, key="fire:1")
+    outbox.add("co", "t", b"x", life_safety=True, now_ms=900, key="co:1")
+    outbox.remove([f"flap{n}" for n in range(UPLINK_BATCH + 20)] + ["gas"])
+    fresh, _ = agent._fresh_and_replaying(1_000, {"fire:1"})
+    assert "co" in {e.id for e in fresh}
+    agent.close()
