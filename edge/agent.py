@@ -603,7 +603,11 @@ class EdgeAgent:
         except NotConnected:
             self._kick.set()  # not marked sent: the uplink sends it again
         finally:
-            self._unmarked.pop(id, None)
+            key = self._unmarked.pop(id, None)
+            if key is not None and key in self._held:
+                # A pass held a newer event of its alarm behind it meanwhile; if the hub's ack
+                # came before this mark, nothing else would kick for that event.
+                self._kick.set()
 
     def _alert_part(self, rule: str) -> tuple[str, int, bytes]:
         """One rule's alert tracks as they stand, stamped, saved with the alert they raised
