@@ -340,8 +340,12 @@ class EdgeAgent:
 
     async def _io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``call`` on the outbox's own thread (see ``_disk``)."""
+        return await self._queue_io(call, *args, **kwargs)
+
+    def _queue_io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """``call`` queued on the outbox's thread now, in order with every write before it."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._disk, functools.partial(call, *args, **kwargs))
+        return loop.run_in_executor(self._disk, functools.partial(call, *args, **kwargs))
 
     async def _housekeeping_loop(self) -> None:
         """Once a second: save changed rule state, notice silent devices, apply outbox bounds."""
@@ -525,7 +529,7 @@ class EdgeAgent:
         # thread, so the commands leave on this loop while the disk syncs), and only then
         # sent to the hub (_finish_alarm).
         payload = self.codec.encode(event)
-        store = functools.partial(
+        stored = self._queue_io(
             self._store_alert,
             event.id,
             self._alert_topic,
@@ -536,7 +540,6 @@ class EdgeAgent:
             key=event.key,
             unmarked=dict(self._unmarked),
         )
-        stored = asyncio.get_running_loop().run_in_executor(self._disk, store)
         return transition, event, payload, stored, self._outbox_reads
 
     async def _finish_alarm(
@@ -821,13 +824,9 @@ class EdgeAgent:
         # stop the outbox from draining.
         ack = self.codec.decode(payload, Ack, now, check_time=False)
         ids = list(ack.ids)
-        # Queued on the outbox's thread now, in order with every other write to it; what
-        # follows waits there, not here: the readings behind an ack would wait a trip to
-        # the disk's thread (~0.2 ms) each time the hub acknowledges.
-        removal = asyncio.get_running_loop().run_in_executor(
-            self._disk, functools.partial(self.outbox.remove, ids)
-        )
-        self._background(self._acked(ids, removal))
+        # What follows the removal waits in a task, not here: the readings behind an ack
+        # would wait a trip to the disk's thread (~0.2 ms) each time the hub acknowledges.
+        self._background(self._acked(ids, self._queue_io(self.outbox.remove, ids)))
 
     async def _acked(self, ids: list[str], removal: Awaitable[list[str | None]]) -> None:
         try:  # a task of its own: nothing above it would catch and count a fault
