@@ -258,7 +258,7 @@ class EdgeAgent:
             if self._state_dirty:
                 await asyncio.shield(self._save_state_soon())
             if self.telemetry is not None:
-                await asyncio.to_thread(self.telemetry.flush, self.clock(), True)
+                await self._flush_telemetry(self.telemetry, everything=True)
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)
@@ -391,7 +391,19 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(interval)
             telemetry.gateway_point(self.stats(), self.clock())
-            await asyncio.to_thread(telemetry.flush, self.clock(), False)
+            await self._flush_telemetry(telemetry)
+
+    async def _flush_telemetry(self, telemetry: Telemetry, *, everything: bool = False) -> None:
+        """The points are taken and made line protocol on this loop (see Telemetry.encode);
+        only the buffer's disk and InfluxDB's answer are waited for in a thread."""
+        now = self.clock()
+        taken = telemetry.take(now, everything)
+        try:
+            body, count = await telemetry.encode(taken)
+        except asyncio.CancelledError:  # shutting down: the last flush writes them
+            telemetry.give_back(taken)
+            raise
+        await asyncio.to_thread(telemetry.send, body, count, now)
 
     def _observe(self, what: str, detail: str) -> None:
         if self.observer is not None:

@@ -15,6 +15,7 @@ policy of ``retention_days`` on its database, and its buffer drops batches older
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -42,6 +43,13 @@ GATEWAY = "gateway"  # tags: site, gateway; fields: counters and gauges of the a
 ALERT = "alert"  # tags: site, gateway, building, unit, device, kind, severity, phase
 # Elder-care devices: their series are written per building only (DESIGN.md, principle 5).
 PRIVATE_KINDS = frozenset({"pir", "door", "bed", "wearable", "sos"})
+
+# Points made line protocol between two turns of the agent's loop (~1-2 ms of its time).
+LINES_PER_TURN = 100
+
+
+def line_protocol(points: list[Point]) -> bytes:
+    return "\n".join(p.to_line_protocol() for p in points).encode("utf-8")
 
 
 @dataclass(slots=True)
@@ -80,23 +88,22 @@ class Downsampler:
     interval_s: int = 10
     k_anonymity: int = 3
     suppressed: int = 0
-    _open: dict[SeriesKey, _Window] = field(default_factory=dict)
+    # Open windows by their start (epoch s), then by series: the windows of one interval end
+    # together, so a flush takes whole intervals, not window by window (10,000 devices: ms).
+    _open: dict[int, dict[SeriesKey, _Window]] = field(default_factory=dict)
 
-    def add(self, key: SeriesKey, value: float, at: datetime, device: str = "") -> list[Point]:
-        """Add a value (from ``device``, for a private series); returns the points of a window
-        this value closed, if any."""
+    def add(self, key: SeriesKey, value: float, at: datetime, device: str = "") -> None:
+        """Add a value (from ``device``, for a private series) to its window."""
         second = int(at.timestamp())
         start = second - second % self.interval_s
-        window = self._open.get(key)
-        closed: list[Point] = []
-        if window is not None and window.start != start:
-            closed.extend(self._points(key, window))
-            window = None
+        windows = self._open.get(start)
+        if windows is None:
+            windows = self._open[start] = {}
+        window = windows.get(key)
         if window is None:
-            window = _Window(start, value, value, value, value, 1)
+            window = windows[key] = _Window(start, value, value, value, value, 1)
             if key.private:
                 window.devices = set()
-            self._open[key] = window
         else:
             window.low = min(window.low, value)
             window.high = max(window.high, value)
@@ -105,17 +112,22 @@ class Downsampler:
             window.count += 1
         if window.devices is not None:
             window.devices.add(device)
-        return closed
 
     def flush(self, now: datetime, *, everything: bool = False) -> list[Point]:
         """Points of every window that has ended by ``now`` (or all of them, at shutdown)."""
+        return self.points(self.ended(now, everything=everything))
+
+    def ended(self, now: datetime, *, everything: bool = False) -> list[tuple[SeriesKey, _Window]]:
+        """``flush``'s windows, taken, oldest first; their points not made yet (``points``)."""
         limit = int(now.timestamp())
-        points = []
-        for key, window in list(self._open.items()):
-            if everything or window.start + self.interval_s <= limit:
-                points.extend(self._points(key, window))
-                del self._open[key]
-        return points
+        ended: list[tuple[SeriesKey, _Window]] = []
+        for start in sorted(self._open):
+            if everything or start + self.interval_s <= limit:
+                ended.extend(self._open.pop(start).items())
+        return ended
+
+    def points(self, ended: list[tuple[SeriesKey, _Window]]) -> list[Point]:
+        return [p for key, window in ended for p in self._points(key, window)]
 
     def _points(self, key: SeriesKey, window: _Window) -> list[Point]:
         if window.devices is not None and len(window.devices) < self.k_anonymity:
@@ -287,8 +299,11 @@ class InfluxWriter:
 
     def write(self, points: list[Point], now: datetime | None = None) -> bool:
         """Write the points, after anything buffered; False if InfluxDB is not taking writes."""
-        if points:
-            body = "\n".join(p.to_line_protocol() for p in points).encode("utf-8")
+        return self.write_lines(line_protocol(points), len(points), now)
+
+    def write_lines(self, body: bytes, count: int, now: datetime | None = None) -> bool:
+        """``write`` of ``count`` points already made line protocol (``body``)."""
+        if count:
             created = None if now is None else int(now.timestamp())
             try:
                 self.buffer.push(body, created)  # durable first; removed once written
@@ -300,7 +315,7 @@ class InfluxWriter:
                 if not self._post(body):
                     self.counters["batches_lost"] += 1
                     return False
-            self.counters["points"] += len(points)
+            self.counters["points"] += count
         return self.drain()
 
     def drain(self) -> bool:
@@ -333,6 +348,15 @@ class InfluxWriter:
         return False
 
 
+@dataclass(slots=True)
+class Taken:
+    """Telemetry taken for one write: points made already, and ended windows (made into
+    points as the line protocol is made, a slice at a time)."""
+
+    points: list[Point]
+    windows: list[tuple[SeriesKey, _Window]]
+
+
 class Telemetry:
     """What the agent holds: the downsampler, the pending points and the writer."""
 
@@ -356,36 +380,28 @@ class Telemetry:
             username=settings.username,
             password=settings.password,
         )
+        # Points made on the loop (alerts, the gateway's counters) waiting for the next flush.
         self._pending: list[Point] = []
-        self._lock = threading.Lock()
 
     def reading(self, device: DeviceConfig, building: str, reading: Reading, at: datetime) -> None:
-        closed: list[Point] = []
         private = device.kind in PRIVATE_KINDS
         for metric, value in reading.values.items():
             if private:
                 # Privacy by design: a resident's movements and vital signs stay on the
                 # gateway; only the building's k-anonymous aggregate leaves it.
                 key = SeriesKey("", metric, device.kind, building, None, private=True)
-                closed.extend(self.downsampler.add(key, value, at, device.id))
+                self.downsampler.add(key, value, at, device.id)
             else:
                 key = SeriesKey(device.id, metric, device.kind, building, device.unit)
-                closed.extend(self.downsampler.add(key, value, at))
-        if closed:
-            with self._lock:
-                self._pending.extend(closed)
+                self.downsampler.add(key, value, at)
 
     def scores(
         self, device: DeviceConfig, building: str, scores: dict[str, float], at: datetime
     ) -> None:
         """Detector scores (0..1) as series ``score_<detector>``, beside the raw channels."""
-        closed: list[Point] = []
         for name, value in scores.items():
             key = SeriesKey(device.id, f"score_{name}", device.kind, building, device.unit)
-            closed.extend(self.downsampler.add(key, value, at))
-        if closed:
-            with self._lock:
-                self._pending.extend(closed)
+            self.downsampler.add(key, value, at)
 
     def alert(self, event: AlertEvent) -> None:
         point = (
@@ -403,8 +419,7 @@ class Telemetry:
         )
         if event.unit:
             point = point.tag("unit", event.unit)
-        with self._lock:
-            self._pending.append(point)
+        self._pending.append(point)
 
     def gateway_point(self, stats: dict[str, float], at: datetime) -> None:
         point = Point(GATEWAY).tag("site", self.site).tag("gateway", self.gateway)
@@ -412,18 +427,50 @@ class Telemetry:
             # Field names are stable and simple: counters like rejected.bad_topic become
             # rejected_bad_topic, and every value is a float so types never conflict.
             point = point.field(name.replace(".", "_"), float(value))
-        with self._lock:
-            self._pending.append(point.time(at, WritePrecision.S))
+        self._pending.append(point.time(at, WritePrecision.S))
 
     def flush(self, now: datetime, everything: bool = False) -> bool:
-        """Write what is ready (blocking; call from a worker thread)."""
-        points = self.downsampler.flush(now, everything=everything)
-        with self._lock:
-            points = self._pending + points
-            self._pending = []
+        """Write what is ready, blocking. The agent does this in three parts (``take``,
+        ``encode``, ``send``) so that only the disk and the network wait in a thread."""
+        taken = self.take(now, everything)
+        points = taken.points + self.downsampler.points(taken.windows)
+        return self.send(line_protocol(points), len(points), now)
+
+    def take(self, now: datetime, everything: bool = False) -> Taken:
+        """What is ready to write: alerts and gateway counters, and the windows ended by
+        ``now`` (all, at shutdown). The downsampler is the agent loop's alone: taken from
+        another thread, a reading in a new window could land in one being taken and be lost."""
+        taken = Taken(self._pending, self.downsampler.ended(now, everything=everything))
+        self._pending = []
+        return taken
+
+    async def encode(self, taken: Taken) -> tuple[bytes, int]:
+        """The line protocol of what was taken, and how many points, made on the agent's loop
+        a slice at a time. Not in a thread: it is Python work (a window's point ~2 µs, its
+        line ~10 µs in influxdb_client), and a thread doing it holds the GIL from the loop for
+        up to 5 ms at a time (``sys.getswitchinterval``). Measured
+        (bench/telemetry_stall.py): the loop woke 5-6 ms late (p99) while a thread made
+        1,000 devices' lines, 22 ms for 10,000; an alarm waited as long."""
+        points, ended, lines = taken.points, taken.windows, []
+        while ended:  # moved over as made, so that give_back makes no window twice
+            points += self.downsampler.points(ended[:LINES_PER_TURN])
+            del ended[:LINES_PER_TURN]
+            await asyncio.sleep(0)
+        for start in range(0, len(points), LINES_PER_TURN):
+            lines += [p.to_line_protocol() for p in points[start : start + LINES_PER_TURN]]
+            await asyncio.sleep(0)
+        return "\n".join(lines).encode("utf-8"), len(points)
+
+    def give_back(self, taken: Taken) -> None:
+        """What was taken and not written after all (a shutdown): first in the next flush."""
+        self._pending[:0] = taken.points + self.downsampler.points(taken.windows)
+
+    def send(self, body: bytes, count: int, now: datetime) -> bool:
+        """Buffer and write ``count`` points of line protocol, after any buffered before;
+        blocking (a worker thread's), and False if InfluxDB is not taking writes."""
         try:
             self.purge(now)
-            return self.writer.write(points, now)
+            return self.writer.write_lines(body, count, now)
         except sqlite3.Error as exc:  # the buffer's disk; the gateway's alarms must go on
             self.writer.counters["buffer_errors"] += 1
             log.warning("telemetry buffer unusable (%s); will try again", exc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,18 @@ async def test_series_survive_an_influxdb_outage_without_a_gap(
     telemetry = agent.telemetry
     publisher = Recorder(mosquitto.broker, client_id="test-device")
     count_query = f"SELECT sum(\"count\") FROM sensor WHERE device = '{GAS}'"
+    # The downsampler is the loop's alone: taken from a worker thread, a reading landing in a
+    # window being taken could be lost (and making line protocol there held the loop up).
+    threads: set[int] = set()
+    sampler = telemetry.downsampler
+    for name in ("add", "flush"):
+        method = getattr(sampler, name)
+
+        def spy(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            threads.add(threading.get_ident())
+            return _method(*args, **kwargs)
+
+        setattr(sampler, name, spy)
     async with running(agent.run(), publisher.link.run()):
         assert await agent.local.wait_connected(10)
         assert await publisher.link.wait_connected(10)
@@ -82,6 +95,7 @@ async def test_series_survive_an_influxdb_outage_without_a_gap(
     # Trim the edges (a partial first/last second); in between no second may be missing.
     inner = counts[1:-1]
     assert inner and all(c == 1 for c in inner), counts
+    assert threads == {threading.get_ident()}, "the downsampler was used off the agent's loop"
     gateway = series(influxd.query("SELECT last(outbox_depth) FROM gateway", "anmin"))
     assert gateway, "the gateway's own health series is written too"
     agent.close()

@@ -52,8 +52,8 @@ def test_other_kinds_keep_min_max_last_per_device() -> None:
     sampler = Downsampler("s1", "gw-1", interval_s=10, k_anonymity=3)
     for value in (1.0, 3.0, 2.0):
         sampler.add(GAS, value, T0)
-    # A value in the next window closes the first one.
-    [point] = sampler.add(GAS, 5.0, T0 + timedelta(seconds=10))
+    sampler.add(GAS, 5.0, T0 + timedelta(seconds=10))  # the next window's
+    [point] = sampler.flush(T0 + timedelta(seconds=10))  # the first has ended, not the next
     line = line_of(point)
     assert fields(line) == {"count", "mean", "min", "max", "last"}
     assert "device=gas-1" in line and "max=3" in line and "last=2" in line
