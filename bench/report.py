@@ -128,6 +128,14 @@ BENCHES = [
         "memory", "Memory (issue 13)", "memory.py", ["--devices", "100,1000,10000"], ["--quick"],
         writes_json=True,
     ),
+    Bench(
+        "telemetry",
+        "Telemetry flush and the agent's loop (issue 5)",
+        "telemetry_stall.py",
+        ["--devices", "1000,10000", "--flushes", "10"],
+        ["--devices", "100", "--flushes", "2"],
+        writes_json=True,
+    ),
 ]  # fmt: skip
 SECTIONS = [b.key for b in BENCHES]
 SLOW = {"hub": 5, "e2e": 4, "scale": 3, "edge": 2, "nodered": 1}  # rank of how long each takes
@@ -868,6 +876,30 @@ def detail_sections(r: dict[str, Outcome]) -> list[str]:
             f" MQTT round trip p99 {fmt(red['bare_round_trip']['p99'], '.2f')} ms); RSS"
             f" {fmt(red.get('rss_start_mb'))} MB started, {fmt(red.get('rss_mb'))} MB after"
             f" (edge agent {fmt(edge.get('rss_after_mb'))} MB).",
+            "",
+        ]
+    if "telemetry" in r and r["telemetry"].data:
+        labels = [
+            ("baseline (no flush)", "baseline"),
+            ("whole flush in a thread", "whole flush in a thread (before)"),
+            ("lines on the loop (the agent)", "lines made on the loop, 100 a turn (now)"),
+        ]
+        rows = [
+            [f"{int(n):,}"]
+            + [
+                f"{fmt(by[key][1], '.2f')} / {fmt(by[key][2], '.2f')}" if key in by else "–"
+                for key, _ in labels
+            ]
+            for n, by in r["telemetry"].data["devices"].items()
+        ]
+        lines += [
+            "## Telemetry flush and the agent's loop",
+            "",
+            "A timer on the agent's loop due every 0.5 ms, and how late it fires (ms) while"
+            " telemetry for N devices is flushed (bench/telemetry_stall.py; InfluxDB absent, so"
+            " the CPU work is measured). The baseline is the same loop with no flush.",
+            "",
+            *table(["devices", *(f"{title} p99 / max" for _, title in labels)], rows),
             "",
         ]
     if "sim" in r and r["sim"].data:

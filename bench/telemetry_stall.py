@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/x.py
 
+from bench.common import write_json
 from bus.broker import free_port
 from edge import parse
 from edge.config import DeviceConfig
@@ -94,7 +95,7 @@ def summary(lags: list[float]) -> tuple[float, float, float]:
     return statistics.median(ordered), p99, ordered[-1]
 
 
-async def measure(devices: int, flushes: int) -> None:
+async def measure(devices: int, flushes: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as directory:
         tel, configs = telemetry(Path(directory), devices)
 
@@ -128,16 +129,21 @@ async def measure(devices: int, flushes: int) -> None:
             f"  {label:32} p50 {p50:6.2f}  p99 {p99:6.2f}  max {worst:6.2f}"
             f"  (p99 / baseline {p99 / base:.1f})"
         )
+    return {label: list(figures) for label, figures in results.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", default="1000,10000")
     parser.add_argument("--flushes", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench/run)")
     args = parser.parse_args()
     print(f"switch interval {sys.getswitchinterval() * 1000:.0f} ms; timer every 0.5 ms")
-    for devices in (int(d) for d in args.devices.split(",")):
-        asyncio.run(measure(devices, args.flushes))
+    figures = {
+        str(devices): asyncio.run(measure(devices, args.flushes))
+        for devices in (int(d) for d in args.devices.split(","))
+    }
+    write_json(args.json, {"devices": figures})
 
 
 if __name__ == "__main__":
