@@ -398,12 +398,18 @@ class EdgeAgent:
         only the buffer's disk and InfluxDB's answer are waited for in a thread."""
         now = self.clock()
         taken = telemetry.take(now, everything)
-        try:
-            body, count = await telemetry.encode(taken)
-        except asyncio.CancelledError:  # shutting down: the last flush writes them
-            telemetry.give_back(taken)
-            raise
-        await asyncio.to_thread(telemetry.send, body, count, now)
+        if everything:
+            # The last flush, at shutdown: made at once, so that a second cancellation (a
+            # stop repeats it) cannot leave it half made with no flush after it.
+            body, count = telemetry.encode_now(taken)
+        else:
+            try:
+                body, count = await telemetry.encode(taken)
+            except asyncio.CancelledError:  # shutting down: the last flush writes them
+                telemetry.give_back(taken)
+                raise
+        # Shielded: a cancellation must not drop the batch before a thread has taken it up.
+        await asyncio.shield(asyncio.to_thread(telemetry.send, body, count, now))
 
     def _observe(self, what: str, detail: str) -> None:
         if self.observer is not None:

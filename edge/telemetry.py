@@ -118,11 +118,14 @@ class Downsampler:
         return self.points(self.ended(now, everything=everything))
 
     def ended(self, now: datetime, *, everything: bool = False) -> list[tuple[SeriesKey, _Window]]:
-        """``flush``'s windows, taken, oldest first; their points not made yet (``points``)."""
+        """``flush``'s windows, taken, oldest first; their points not made yet (``points``).
+        Windows that start after ``now``'s are taken too: the clock was set back, and later
+        readings must not be merged into a window of another span of time."""
         limit = int(now.timestamp())
+        current = limit - limit % self.interval_s
         ended: list[tuple[SeriesKey, _Window]] = []
         for start in sorted(self._open):
-            if everything or start + self.interval_s <= limit:
+            if everything or start + self.interval_s <= limit or start > current:
                 ended.extend(self._open.pop(start).items())
         return ended
 
@@ -430,11 +433,10 @@ class Telemetry:
         self._pending.append(point.time(at, WritePrecision.S))
 
     def flush(self, now: datetime, everything: bool = False) -> bool:
-        """Write what is ready, blocking. The agent does this in three parts (``take``,
-        ``encode``, ``send``) so that only the disk and the network wait in a thread."""
-        taken = self.take(now, everything)
-        points = taken.points + self.downsampler.points(taken.windows)
-        return self.send(line_protocol(points), len(points), now)
+        """Write what is ready, blocking, on the thread that feeds the readings (or with
+        nothing else touching the telemetry). The agent does it in three parts (``take``,
+        ``encode``, ``send``), so that only the disk and the network wait in a thread."""
+        return self.send(*self.encode_now(self.take(now, everything)), now)
 
     def take(self, now: datetime, everything: bool = False) -> Taken:
         """What is ready to write: alerts and gateway counters, and the windows ended by
@@ -460,6 +462,12 @@ class Telemetry:
             lines += [p.to_line_protocol() for p in points[start : start + LINES_PER_TURN]]
             await asyncio.sleep(0)
         return "\n".join(lines).encode("utf-8"), len(points)
+
+    def encode_now(self, taken: Taken) -> tuple[bytes, int]:
+        """``encode`` in one go."""
+        points = taken.points + self.downsampler.points(taken.windows)
+        taken.windows = []
+        return line_protocol(points), len(points)
 
     def give_back(self, taken: Taken) -> None:
         """What was taken and not written after all (a shutdown): first in the next flush."""

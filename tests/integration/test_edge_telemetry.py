@@ -59,13 +59,13 @@ async def test_series_survive_an_influxdb_outage_without_a_gap(
     count_query = f"SELECT sum(\"count\") FROM sensor WHERE device = '{GAS}'"
     # The downsampler is the loop's alone: taken from a worker thread, a reading landing in a
     # window being taken could be lost (and making line protocol there held the loop up).
-    threads: set[int] = set()
+    threads: dict[str, set[int]] = {}
     sampler = telemetry.downsampler
-    for name in ("add", "flush"):
+    for name in ("add", "ended", "points"):
         method = getattr(sampler, name)
 
-        def spy(*args: Any, _method: Any = method, **kwargs: Any) -> Any:
-            threads.add(threading.get_ident())
+        def spy(*args: Any, _method: Any = method, _name: str = name, **kwargs: Any) -> Any:
+            threads.setdefault(_name, set()).add(threading.get_ident())
             return _method(*args, **kwargs)
 
         setattr(sampler, name, spy)
@@ -95,7 +95,10 @@ async def test_series_survive_an_influxdb_outage_without_a_gap(
     # Trim the edges (a partial first/last second); in between no second may be missing.
     inner = counts[1:-1]
     assert inner and all(c == 1 for c in inner), counts
-    assert threads == {threading.get_ident()}, "the downsampler was used off the agent's loop"
+    loop_thread = {threading.get_ident()}
+    assert threads == dict.fromkeys(("add", "ended", "points"), loop_thread), (
+        "the downsampler was used off the agent's loop (or not at all)"
+    )
     gateway = series(influxd.query("SELECT last(outbox_depth) FROM gateway", "anmin"))
     assert gateway, "the gateway's own health series is written too"
     agent.close()

@@ -89,3 +89,26 @@ async def test_nothing_taken_is_nothing_to_write(tmp_path: Path) -> None:
         assert await telemetry.encode(telemetry.take(T0)) == (b"", 0)  # no window ended yet
     finally:
         telemetry.close()
+
+
+def test_a_clock_set_back_ends_the_windows_ahead_of_it(tmp_path: Path) -> None:
+    telemetry = telemetry_with_readings(tmp_path)
+    try:
+        sampler = telemetry.downsampler
+        ahead = sampler.ended(T0 - timedelta(minutes=5))  # NTP set the clock 5 min back
+        assert len(ahead) == DEVICES, "taken, not merged with the readings of another span"
+        assert sampler.ended(T0 + timedelta(hours=1), everything=True) == []
+    finally:
+        telemetry.close()
+
+
+def test_the_last_flush_is_made_in_one_go(tmp_path: Path) -> None:
+    telemetry = telemetry_with_readings(tmp_path)
+    reference = telemetry_with_readings(tmp_path / "b")
+    try:
+        body, count = telemetry.encode_now(telemetry.take(T0, everything=True))
+        assert count == DEVICES
+        assert body == line_protocol(reference.downsampler.flush(T0, everything=True))
+    finally:
+        telemetry.close()
+        reference.close()
