@@ -254,11 +254,13 @@ class EdgeAgent:
         finally:
             for task in self._local_warnings.values():
                 task.cancel()
-            # Shielded, so that a second cancellation does not drop it.
-            if self._state_dirty:
-                await asyncio.shield(self._save_state_soon())
-            if self.telemetry is not None:
-                await self._flush_telemetry(self.telemetry, everything=True)
+            try:
+                # Shielded, so that a second cancellation does not drop it.
+                if self._state_dirty:
+                    await asyncio.shield(self._save_state_soon())
+            finally:  # and the telemetry is flushed even so
+                if self.telemetry is not None:
+                    await self._flush_telemetry(self.telemetry, everything=True)
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)

@@ -91,11 +91,18 @@ class Downsampler:
     # Open windows by their start (epoch s), then by series: the windows of one interval end
     # together, so a flush takes whole intervals, not window by window (10,000 devices: ms).
     _open: dict[int, dict[SeriesKey, _Window]] = field(default_factory=dict)
+    # Windows starting before this were taken (``ended``); None: none yet.
+    _taken: int | None = None
 
     def add(self, key: SeriesKey, value: float, at: datetime, device: str = "") -> None:
         """Add a value (from ``device``, for a private series) to its window."""
         second = int(at.timestamp())
         start = second - second % self.interval_s
+        if self._taken is not None and start < self._taken:
+            # Late for a window already taken (a batch's later readings are judged after
+            # awaits): a second point of that series and time would overwrite the first in
+            # InfluxDB, so it counts in the first window still open.
+            start = self._taken
         windows = self._open.get(start)
         if windows is None:
             windows = self._open[start] = {}
@@ -127,6 +134,7 @@ class Downsampler:
         for start in sorted(self._open):
             if everything or start + self.interval_s <= limit or start > current:
                 ended.extend(self._open.pop(start).items())
+        self._taken = current
         return ended
 
     def points(self, ended: list[tuple[SeriesKey, _Window]]) -> list[Point]:
@@ -385,6 +393,7 @@ class Telemetry:
         )
         # Points made on the loop (alerts, the gateway's counters) waiting for the next flush.
         self._pending: list[Point] = []
+        self._sending = threading.Lock()
 
     def reading(self, device: DeviceConfig, building: str, reading: Reading, at: datetime) -> None:
         private = device.kind in PRIVATE_KINDS
@@ -475,7 +484,13 @@ class Telemetry:
 
     def send(self, body: bytes, count: int, now: datetime) -> bool:
         """Buffer and write ``count`` points of line protocol, after any buffered before;
-        blocking (a worker thread's), and False if InfluxDB is not taking writes."""
+        blocking (a worker thread's), and False if InfluxDB is not taking writes. One at a
+        time: a send cancelled at shutdown runs on in its thread beside the last one, and two
+        draining the buffer at once could write a batch twice."""
+        with self._sending:
+            return self._send(body, count, now)
+
+    def _send(self, body: bytes, count: int, now: datetime) -> bool:
         try:
             self.purge(now)
             return self.writer.write_lines(body, count, now)

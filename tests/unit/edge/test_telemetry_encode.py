@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge import parse
-from edge.telemetry import LINES_PER_TURN, Telemetry, line_protocol
+from edge.telemetry import LINES_PER_TURN, SeriesKey, Telemetry, line_protocol
 from wire import Reading
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=UTC)
@@ -112,3 +112,20 @@ def test_the_last_flush_is_made_in_one_go(tmp_path: Path) -> None:
     finally:
         telemetry.close()
         reference.close()
+
+
+def test_a_value_late_for_a_taken_window_counts_in_the_next(tmp_path: Path) -> None:
+    telemetry = telemetry_with_readings(tmp_path)
+    try:
+        sampler = telemetry.downsampler
+        assert len(sampler.ended(T0 + timedelta(seconds=10))) == DEVICES
+        # A batch's later reading, judged after the flush with the time of its arrival.
+        key = SeriesKey("gas-0", "gas_lel", "gas", "b1", "0")
+        sampler.add(key, 9.0, T0 + timedelta(seconds=5))
+        [(_, window)] = sampler.ended(T0 + timedelta(seconds=20))
+        assert window.start == int((T0 + timedelta(seconds=10)).timestamp()), (
+            "a second point at the taken window's time would overwrite the first"
+        )
+        assert window.count == 1 and window.last == 9.0
+    finally:
+        telemetry.close()
