@@ -189,3 +189,39 @@ def test_due_can_leave_out_held_alarms(outbox: Outbox) -> None:
     assert [e.id for e in outbox.due(100, 0, 2, sent=False)] == ["h0", "h1"]
     held = outbox.due(100, 0, 2, sent=False, excluding={"flap:1"})
     assert [e.id for e in held] == ["gas", "plain"]
+
+
+def test_depth_and_oldest_are_kept_as_entries_come_and_go(tmp_path: Path) -> None:
+    """The loop reads them without SQL; they must stay what the table says, through adds,
+    repeats, acks, both bounds and a reopening."""
+    path = tmp_path / "outbox.sqlite3"
+    outbox = Outbox(path)
+
+    def table() -> tuple[int, int | None]:
+        db = sqlite3.connect(path)
+        try:
+            count, oldest = db.execute("SELECT count(*), min(created_ms) FROM outbox").fetchone()
+        finally:
+            db.close()
+        return count, oldest
+
+    assert (outbox.depth(), outbox.oldest_ms()) == (0, None) == table()
+    for i in range(6):
+        outbox.add(f"safety-{i}", "t", b"x", life_safety=True, now_ms=100 + i)
+        outbox.add(f"other-{i}", "t", b"x", life_safety=False, now_ms=50 + i)
+    outbox.add("other-0", "t", b"x", life_safety=False, now_ms=1)  # a repeat: not stored
+    assert (outbox.depth(), outbox.oldest_ms()) == (12, 50) == table()
+    outbox.remove(["other-0", "other-1", "unknown"])
+    assert (outbox.depth(), outbox.oldest_ms()) == (10, 52) == table()
+    outbox.prune(1_000, max_age_ms=10_000, max_entries=8)  # the two oldest others go
+    assert (outbox.depth(), outbox.oldest_ms()) == (8, 54) == table()
+    outbox.prune(1_000, max_age_ms=900, max_entries=100)  # the rest of them, by age
+    assert (outbox.depth(), outbox.oldest_ms()) == (6, 100) == table()
+    outbox.close()
+    reopened = Outbox(path)
+    try:
+        assert (reopened.depth(), reopened.oldest_ms()) == (6, 100) == table()
+        reopened.remove([f"safety-{i}" for i in range(6)])
+        assert (reopened.depth(), reopened.oldest_ms()) == (0, None) == table()
+    finally:
+        reopened.close()
