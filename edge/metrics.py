@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from edge.agent import EdgeAgent
 
+SCRAPE_TIMEOUT_S = 5.0
+
 GAUGES = {
     "outbox_depth",
     "uplink_lag_s",
@@ -29,15 +32,33 @@ GAUGES = {
 
 
 class AgentCollector(Collector):
-    """Turns ``EdgeAgent.stats()`` into metrics; rejects become one family labelled by reason."""
+    """Turns ``EdgeAgent.stats()`` into metrics; rejects become one family labelled by reason.
 
-    def __init__(self, agent: EdgeAgent) -> None:
+    A scrape runs on prometheus_client's server thread, while the agent's loop changes its
+    counters: given that ``loop``, the figures are read on it (a counter dict that grows while
+    another thread copies it raises "dictionary changed size during iteration"), and a loop
+    that does not answer within SCRAPE_TIMEOUT_S fails the scrape rather than hang it."""
+
+    def __init__(self, agent: EdgeAgent, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.agent = agent
+        self.loop = loop
+
+    def _read(self) -> tuple[dict[str, float], list[tuple[str, float]], float]:
+        latency = self.agent.rule_latency
+        return self.agent.stats(), latency.cumulative(), latency.sum
+
+    async def _read_on_loop(self) -> tuple[dict[str, float], list[tuple[str, float]], float]:
+        return self._read()
 
     def collect(
         self,
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        stats = self.agent.stats()
+        loop = self.loop
+        if loop is None or not loop.is_running() or _on(loop):
+            stats, buckets, total = self._read()
+        else:
+            future = asyncio.run_coroutine_threadsafe(self._read_on_loop(), loop)
+            stats, buckets, total = future.result(timeout=SCRAPE_TIMEOUT_S)
         labels = ["site", "gateway"]
         where = [self.agent.config.site, self.agent.config.gateway]
         rejects = CounterMetricFamily(
@@ -56,17 +77,25 @@ class AgentCollector(Collector):
             family.add_metric(where, value)
             yield family
         yield rejects
-        latency = self.agent.rule_latency
         rules = HistogramMetricFamily(
             "anmin_edge_rule_seconds",
             "Time to decide on one reading: every rule that concerns it, with their detectors",
             labels=labels,
         )
-        rules.add_metric(where, latency.cumulative(), latency.sum)
+        rules.add_metric(where, buckets, total)
         yield rules
 
 
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether this thread is running ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def serve_metrics(agent: EdgeAgent, port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics from a daemon thread (prometheus_client's own server)."""
-    REGISTRY.register(AgentCollector(agent))
+    """Serve /metrics from a daemon thread (prometheus_client's own server); called on the
+    agent's loop, which the scrapes then read the figures on."""
+    REGISTRY.register(AgentCollector(agent, asyncio.get_running_loop()))
     start_http_server(port, addr=host)

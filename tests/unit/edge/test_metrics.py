@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,30 @@ async def test_the_agent_exports_its_rule_latency_and_counters(tmp_path: Path) -
     assert f"anmin_edge_rule_seconds_count{{{where}}} 3.0" in text
     assert 'anmin_edge_rule_seconds_bucket{gateway="gw-1",le="+Inf",site="s1"} 3.0' in text
     assert f"anmin_edge_readings_total{{{where}}} 3.0" in text
+
+
+@pytest.mark.anyio
+async def test_a_scrape_from_the_server_thread_reads_the_figures_on_the_agents_loop(
+    tmp_path: Path,
+) -> None:
+    """prometheus_client scrapes on its own thread while the loop changes the counters: the
+    figures are read on the loop (a counter dict growing while copied raises)."""
+    agent = EdgeAgent(parse(edge_config_yaml(Broker("127.0.0.1", 1), tmp_path)))
+    try:
+        topic = topics.reading("s1", "gw-1", "gas-b1-101")
+        await agent._on_message(Incoming(topic, gas_reading(1, 1.0), 1, False))
+        read_on: list[int] = []
+        stats = agent.stats
+
+        def spy() -> dict[str, float]:
+            read_on.append(threading.get_ident())
+            return stats()
+
+        agent.stats = spy  # type: ignore[method-assign]
+        registry = CollectorRegistry()
+        registry.register(AgentCollector(agent, asyncio.get_running_loop()))
+        text = (await asyncio.to_thread(generate_latest, registry)).decode()
+    finally:
+        agent.close()
+    assert read_on == [threading.get_ident()], "read on the scrape's thread, not the loop's"
+    assert 'anmin_edge_readings_total{gateway="gw-1",site="s1"} 1.0' in text
