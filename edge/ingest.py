@@ -18,6 +18,7 @@ from wire.topics import Channel
 
 # How far back a sequence number may be and still count as reordered rather than a restart.
 REORDER_WINDOW = 64
+UNKNOWN_REMEMBERED = 10_000  # unknown devices reported once each (see Ingest._unknown_reported)
 
 
 @dataclass(slots=True)
@@ -57,7 +58,10 @@ class Ingest:
         self.codec = codec
         self.devices = {d.id: DeviceHealth(d) for d in devices}
         self.counters: Counter[str] = Counter()
-        self._unknown_reported: set[str] = set()
+        # Topics of unknown devices already reported, oldest first: at most UNKNOWN_REMEMBERED
+        # (junk under ever new device ids must not grow it for months); one forgotten is
+        # reported again if it comes back.
+        self._unknown_reported: dict[str, None] = {}
         # A gateway hears the same few thousand topics all day: each is parsed once (a bad one
         # raises every time; junk topics can only churn the bounded cache).
         self._parse = functools.lru_cache(maxsize=16_384)(topics.parse)
@@ -72,7 +76,10 @@ class Ingest:
                 # One dead letter per unknown device, not one per message: a stray device
                 # publishing every second must not flood the hub.
                 report = topic not in self._unknown_reported
-                self._unknown_reported.add(topic)
+                if report:
+                    if len(self._unknown_reported) >= UNKNOWN_REMEMBERED:
+                        del self._unknown_reported[next(iter(self._unknown_reported))]
+                    self._unknown_reported[topic] = None
             return Rejection(exc.reason, exc.detail, topic, payload, report)
 
     def _accept(self, topic: str, payload: bytes, now: datetime) -> Accepted:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import msgspec
+import pytest
 
+from edge import ingest as ingest_module
 from edge.config import DeviceConfig
 from edge.ingest import Accepted, Ingest, Rejection
 from wire import Codec, Reading, Reason, topics
@@ -61,3 +63,24 @@ def test_a_replayed_reading_in_a_batch_does_not_take_the_others_down() -> None:
     assert isinstance(result, Accepted)
     assert [r.seq for r in result.readings] == [4, 5]
     assert target.counters["rejected.duplicate"] == 1
+
+
+def test_an_unknown_device_is_reported_once_and_the_memory_of_them_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "UNKNOWN_REMEMBERED", 3)
+    target = ingest()
+
+    def reported(device: str) -> bool:
+        topic = topics.reading("s1", "gw-1", device)
+        result = target.accept(topic, payload(1), NOW)
+        assert isinstance(result, Rejection) and result.reason is Reason.UNKNOWN_DEVICE
+        return result.report
+
+    assert reported("stray-0") and not reported("stray-0")  # once, not per message
+    for i in range(1, 100):  # junk under ever new ids: remembered up to the bound
+        assert reported(f"stray-{i}")
+    assert len(target._unknown_reported) == 3
+    assert not reported("stray-99")
+    assert reported("stray-0"), "forgotten long ago: reported again"
+    assert target.counters["rejected.unknown_device"] == 103
