@@ -697,13 +697,41 @@ class Engine:
             return True
         return False
 
+    def _clock_set_back(self, at: float) -> None:
+        """The gateway's clock went back (NTP after a boot with the clock ahead, say). Every
+        timer started after ``at`` restarts at ``at``: else a hold would wait out the jump
+        before its alarm (an hour's step, an hour with no gas alarm), a clear would keep a
+        siren on as long, a learned routine would see no activity until the clock caught up,
+        and a dose would run backwards. Silences are due again (they come earlier now)."""
+        self._silence_due.clear()
+        for tracks in self.state.alerts.values():
+            for alert in tracks.values():
+                for severity, since in alert.since.items():
+                    alert.since[severity] = min(since, at)
+                for severity, hits in alert.hits.items():
+                    alert.hits[severity] = [min(hit, at) for hit in hits]
+                for path, held in alert.latches.items():
+                    alert.latches[path] = min(held, at)
+                if alert.clear_since is not None:
+                    alert.clear_since = min(alert.clear_since, at)
+        for routine in self.state.routines.values():
+            if routine.last_activity is not None:
+                routine.last_activity = min(routine.last_activity, at)
+        for track in self.state.devices.values():
+            for dose in track.doses.values():
+                dose.at = min(dose.at, at)
+        self._encoded.clear()  # the doses changed: every device is encoded afresh
+        if self._models_at is not None:
+            self._models_at = min(self._models_at, at)
+        self._now = at
+
     def feed(self, device: DeviceInfo, reading: Reading, now: datetime) -> list[Transition]:
         """One reading from ``device``, arriving at ``now`` (the gateway's time)."""
         at = now.timestamp()
         if at > self._now:
             self._now = at
-        elif at < self._now and self._silence_due:
-            self._silence_due.clear()  # the clock was set back: silences are due earlier
+        elif at < self._now:
+            self._clock_set_back(at)
         track = self.state.devices.get(device.id)
         if track is None or (track.info is not device and track.info != device):
             if self._register(device, at):
@@ -850,7 +878,7 @@ class Engine:
         of it judging the CO dose rule for every CO sensor, an alarm's wait when it lands)."""
         at = now.timestamp()
         if at < self._now:
-            self._silence_due.clear()  # the clock was set back: silences are due earlier
+            self._clock_set_back(at)
         self._now = max(self._now, at)
         out: list[Transition] = []
         devices, settled = self.state.devices, self._settled

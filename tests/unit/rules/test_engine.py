@@ -14,7 +14,7 @@ from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
 from rules.language import Condition
 from rules.signals import BUCKET_FRACTION, DeviceTrack, _aggregate, rate_of
 from tests.unit.rules.support import Sim, at, device
-from wire import Reading
+from wire import Phase, Reading
 
 GAS = device("gas-1", "gas")
 
@@ -523,3 +523,21 @@ def test_a_device_falls_silent_on_time_after_the_clock_is_set_back() -> None:
     engine.feed(smoke, reading(2, 100), at(100))  # the clock goes back an hour
     raised = [t.rule for t in engine.tick(at(131)) if t.phase.value == "raised"]
     assert raised == ["device-silent"]
+
+
+def test_a_hold_and_a_clear_run_on_after_the_clock_is_set_back() -> None:
+    """A leak that began while the clock was an hour ahead must not wait out that hour for its
+    alarm once NTP sets the clock back, nor its clear keep the siren on as long (gas-lel:
+    Severe after 5 s at 10 %LEL, clear after 10 s below 5 %)."""
+    sim = Sim("gas")
+    gas = device("g1", "gas")
+    sim.feed(3600, gas, gas_lel=12.0)  # the hold starts, the clock an hour ahead
+    sim.feed(100, gas, gas_lel=12.0)  # NTP: back an hour
+    sim.tick(104)
+    assert sim.first(Phase.RAISED) is None
+    sim.tick(105)
+    assert sim.first(Phase.RAISED) == 105, "5 s of gas, not an hour and 5 s"
+    sim.feed(7200, gas, gas_lel=1.0)  # the clear's hold starts, the clock ahead again
+    sim.feed(200, gas, gas_lel=1.0)  # and back
+    sim.tick(210)
+    assert sim.first(Phase.CLEARED) == 210, "10 s below 5 %LEL, not two hours"
