@@ -65,6 +65,9 @@ ENGINE_STATE = "engine"  # the name of the rules' whole state (edge/snapshots.py
 ENGINE_ALERTS = "engine.alerts/"  # + rule id
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
+# Detector models pickled per turn of the loop, before a state save (a pump's robust z-score
+# ~0.15 ms, a forest ~23 ms: see docs/detection.md).
+MODELS_SLICE = 4
 ENCODE_SLICE = 100  # devices' rule state encoded per turn of the loop, before a state save
 # Dead letters, per topic and reason: the first at once, then at most one per this long, which
 # says how many more were withheld. A device gone wrong must not flood the hub, whose intake
@@ -321,6 +324,10 @@ class EdgeAgent:
         # whole state of 1,000 busy devices takes ~9 ms, an alarm's wait); the snapshot itself
         # is then taken at once, here on the loop, so it holds exactly the alert parts stamped
         # so far, and is stamped with the last of them.
+        while True:  # a round of models that is due, a slice a turn (its list only shrinks)
+            if not self.engine.pickle_models(MODELS_SLICE):
+                break
+            await asyncio.sleep(0)
         for _ in range(len(self.devices) // ENCODE_SLICE + 1):  # bounded: devices keep changing
             if not self.engine.encode_devices(ENCODE_SLICE):
                 break

@@ -529,6 +529,9 @@ class Engine:
         # are taken on every alert, and pickling a forest there would slow the alarm path.
         self._models: dict[str, bytes] = {}
         self._models_at: float | None = None
+        # A round of pickling in progress (``pickle_models``): its pickles so far, the models
+        # left, and the engine time it began.
+        self._round: tuple[dict[str, bytes], list[tuple[str, str]], float] | None = None
         # Each device's track as last encoded, until a reading changes it: a snapshot (every
         # few seconds, on the event loop) encodes only the devices heard from since the last.
         self._encoded: dict[str, msgspec.Raw] = {}
@@ -1139,19 +1142,40 @@ class Engine:
         True); in between a snapshot carries the last pickles, so a restart loses at most
         that much learning. A snapshot is trusted input: restore only what this gateway
         wrote itself."""
-        due = self._models_at is None or self._now - self._models_at >= MODELS_EVERY_S
-        if models if models is not None else due:
-            self._models = {}
-            for (device, name), detector in sorted(self._detectors.items()):
-                try:
-                    self._models[f"{device}{_SEP}{name}"] = pickle.dumps(detector, protocol=5)
-                except (pickle.PicklingError, TypeError, AttributeError):
-                    self.models_dropped += 1  # a custom detector that cannot be pickled relearns
-            self._models_at = self._now
+        if models:
+            self._round, self._models_at = None, None  # a round now, whole
+        if models is None or models:
+            self.pickle_models()
         self.encode_devices()
         devices = {device: self._encoded[device] for device in self.state.devices}
         state = msgspec.structs.replace(self.state, devices=devices, detectors=self._models)
         return _ENCODER.encode(state)
+
+    def pickle_models(self, limit: int | None = None) -> int:
+        """Pickle up to ``limit`` detector models of the round that is due (every
+        ``MODELS_EVERY_S`` of engine time; all of it by default); return how many models the
+        round has left. A caller may spread a round over several turns of its event loop
+        before ``snapshot``: a forest takes ~23 ms, and a gateway's whole set at once held up
+        its alarms. The snapshot carries the last whole round."""
+        if self._round is None:
+            if self._models_at is not None and self._now - self._models_at < MODELS_EVERY_S:
+                return 0
+            self._round = ({}, sorted(self._detectors), self._now)
+        fresh, left, began = self._round
+        taken = left if limit is None else left[:limit]
+        for device, name in taken:
+            detector = self._detectors.get((device, name))
+            if detector is None:
+                continue  # gone since the round began
+            try:
+                fresh[f"{device}{_SEP}{name}"] = pickle.dumps(detector, protocol=5)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                self.models_dropped += 1  # a custom detector that cannot be pickled relearns
+        del left[: len(taken)]
+        if left:
+            return len(left)
+        self._models, self._models_at, self._round = fresh, began, None
+        return 0
 
     def encode_devices(self, limit: int | None = None) -> int:
         """Encode up to ``limit`` of the devices changed since they were last encoded (all, by

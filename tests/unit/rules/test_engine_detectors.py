@@ -193,3 +193,34 @@ def test_models_are_pickled_again_only_every_few_minutes_of_engine_time() -> Non
     assert learned(sim.engine.snapshot(models=True)) == 120
     drive(sim, rows[120:160], 120)  # 400 s after the last pickling: due
     assert learned(sim.engine.snapshot()) == 160
+
+
+def test_a_round_of_pickling_can_be_spread_and_a_snapshot_carries_the_last_whole_one() -> None:
+    """The agent pickles a due round a few models a turn of its loop (a forest takes ~23 ms):
+    a snapshot taken mid-round carries the last whole round, and one after it the new one."""
+    pumps = [device(f"pump-{i}", "pump", unit=None, interval_s=10.0) for i in range(5)]
+    factories = {"z": lambda: build(Z)}
+    sim = Sim(PUMP_RULE, detectors=factories)
+    rows = readings(7, 100)
+
+    def learned(data: bytes) -> list[int]:
+        engine = Engine.restore(PUMP_RULE, data, detectors=factories)
+        models = [engine._detectors.get((pump.id, "z")) for pump in pumps]
+        return [m.model.learned if isinstance(m, Protected) else 0 for m in models]
+
+    def feed_all(rows: list[dict[str, float]], start: int) -> None:
+        for i, values in enumerate(rows, start):
+            for pump in pumps:
+                sim.feed(i * 10.0, pump, **values)
+
+    feed_all(rows[:10], 0)
+    assert sim.engine.pickle_models(2) == 3, "the first round is due: 2 of 5 pickled"
+    assert learned(sim.engine.snapshot(models=False)) == [0] * 5, "no whole round yet"
+    assert sim.engine.pickle_models(2) == 1
+    feed_all(rows[10:20], 10)  # learning goes on in between
+    assert sim.engine.pickle_models(2) == 0
+    assert learned(sim.engine.snapshot(models=False)) == [10, 10, 10, 10, 20]
+    assert sim.engine.pickle_models(2) == 0, "not due again for MODELS_EVERY_S"
+    feed_all(rows[20:60], 20)  # 400 s on: due
+    assert sim.engine.pickle_models(None) == 0
+    assert learned(sim.engine.snapshot(models=False)) == [60] * 5
