@@ -686,7 +686,7 @@ class EdgeAgent:
 
     async def _warn_if_unanswered(self, event: AlertEvent) -> None:
         await asyncio.sleep(self.config.local_warning_after_s)
-        hub_acked = event.id not in await self._io(self.outbox.ids)
+        hub_acked = not await self._io(self.outbox.holds, event.id)
         if hub_acked and event.id in self._hub_broadcast_causes:
             return
         if hub_acked and self.upstream.connected.is_set():

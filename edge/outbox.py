@@ -23,6 +23,15 @@ from edge.sqlite import connect
 # Never-sent entries ``alone`` looks through for one not held for its alarm's order.
 _HELD_SCAN = 64
 
+# Made once the columns are there (an outbox from before keys gets its column first).
+_INDEXES = """
+-- The uplink's lag (the oldest entry) and the age bound read by creation time: without it
+-- both scan the table (25 ms at 200,000 entries, a hub away for long).
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_ms);
+-- An alarm's entries, sent or not: what ``alone`` asks on every alarm's commit.
+CREATE INDEX IF NOT EXISTS outbox_key ON outbox (key, attempts);
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -35,9 +44,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_sent_ms INTEGER,
     key          TEXT  -- the alert's key: one alarm's events reach the hub in their order
 );
--- The uplink's lag (the oldest entry) and the age bound read by creation time: without it
--- both scan the table (25 ms at 200,000 entries, a hub away for long).
-CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created_ms);
 -- A rule's alert tracks, saved in the same transaction as the alert they caused: after a
 -- crash the agent neither forgets a raised alarm nor raises it a second time. The stamp orders
 -- them against the whole state saved beside (edge/snapshots.py). Before that file, the whole
@@ -77,6 +83,7 @@ class Outbox:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(rule_state)")}
         if "stamp" not in columns:  # from before the parts were stamped
             self._db.execute("ALTER TABLE rule_state ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0")
+        self._db.executescript(_INDEXES)
         self.dropped = 0  # entries dropped by the bounds (never life-safety ones)
         # Kept as the entries change, so that the agent's loop reads them (stats, heartbeat)
         # without SQL, and without waiting for the lock while the outbox's thread commits.
@@ -254,9 +261,11 @@ class Outbox:
                 ).fetchone()
                 if earlier is not None:
                     return False
+            # NOT EXISTS: a look-up in outbox_key per row read, where NOT IN built the set of
+            # every sent alarm first (80 ms with 200,000 entries, on every alarm's commit).
             rows = self._db.execute(
-                "SELECT id, key FROM outbox WHERE attempts = 0 AND id != ? AND (key IS NULL OR"
-                " key NOT IN (SELECT key FROM outbox WHERE attempts > 0 AND key IS NOT NULL))"
+                "SELECT id, key FROM outbox AS o WHERE attempts = 0 AND id != ? AND (key IS NULL"
+                " OR NOT EXISTS (SELECT 1 FROM outbox WHERE key = o.key AND attempts > 0))"
                 " ORDER BY seq LIMIT ?",
                 (id, len(sent) + _HELD_SCAN),
             ).fetchall()
@@ -313,6 +322,13 @@ class Outbox:
     def depth(self) -> int:
         """How many entries wait for the hub's ack."""
         return self._depth
+
+    def holds(self, id: str) -> bool:
+        """Whether ``id`` still waits for the hub's ack."""
+        with self._lock:
+            return (
+                self._db.execute("SELECT 1 FROM outbox WHERE id = ?", (id,)).fetchone() is not None
+            )
 
     def ids(self) -> list[str]:
         with self._lock:

@@ -95,3 +95,23 @@ async def test_without_the_hub_the_siren_fires_and_the_alert_waits_then_arrives_
     assert sorted(a["id"] for a in alerts) == sorted(waiting)  # each exactly once
     assert len(broadcasts) == 1
     agent.close()
+
+
+async def test_an_extreme_alarm_the_hub_never_answers_is_announced_by_the_gateway_itself(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """No hub: after local_warning_after_s the gateway plays its own warning on the
+    building's speakers (once per alarm), and the speaker's receipt waits for the hub."""
+    agent = make_agent(mosquitto.broker, tmp_path / "edge", extra="local_warning_after_s: 0.5\n")
+    sim = building(mosquitto)
+    gas, speaker = sim.devices["gas-b1-101"], sim.devices["spk-b1"]
+    assert isinstance(gas, GasSensor) and isinstance(speaker, Speaker)
+    async with running(agent.run(), sim.run()):
+        await wait_for(lambda: bool(speaker.played), timeout=60, what="the gateway's own warning")
+        stored = agent.outbox.ids()  # the alarm's events, unacknowledged
+    [warning] = speaker.played
+    assert warning.headline == "本楼紧急警报（网关本地播报）" and "燃气" in warning.text
+    assert warning.buildings == [BUILDING] and warning.severity.value == "Extreme"
+    assert warning.cause in stored, "it names the alarm it warns of"
+    assert agent.counters["local_warnings"] == 1
+    agent.close()

@@ -22,6 +22,7 @@ def test_entries_come_out_in_order_and_leave_on_ack(outbox: Outbox) -> None:
     assert [e.id for e in outbox.due(5000, retry_ms=1000)] == ["id-0", "id-1", "id-2"]
     assert len(outbox.remove(["id-0", "id-2", "unknown"])) == 2
     assert outbox.ids() == ["id-1"]
+    assert outbox.holds("id-1") and not outbox.holds("id-0")
 
 
 def test_backoff_doubles_and_is_capped(outbox: Outbox) -> None:
