@@ -188,17 +188,22 @@ class TelemetryBuffer:
             # A buffer from before retention: its batches count as made now.
             self._db.execute("ALTER TABLE batch ADD COLUMN created_s INTEGER NOT NULL DEFAULT 0")
             self._db.execute("UPDATE batch SET created_s = ?", (int(time.time()),))
+        # Kept as batches come and go: the agent's loop reads it (stats) without the lock,
+        # which the telemetry's thread holds while it writes.
+        (self._depth,) = self._db.execute("SELECT count(*) FROM batch").fetchone()
 
     def push(self, body: bytes, created_s: int | None = None) -> None:
         created = int(time.time()) if created_s is None else created_s
         with self._lock:
             self._db.execute("INSERT INTO batch (body, created_s) VALUES (?, ?)", (body, created))
+            self._depth += 1
             # Over the bound the oldest telemetry goes first: it matters least. Counted.
             while self._size() > self.max_bytes:
                 (oldest,) = self._db.execute("SELECT min(seq) FROM batch").fetchone()
                 if oldest is None:
                     break
                 self._db.execute("DELETE FROM batch WHERE seq = ?", (oldest,))
+                self._depth -= 1
                 self.dropped_batches += 1
 
     def expire(self, now_s: int, max_age_s: int) -> int:
@@ -207,6 +212,7 @@ class TelemetryBuffer:
             gone = self._db.execute(
                 "DELETE FROM batch WHERE created_s < ?", (now_s - max_age_s,)
             ).rowcount
+            self._depth -= gone
         self.expired_batches += gone
         return int(gone)
 
@@ -221,12 +227,11 @@ class TelemetryBuffer:
 
     def remove(self, seq: int) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM batch WHERE seq = ?", (seq,))
+            self._depth -= self._db.execute("DELETE FROM batch WHERE seq = ?", (seq,)).rowcount
 
     def depth(self) -> int:
-        with self._lock:
-            (count,) = self._db.execute("SELECT count(*) FROM batch").fetchone()
-        return int(count)
+        """How many batches wait to be written."""
+        return int(self._depth)
 
     def size(self) -> int:
         with self._lock:

@@ -158,3 +158,33 @@ telemetry: {{url: 'http://127.0.0.1:9', interval_s: 1, retention_days: 0}}
         assert telemetry.writer.counters["batches_lost"] == 1  # nobody at :9 either
     finally:
         telemetry.close()
+
+
+def test_the_buffers_depth_is_kept_as_batches_come_and_go(tmp_path: Path) -> None:
+    """Read by the agent's loop without SQL or the lock: it must stay what the table says."""
+    path = tmp_path / "telemetry.sqlite3"
+    buffer = TelemetryBuffer(path, max_bytes=2_000)
+    now = int(T0.timestamp())
+
+    def table() -> int:
+        db = sqlite3.connect(path)
+        try:
+            return int(db.execute("SELECT count(*) FROM batch").fetchone()[0])
+        finally:
+            db.close()
+
+    for i in range(5):  # made 0-4 days ago; the fifth is over the bound: the first goes
+        buffer.push(b"x" * 500, now - i * 86_400)
+    assert buffer.depth() == 4 == table() and buffer.dropped_batches == 1
+    assert buffer.expire(now, 2 * 86_400 - 1) == 3  # those 2, 3 and 4 days old
+    assert buffer.depth() == 1 == table()
+    buffer.push(b"y", now)
+    oldest = buffer.oldest()
+    assert oldest is not None
+    buffer.remove(oldest[0])
+    buffer.remove(oldest[0])  # twice: nothing more goes
+    assert buffer.depth() == 1 == table()
+    buffer.close()
+    reopened = TelemetryBuffer(path, max_bytes=2_000)
+    assert reopened.depth() == 1 == table()
+    reopened.close()
