@@ -176,7 +176,9 @@ class EdgeAgent:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rule_latency = Latency()  # per reading, the rules with their detectors: /metrics
         self._ack_waiters: dict[str, asyncio.Future[None]] = {}
-        self._hub_broadcast_causes: set[str] = set()
+        # The alerts the hub has broadcast about (its broadcasts' causes), the last 1,000.
+        self._hub_broadcast_causes: dict[str, None] = {}
+        self._last_replay_ms = 0  # when the replay loop last looked (a clock set back: below)
         self.started = time.monotonic()
         # Every outbox call goes through this one thread, so writes commit in the order the
         # loop made them. The whole rule state is saved from a thread of its own: an alarm's
@@ -498,7 +500,8 @@ class EdgeAgent:
         if "siren" not in actuators or actuators["siren"] == "on":
             return
         last = self._siren_sent.get(device)
-        if last is not None and (now - last).total_seconds() < SIREN_RETRY_S:
+        # A clock set back since (a negative wait) makes it due: not a wait of the whole jump.
+        if last is not None and 0 <= (now - last).total_seconds() < SIREN_RETRY_S:
             return
         self._siren_sent[device] = now
         self.counters["commands.reasserted"] += 1
@@ -821,6 +824,10 @@ class EdgeAgent:
 
     async def _replay_due(self, retry_ms: int, max_ms: int) -> None:
         now_ms = _ms(self.clock())
+        if now_ms < self._last_replay_ms:
+            # The clock was set back: every backoff would otherwise wait out the jump too.
+            await self._io(self.outbox.reset_backoff)
+        self._last_replay_ms = now_ms
         due = await self._io(self.outbox.due, now_ms, retry_ms, UPLINK_BATCH, max_ms, sent=True)
         for entry in due:
             # Waiting for the ack starts before the publish: the ack may come back first.
@@ -927,7 +934,9 @@ class EdgeAgent:
             self.counters["broadcasts.expired"] += 1
             return
         if broadcast.cause is not None:
-            self._hub_broadcast_causes.add(broadcast.cause)
+            self._hub_broadcast_causes[broadcast.cause] = None
+            while len(self._hub_broadcast_causes) > 1000:  # a gateway runs for months
+                del self._hub_broadcast_causes[next(iter(self._hub_broadcast_causes))]
         self.counters["broadcasts" if played is None else "broadcasts.retried"] += 1
         self._observe("broadcast", f"{broadcast.severity}: {broadcast.headline}")
         # Awaited, not in the background: the broker hears that we have the warning (the
