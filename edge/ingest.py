@@ -18,6 +18,7 @@ from wire.topics import Channel
 
 # How far back a sequence number may be and still count as reordered rather than a restart.
 REORDER_WINDOW = 64
+METRICS_PER_DEVICE = 64  # different metric names one device may send, all told
 UNKNOWN_REMEMBERED = 10_000  # unknown devices reported once each (see Ingest._unknown_reported)
 
 
@@ -137,6 +138,7 @@ class Ingest:
             try:
                 self._check_device(reading.device, health.config.id)
                 self._check_range(reading)
+                self._check_metrics(health, reading)
                 self._check_seq(health, reading.seq)
             except WireError as exc:
                 # In a batch, one replayed reading must not take the good ones down with it.
@@ -165,6 +167,20 @@ class Ingest:
                     Reason.VALUE_OUT_OF_RANGE,
                     f"{name} = {value} is outside the sensor's physical range "
                     f"{known.low:g}..{known.high:g} {known.unit}",
+                )
+
+    @staticmethod
+    def _check_metrics(health: DeviceHealth, reading: Reading) -> None:
+        # A device's metrics are kept (last values, the rules' tracks) for as long as the
+        # gateway runs: firmware naming ever new ones must not grow them for months.
+        known = health.last_values
+        if len(known) + len(reading.values) > METRICS_PER_DEVICE:
+            new = [name for name in reading.values if name not in known]
+            if len(known) + len(new) > METRICS_PER_DEVICE:
+                raise WireError(
+                    Reason.TOO_MANY_ITEMS,
+                    f"{reading.device} has sent {len(known)} different metrics; a reading"
+                    f" naming {len(new)} more is over the limit of {METRICS_PER_DEVICE}",
                 )
 
     def _check_seq(self, health: DeviceHealth, seq: int) -> None:

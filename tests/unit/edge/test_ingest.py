@@ -84,3 +84,24 @@ def test_an_unknown_device_is_reported_once_and_the_memory_of_them_is_bounded(
     assert not reported("stray-99")
     assert reported("stray-0"), "forgotten long ago: reported again"
     assert target.counters["rejected.unknown_device"] == 103
+
+
+def test_a_device_naming_ever_new_metrics_is_stopped_at_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "METRICS_PER_DEVICE", 4)
+    target = ingest()
+
+    def send(seq: int, names: list[str]) -> Accepted | Rejection:
+        values = dict.fromkeys(names, 1.0)
+        body = msgspec.json.encode(Reading(device="gas-1", seq=seq, ts=NOW, values=values))
+        return target.accept(TOPIC, body, NOW)
+
+    assert isinstance(send(1, ["gas_lel", "t_1", "t_2"]), Accepted)
+    assert isinstance(send(2, ["gas_lel", "t_3"]), Accepted)  # four names, all told
+    refused = send(3, ["t_4"])
+    assert isinstance(refused, Rejection) and refused.reason is Reason.TOO_MANY_ITEMS
+    assert "limit of 4" in refused.detail
+    assert isinstance(send(4, ["gas_lel", "t_1", "t_2", "t_3"]), Accepted), "known ones go on"
+    assert sorted(target.devices["gas-1"].last_values) == ["gas_lel", "t_1", "t_2", "t_3"]
+    assert target.counters["rejected.too_many_items"] == 1
