@@ -979,7 +979,8 @@ class EdgeAgent:
     def _dead_letter(self, rejection: Rejection, now: datetime) -> None:
         key = (rejection.topic, rejection.reason.value)
         last = self._letters_sent.get(key)
-        if last is not None and (now - last).total_seconds() < DEADLETTER_EVERY_S:
+        # Withheld within the interval; a clock set back since ends it (not a wait of the jump).
+        if last is not None and 0 <= (now - last).total_seconds() < DEADLETTER_EVERY_S:
             withheld, _ = self._letters_withheld.get(key, (0, rejection))
             self._letters_withheld[key] = (withheld + 1, rejection)
             self.counters["deadletters.withheld"] += 1
@@ -991,7 +992,7 @@ class EdgeAgent:
         """The withheld letters whose interval is over, as one letter each (housekeeping)."""
         for key, (withheld, rejection) in list(self._letters_withheld.items()):
             last = self._letters_sent.get(key)
-            if last is None or (now - last).total_seconds() >= DEADLETTER_EVERY_S:
+            if last is None or not 0 <= (now - last).total_seconds() < DEADLETTER_EVERY_S:
                 del self._letters_withheld[key]
                 self._send_dead_letter(key, rejection, now, withheld - 1)
 
