@@ -455,6 +455,8 @@ class EdgeAgent:
             if result.report:
                 self._dead_letter(result, now)
             return
+        if result.dropped is not None:  # metrics left out; the rest is judged
+            self._dead_letter(result.dropped, now)
         # Most readings change nothing: judged without a coroutine of their own.
         for reading in result.readings:
             transitions = self._judge(reading, now)

@@ -58,7 +58,11 @@ class AgentCollector(Collector):
             stats, buckets, total = self._read()
         else:
             future = asyncio.run_coroutine_threadsafe(self._read_on_loop(), loop)
-            stats, buckets, total = future.result(timeout=SCRAPE_TIMEOUT_S)
+            try:
+                stats, buckets, total = future.result(timeout=SCRAPE_TIMEOUT_S)
+            except TimeoutError:
+                future.cancel()  # not read later, for no one
+                raise
         labels = ["site", "gateway"]
         where = [self.agent.config.site, self.agent.config.gateway]
         rejects = CounterMetricFamily(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import msgspec
 import urllib3
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
@@ -64,8 +65,9 @@ class _Window:
     devices: set[str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SeriesKey:
+class SeriesKey(msgspec.Struct, frozen=True):
+    """One series (hashable: the downsampler's key; made per reading, so a msgspec Struct)."""
+
     device: str
     metric: str
     kind: str

@@ -53,6 +53,9 @@ SNAPSHOT_VERSION = 1
 _ENCODER = msgspec.msgpack.Encoder()
 _SEP = "\t"  # between device id and detector name in a snapshot's model keys
 MODELS_EVERY_S = 300.0  # engine time between two picklings of the detector models
+# A time this much before the latest one fed or ticked is the clock set back (_clock_set_back);
+# less is the usual order of a batch's readings and the ticks between them.
+CLOCK_STEP_S = 1.0
 MAX_EVIDENCE = 32  # wire.models.Values allows this many entries
 
 
@@ -701,11 +704,13 @@ class Engine:
         return False
 
     def _clock_set_back(self, at: float) -> None:
-        """The gateway's clock went back (NTP after a boot with the clock ahead, say). Every
-        timer started after ``at`` restarts at ``at``: else a hold would wait out the jump
-        before its alarm (an hour's step, an hour with no gas alarm), a clear would keep a
-        siren on as long, a learned routine would see no activity until the clock caught up,
-        and a dose would run backwards. Silences are due again (they come earlier now)."""
+        """The gateway's clock went back more than CLOCK_STEP_S (NTP after a boot with the
+        clock ahead, say). Every time stored after ``at`` becomes ``at``: else a hold would
+        wait out the jump before its alarm (an hour's step, an hour with no gas alarm), a
+        clear would keep a siren on as long, a rate would find no sample old enough, a
+        learned routine would see no activity until the clock caught up, and a dose would run
+        backwards. Silences are due again (they come earlier now). Clamped, not shifted:
+        times from before the clock ran ahead were right."""
         self._silence_due.clear()
         for tracks in self.state.alerts.values():
             for alert in tracks.values():
@@ -721,11 +726,31 @@ class Engine:
             if routine.last_activity is not None:
                 routine.last_activity = min(routine.last_activity, at)
         for track in self.state.devices.values():
+            # Samples stamped after ``at`` count as taken at ``at`` (clamped, so the lists
+            # stay sorted): a rate found no sample old enough, new samples joined the last
+            # bucket, a silence or a stuck value waited out the jump.
+            track.first_at = min(track.first_at, at)
+            if track.last_at is not None:
+                track.last_at = min(track.last_at, at)
+            for kept in track.metrics.values():
+                kept.at = min(kept.at, at)
+                kept.steady_since = min(kept.steady_since, at)
+                if kept.nonzero_at is not None:
+                    kept.nonzero_at = min(kept.nonzero_at, at)
+                if kept.history and kept.history[-1][0] > at:
+                    kept.history = [(min(t, at), value) for t, value in kept.history]
+                for bucket in reversed(kept.buckets):
+                    if bucket.last <= at:
+                        break
+                    bucket.first, bucket.last = min(bucket.first, at), at
             for dose in track.doses.values():
                 dose.at = min(dose.at, at)
-        self._encoded.clear()  # the doses changed: every device is encoded afresh
+        self._encoded.clear()  # every device is encoded afresh
         if self._models_at is not None:
             self._models_at = min(self._models_at, at)
+        if self._round is not None:
+            fresh, left, began = self._round
+            self._round = (fresh, left, min(began, at))
         self._now = at
 
     def feed(self, device: DeviceInfo, reading: Reading, now: datetime) -> list[Transition]:
@@ -733,8 +758,10 @@ class Engine:
         at = now.timestamp()
         if at > self._now:
             self._now = at
-        elif at < self._now:
+        elif at < self._now - CLOCK_STEP_S:
             self._clock_set_back(at)
+        elif at < self._now:
+            self._silence_due.clear()  # silences may be due a little earlier
         track = self.state.devices.get(device.id)
         if track is None or (track.info is not device and track.info != device):
             if self._register(device, at):
@@ -880,8 +907,10 @@ class Engine:
         the rule is judged in full when one holds (at 10,000 devices a tick took ~15 ms, most
         of it judging the CO dose rule for every CO sensor, an alarm's wait when it lands)."""
         at = now.timestamp()
-        if at < self._now:
+        if at < self._now - CLOCK_STEP_S:
             self._clock_set_back(at)
+        elif at < self._now:
+            self._silence_due.clear()  # silences may be due a little earlier
         self._now = max(self._now, at)
         out: list[Transition] = []
         devices, settled = self.state.devices, self._settled

@@ -541,3 +541,29 @@ def test_a_hold_and_a_clear_run_on_after_the_clock_is_set_back() -> None:
     sim.feed(200, gas, gas_lel=1.0)  # and back
     sim.tick(210)
     assert sim.first(Phase.CLEARED) == 210, "10 s below 5 %LEL, not two hours"
+
+
+RISE = """\
+rules:
+  - id: rising-heat
+    kind: heat
+    scope: unit
+    devices: {kinds: [heat]}
+    create:
+      Severe:
+        all: [{rate: temp_c, over: 60s, op: ">=", value: 8, unit: "°C/min"}]
+"""
+
+
+def test_a_rate_of_rise_sees_again_soon_after_the_clock_is_set_back() -> None:
+    """Samples stamped while the clock was an hour ahead must not leave a rate with no sample
+    old enough (nor new samples unkept) for that hour: a fire's rise is seen within a window
+    of the rise."""
+    sim = Sim(load_yaml(RISE, RuleSet, "test"))
+    heat = device("h1", "heat")
+    for t in range(3600, 3700, 5):  # steady, while the clock is ahead
+        sim.feed(t, heat, temp_c=22.0)
+    for t in range(100, 300, 5):  # set back an hour; from 150 s the room heats 12 °C/min
+        sim.feed(t, heat, temp_c=22.0 + max(0.0, t - 150) / 5)
+    raised = sim.first(Phase.RAISED)
+    assert raised is not None and raised <= 150 + 70, raised
