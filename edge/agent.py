@@ -59,6 +59,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 ENGINE_STATE = "engine"  # the name of the rules' whole state (edge/snapshots.py)
+# Its detector models, apart: most of its bytes, new only every MODELS_EVERY_S (SD card wear).
+ENGINE_MODELS = "engine.models"
 # With each alert only its rule's alert tracks are saved, in the outbox (a few kB, not the
 # whole state with the learned models, about 1 MB at 1,000 devices, fsynced per alarm). They
 # are stamped, and those stamped after the saved whole state go into it on restore.
@@ -149,6 +151,14 @@ class EdgeAgent:
             except EngineError as exc:
                 log.error("edge: rule state not restored (%s); starting afresh", exc)
                 self.counters["state_restore_failed"] += 1
+        models = self.snapshots.load(ENGINE_MODELS)
+        if models is not None:
+            try:
+                self.engine.restore_models(models[1])
+            except EngineError as exc:
+                log.error("edge: detector models not restored (%s); they learn again", exc)
+                self.counters["state_restore_failed"] += 1
+        self._models_saved = self.engine.models_round  # the models round last saved
         self.devices: dict[str, DeviceInfo] = {
             d.id: DeviceInfo(
                 id=d.id,
@@ -317,9 +327,25 @@ class EdgeAgent:
     def _save_state(self) -> None:
         """Save the whole rule state now (at exit; the loop saves through ``_save_state_soon``)."""
         if self._state_dirty:
-            self.snapshots.save(ENGINE_STATE, self.engine.snapshot(), self._stamp)
+            blob = self.engine.snapshot(with_models=False)
+            self._save_both(blob, self._stamp, self._new_models())
             self._state_dirty = False
             self._last_snapshot = time.monotonic()
+
+    def _new_models(self) -> tuple[int, bytes] | None:
+        """The models round to save with the state, if it is new (taken on the loop)."""
+        round_ = self.engine.models_round
+        if round_ == self._models_saved:
+            return None
+        return round_, self.engine.models_snapshot()
+
+    def _save_both(self, blob: bytes, stamp: int, models: tuple[int, bytes] | None) -> None:
+        """The models if new, then the state (on the state's thread, or at exit): a crash in
+        between leaves new models beside the state before, which restores them over its own."""
+        if models is not None:
+            self.snapshots.save(ENGINE_MODELS, models[1], stamp)
+            self._models_saved = models[0]
+        self.snapshots.save(ENGINE_STATE, blob, stamp)
 
     async def _save_state_soon(self) -> None:
         # The changed devices are encoded a slice at a time, letting readings in between (the
@@ -334,19 +360,22 @@ class EdgeAgent:
             if not self.engine.encode_devices(ENCODE_SLICE):
                 break
             await asyncio.sleep(0)
-        blob, stamp = self.engine.snapshot(), self._stamp
+        blob, stamp = self.engine.snapshot(with_models=False), self._stamp
+        models = self._new_models()
         self._state_dirty = False
         self._last_snapshot = time.monotonic()
-        await self._save_snapshot(blob, stamp)
+        await self._save_snapshot(blob, stamp, models)
 
-    async def _save_snapshot(self, blob: bytes, stamp: int) -> None:
+    async def _save_snapshot(
+        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None = None
+    ) -> None:
         """Save after every outbox write queued so far: the events of the transitions the
         state holds are committed before it (else a crash between the two commits would
         restore an alarm as raised whose event was never stored, and it would never reach
         the hub). One thread for the outbox, in order: a no-op queued last is a barrier."""
         await self._io(_nothing)
         loop = asyncio.get_running_loop()
-        save = functools.partial(self.snapshots.save, ENGINE_STATE, blob, stamp)
+        save = functools.partial(self._save_both, blob, stamp, models)
         await loop.run_in_executor(self._state_disk, save)
 
     async def _io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -535,6 +535,7 @@ class Engine:
         # A round of pickling in progress (``pickle_models``): its pickles so far, the models
         # left, and the engine time it began.
         self._round: tuple[dict[str, bytes], list[tuple[str, str]], float] | None = None
+        self.models_round = 0  # rounds that changed a model: one saving them apart sees a new one
         # Each device's track as last encoded, until a reading changes it: a snapshot (every
         # few seconds, on the event loop) encodes only the devices heard from since the last.
         self._encoded: dict[str, msgspec.Raw] = {}
@@ -1164,20 +1165,22 @@ class Engine:
             if track.severity is not None
         ]
 
-    def snapshot(self, *, models: bool | None = None) -> bytes:
+    def snapshot(self, *, models: bool | None = None, with_models: bool = True) -> bytes:
         """All state as bytes (msgpack), with the learned detector models (pickled), so a
         restarted gateway keeps its baselines. Models are pickled again only when
         ``MODELS_EVERY_S`` of engine time has passed since the last time (or ``models`` is
         True); in between a snapshot carries the last pickles, so a restart loses at most
-        that much learning. A snapshot is trusted input: restore only what this gateway
-        wrote itself."""
+        that much learning. ``with_models=False`` leaves them out, for a caller that saves
+        them apart (``models_snapshot``): they are most of the bytes and change only every
+        round. A snapshot is trusted input: restore only what this gateway wrote itself."""
         if models:
             self._round, self._models_at = None, None  # a round now, whole
         if models is None or models:
             self.pickle_models()
         self.encode_devices()
         devices = {device: self._encoded[device] for device in self.state.devices}
-        state = msgspec.structs.replace(self.state, devices=devices, detectors=self._models)
+        carried = self._models if with_models else {}
+        state = msgspec.structs.replace(self.state, devices=devices, detectors=carried)
         return _ENCODER.encode(state)
 
     def pickle_models(self, limit: int | None = None) -> int:
@@ -1203,8 +1206,25 @@ class Engine:
         del left[: len(taken)]
         if left:
             return len(left)
+        if fresh != self._models:  # none, or none learned anything: nothing new to save
+            self.models_round += 1
         self._models, self._models_at, self._round = fresh, began, None
         return 0
+
+    def models_snapshot(self) -> bytes:
+        """The last whole round of pickled models alone (see ``snapshot(with_models=False)``):
+        a gateway writes them when a round is new, not with every save of the state."""
+        return _ENCODER.encode(self._models)
+
+    def restore_models(self, data: bytes) -> None:
+        """Models saved by ``models_snapshot``, over those the state carried (if any). Damage
+        or another configuration means: learn again (``models_dropped``)."""
+        try:
+            models = msgspec.msgpack.decode(data, type=dict[str, bytes])
+        except msgspec.DecodeError as exc:
+            raise EngineError(f"not a models snapshot: {exc}") from exc
+        self._restore_detectors(models)
+        self._models = {**self._models, **models}
 
     def encode_devices(self, limit: int | None = None) -> int:
         """Encode up to ``limit`` of the devices changed since they were last encoded (all, by
@@ -1259,6 +1279,7 @@ class Engine:
         models, saved.detectors = saved.detectors, {}
         engine.state = saved
         engine._restore_detectors(models)
+        engine._models = dict(models)
         engine._carry_over({}, old_prints, None)
         engine._rebuild_members()
         # Windows read at once, not only from each metric's next reading.

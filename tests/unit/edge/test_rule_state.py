@@ -4,17 +4,19 @@ kB, not the whole engine), and a restarted agent knows the alarm is raised."""
 from __future__ import annotations
 
 import asyncio
+import pickle
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from bus import Broker
 from edge import EdgeAgent, parse
-from edge.agent import ENGINE_ALERTS, ENGINE_STATE
+from edge.agent import ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
 from tests.integration.edge_support import edge_config_yaml
 from wire import Reading
 
@@ -190,3 +192,47 @@ def test_the_uplink_reads_past_a_full_batch_of_held_alarms(tmp_path: Path) -> No
     fresh, _ = agent._fresh_and_replaying(1_000, {"fire:1"})
     assert "co" in {e.id for e in fresh}
     agent.close()
+
+
+def pump_agent(data_dir: Path) -> EdgeAgent:
+    config = parse(
+        f"site: s1\ngateway: gw-1\nbuilding: b1\ndata_dir: {data_dir}\n"
+        "broker: {host: 127.0.0.1, port: 9}\nrules: {include: [pump]}\n"
+        "devices:\n  - {id: pump-1, kind: pump, interval_s: 10}\n"
+    )
+    return EdgeAgent(config, clock=lambda: T0)
+
+
+async def test_detector_models_are_saved_apart_and_only_when_a_round_is_new(
+    tmp_path: Path,
+) -> None:
+    """The models are most of a state's bytes and change once a round (MODELS_EVERY_S): a
+    gateway saving its state every few seconds must not write them each time (SD card)."""
+    agent = pump_agent(tmp_path)
+    saved: list[str] = []
+    save = agent.snapshots.save
+
+    def spy(name: str, blob: bytes, stamp: int) -> None:
+        saved.append(name)
+        save(name, blob, stamp)
+
+    agent.snapshots.save = spy  # type: ignore[method-assign]
+    for i in range(80):
+        at = T0 + timedelta(seconds=10 * i)
+        values = {"vibration_mm_s": 2.0 + (i % 7) / 10, "motor_current_a": 12.0 + (i % 5) / 10}
+        await agent._evaluate(Reading(device="pump-1", seq=i, ts=at, values=values), at)
+    agent._state_dirty = True
+    agent._save_state()
+    assert saved == [ENGINE_MODELS, ENGINE_STATE]
+    state = msgspec.msgpack.decode(agent.snapshots.load(ENGINE_STATE)[1])  # type: ignore[index]
+    assert state["detectors"] == {}, "the state itself carries no models"
+    agent._state_dirty = True
+    agent._save_state()  # no new round
+    assert saved == [ENGINE_MODELS, ENGINE_STATE, ENGINE_STATE]
+    [(key, learned)] = agent.engine._detectors.items()
+    agent.close()
+
+    again = pump_agent(tmp_path)
+    restored = again.engine._detectors.get(key)
+    assert restored is not None and pickle.dumps(restored) == pickle.dumps(learned)
+    again.close()
