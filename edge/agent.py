@@ -151,14 +151,20 @@ class EdgeAgent:
             except EngineError as exc:
                 log.error("edge: rule state not restored (%s); starting afresh", exc)
                 self.counters["state_restore_failed"] += 1
+        # The models saved apart, unless the state carried newer ones of its own (a state
+        # from before they were apart, written after them by an older agent).
+        carried = self.engine.carries_models()
         models = self.snapshots.load(ENGINE_MODELS)
-        if models is not None:
+        if models is not None and not (carried and since > models[0]):
             try:
                 self.engine.restore_models(models[1])
+                carried = False
             except EngineError as exc:
                 log.error("edge: detector models not restored (%s); they learn again", exc)
                 self.counters["state_restore_failed"] += 1
-        self._models_saved = self.engine.models_round  # the models round last saved
+        # The models round last saved apart; models only the state carried are saved at once
+        # (the state is saved without them from now on).
+        self._models_saved = self.engine.models_round - (1 if carried else 0)
         self.devices: dict[str, DeviceInfo] = {
             d.id: DeviceInfo(
                 id=d.id,

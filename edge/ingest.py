@@ -160,8 +160,8 @@ class Ingest:
                 continue
             if values is not reading.values:
                 dropped = dropped or (
-                    f"{reading.device} has sent {len(health.last_values)} different metrics,"
-                    f" the limit: {', '.join(sorted(set(reading.values) - set(values)))} left out"
+                    f"{reading.device} has sent {METRICS_PER_DEVICE} different metrics, the"
+                    f" limit: {', '.join(sorted(set(reading.values) - set(values)))} left out"
                 )
                 reading = msgspec.structs.replace(reading, values=values)
             health.last_seq = reading.seq

@@ -1211,6 +1211,11 @@ class Engine:
         self._models, self._models_at, self._round = fresh, began, None
         return 0
 
+    def carries_models(self) -> bool:
+        """Whether models were restored with the state or pickled since (``models_snapshot``
+        has some to give)."""
+        return bool(self._models)
+
     def models_snapshot(self) -> bytes:
         """The last whole round of pickled models alone (see ``snapshot(with_models=False)``):
         a gateway writes them when a round is new, not with every save of the state."""
