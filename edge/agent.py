@@ -87,6 +87,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _within(now: datetime, since: datetime, seconds: float) -> bool:
+    """Whether ``now`` is less than ``seconds`` after ``since``. A clock set back since (a
+    negative wait) ends it: a retry or a letter must not wait out the whole jump."""
+    return 0 <= (now - since).total_seconds() < seconds
+
+
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
@@ -537,8 +543,7 @@ class EdgeAgent:
         if "siren" not in actuators or actuators["siren"] == "on":
             return
         last = self._siren_sent.get(device)
-        # A clock set back since (a negative wait) makes it due: not a wait of the whole jump.
-        if last is not None and 0 <= (now - last).total_seconds() < SIREN_RETRY_S:
+        if last is not None and _within(now, last, SIREN_RETRY_S):
             return
         self._siren_sent[device] = now
         self.counters["commands.reasserted"] += 1
@@ -1016,8 +1021,7 @@ class EdgeAgent:
     def _dead_letter(self, rejection: Rejection, now: datetime) -> None:
         key = (rejection.topic, rejection.reason.value)
         last = self._letters_sent.get(key)
-        # Withheld within the interval; a clock set back since ends it (not a wait of the jump).
-        if last is not None and 0 <= (now - last).total_seconds() < DEADLETTER_EVERY_S:
+        if last is not None and _within(now, last, DEADLETTER_EVERY_S):
             withheld, _ = self._letters_withheld.get(key, (0, rejection))
             self._letters_withheld[key] = (withheld + 1, rejection)
             self.counters["deadletters.withheld"] += 1
@@ -1029,7 +1033,7 @@ class EdgeAgent:
         """The withheld letters whose interval is over, as one letter each (housekeeping)."""
         for key, (withheld, rejection) in list(self._letters_withheld.items()):
             last = self._letters_sent.get(key)
-            if last is None or not 0 <= (now - last).total_seconds() < DEADLETTER_EVERY_S:
+            if last is None or not _within(now, last, DEADLETTER_EVERY_S):
                 del self._letters_withheld[key]
                 self._send_dead_letter(key, rejection, now, withheld - 1)
 

@@ -205,8 +205,8 @@ class Ingest:
         if not kept:
             raise WireError(
                 Reason.TOO_MANY_ITEMS,
-                f"{reading.device} has sent {len(known)} different metrics, the limit; this"
-                f" reading names only new ones",
+                f"{reading.device} has sent {METRICS_PER_DEVICE} different metrics, the"
+                " limit; this reading names only new ones",
             )
         return values if len(kept) == len(values) else kept
 

@@ -315,12 +315,9 @@ class InfluxWriter:
             error = f"HTTP {response.status}"
         return str(error) if error else None
 
-    def write(self, points: list[Point], now: datetime | None = None) -> bool:
-        """Write the points, after anything buffered; False if InfluxDB is not taking writes."""
-        return self.write_lines(line_protocol(points), len(points), now)
-
     def write_lines(self, body: bytes, count: int, now: datetime | None = None) -> bool:
-        """``write`` of ``count`` points already made line protocol (``body``)."""
+        """Write ``count`` points made line protocol (``body``), after anything buffered;
+        False if InfluxDB is not taking writes."""
         if count:
             created = None if now is None else int(now.timestamp())
             try:
