@@ -268,27 +268,39 @@ def _publish_handler(
 
 def _register_write(client: aiomqtt.Client) -> Callable[[Any, Any, Any], None]:
     """aiomqtt's ``on_socket_register_write``, except that a registration which runs after
-    the socket closed is dropped. aiomqtt schedules ``add_writer`` with the socket's number
-    taken when a message is queued; a message queued just before the broker went away made
-    asyncio log EBADF from a callback (seen in the broker restart test)."""
+    the socket closed, or after a direct write (``_write_now``) emptied paho's queue, is
+    dropped. aiomqtt schedules ``add_writer`` with the socket's number taken when a message is
+    queued; a message queued just before the broker went away made asyncio log EBADF from a
+    callback (seen in the broker restart test). A writer added with nothing left to write
+    would be called on every turn of the loop: paho removes it only while it counts it as
+    registered."""
     loop = client._loop
 
     def register(paho_client: Any, _userdata: Any, sock: Any) -> None:
-        def write() -> None:
-            try:
-                paho_client.loop_write()
-            except Exception as exc:  # a broken pipe: the connection is gone
-                if not client._disconnected.done():
-                    client._disconnected.set_exception(exc)
-
         def add() -> None:
-            if paho_client._sock is sock and sock.fileno() >= 0:
-                loop.add_writer(sock.fileno(), write)
+            if paho_client._sock is sock and sock.fileno() >= 0 and paho_client._registered_write:
+                loop.add_writer(sock.fileno(), _write_now, client)
 
         # paho may call this from the thread that connects (see aiomqtt).
         loop.call_soon_threadsafe(add)
 
     return register
+
+
+def _write_now(client: aiomqtt.Client) -> None:
+    """What paho has queued, written to the socket now (on the loop's thread); what the socket
+    does not take waits for the writer ``_register_write`` adds. A broken pipe ends the
+    connection, as aiomqtt's writer does."""
+    paho_client = client._client
+    # As paho itself writes when no loop is registered: not from inside one of its callbacks.
+    if not paho_client._in_callback_mutex.acquire(False):
+        return
+    paho_client._in_callback_mutex.release()
+    try:
+        paho_client.loop_write()
+    except Exception as exc:  # a broken pipe: the connection is gone
+        if not client._disconnected.done():
+            client._disconnected.set_exception(exc)
 
 
 def _payload_bytes(payload: object) -> bytes:
@@ -537,31 +549,34 @@ class MqttLink:
         self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False, timeout: float = 10
     ) -> None:
         """Publish; at QoS 1 this returns once the broker has acknowledged the message."""
-        client = self._client
-        if client is None:
-            raise NotConnected(f"not connected to {self.broker.host}:{self.broker.port}")
-        try:
-            await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
-        except aiomqtt.MqttError as exc:
-            raise NotConnected(f"publish to {topic} failed: {exc}") from exc
+        await self.publish_soon(topic, payload, qos=qos, retain=retain, timeout=timeout)
         reraise_lost_cancel()
 
     def publish_soon(
-        self, topic: str, payload: bytes, *, qos: int = 1, timeout: float = 10
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = 10,
     ) -> Awaitable[None]:
-        """Hand the message to the client before returning (it leaves on this turn of the
-        loop), and return what waits for the broker's ack (raising NotConnected if none comes).
+        """Write the message to the socket before returning, and return what waits for the
+        broker's ack (raising NotConnected if none comes).
 
-        ``publish`` would make its caller wait for the ack; an alarm's handler must not wait
-        on the broker (an uplink over a slow network), and a task of its own would start only
-        on the loop's next turn. This is aiomqtt's publish split in two, on its own pending
-        table: aiomqtt is pinned beside paho for it."""
+        aiomqtt's publish would leave the writing to the loop's next turns (a writer added
+        from a callback, then the socket's readiness: two turns, each behind up to
+        YIELD_EVERY readings), and make its caller wait for the ack; an alarm's handler must
+        not wait on the broker (an uplink over a slow network). This is aiomqtt's publish
+        split in two, on its own pending table: aiomqtt is pinned beside paho for it. Bulk
+        QoS 0 goes through ``publish_nowait``, written a batch per turn instead."""
         client = self._client
         if client is None:
             raise NotConnected(f"not connected to {self.broker.host}:{self.broker.port}")
-        info = client._client.publish(topic, payload, qos=qos)
+        info = client._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise NotConnected(f"publish to {topic} failed: paho rc {info.rc}")
+        _write_now(client)
         confirmation = asyncio.Event()
         if qos == 0 or info.is_published():
             confirmation.set()

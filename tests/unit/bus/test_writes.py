@@ -1,15 +1,17 @@
-"""The link's registration of a socket for writing (bus.mqtt._register_write)."""
+"""The link's writing: the registration of a socket for writing (bus.mqtt._register_write)
+and the write a publish makes at once (_write_now)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
-from bus.mqtt import _register_write
+from bus.mqtt import _register_write, _write_now
 
 pytestmark = pytest.mark.anyio
 
@@ -21,10 +23,15 @@ async def test_a_write_registered_for_a_socket_closed_meanwhile_is_dropped() -> 
     errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
     written = asyncio.Event()
-    link = SimpleNamespace(_loop=loop, _disconnected=loop.create_future())
-    register = _register_write(cast(Any, link))
     closed, _peer = socket.socketpair()
-    paho = SimpleNamespace(_sock=closed, loop_write=written.set)
+    paho = SimpleNamespace(
+        _sock=closed,
+        loop_write=written.set,
+        _registered_write=True,
+        _in_callback_mutex=threading.Lock(),
+    )
+    link = SimpleNamespace(_loop=loop, _disconnected=loop.create_future(), _client=paho)
+    register = _register_write(cast(Any, link))
     register(paho, None, closed)
     closed.close()
     for _ in range(3):
@@ -41,3 +48,55 @@ async def test_a_write_registered_for_a_socket_closed_meanwhile_is_dropped() -> 
     for sock in (open_, peer, _peer):
         sock.close()
     assert errors == []
+
+
+async def test_a_write_registered_after_a_direct_write_emptied_the_queue_is_dropped() -> None:
+    """publish_soon wrote everything at once and paho counted the socket as unregistered:
+    a writer added then would be called on every turn of the loop (paho would never remove
+    it), so the registration still on its way must not add one."""
+    loop = asyncio.get_running_loop()
+    calls: list[int] = []
+    sock, peer = socket.socketpair()
+    paho = SimpleNamespace(
+        _sock=sock,
+        loop_write=lambda: calls.append(1),
+        _registered_write=True,
+        _in_callback_mutex=threading.Lock(),
+    )
+    link = SimpleNamespace(_loop=loop, _disconnected=loop.create_future(), _client=paho)
+    register = _register_write(cast(Any, link))
+    register(paho, None, sock)
+    paho._registered_write = False  # what paho's loop_write does once its queue is empty
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert loop.remove_writer(sock.fileno()) is False  # no writer was added
+    assert calls == []
+    sock.close()
+    peer.close()
+
+
+async def test_a_direct_write_from_inside_a_paho_callback_waits_for_the_writer() -> None:
+    """paho holds its callback lock while it calls us back; writing then could re-enter it
+    (a QoS 0 publish's on_publish takes that lock): the write is left to the writer."""
+    loop = asyncio.get_running_loop()
+    calls: list[int] = []
+    mutex = threading.Lock()
+    paho = SimpleNamespace(loop_write=lambda: calls.append(1), _in_callback_mutex=mutex)
+    link = SimpleNamespace(_loop=loop, _disconnected=loop.create_future(), _client=paho)
+    with mutex:
+        _write_now(cast(Any, link))
+    assert calls == []
+    _write_now(cast(Any, link))
+    assert calls == [1]
+
+
+async def test_a_broken_pipe_on_a_direct_write_ends_the_connection() -> None:
+    loop = asyncio.get_running_loop()
+
+    def broken() -> None:
+        raise BrokenPipeError("the broker is gone")
+
+    paho = SimpleNamespace(loop_write=broken, _in_callback_mutex=threading.Lock())
+    link = SimpleNamespace(_loop=loop, _disconnected=loop.create_future(), _client=paho)
+    _write_now(cast(Any, link))
+    assert isinstance(link._disconnected.exception(), BrokenPipeError)
