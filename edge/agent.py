@@ -25,7 +25,7 @@ import msgspec
 
 from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from bus.mqtt import Tls
-from edge.config import BrokerConfig, EdgeConfig
+from edge.config import BrokerConfig, DeviceConfig, EdgeConfig
 from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
@@ -65,6 +65,9 @@ ENGINE_MODELS = "engine.models"
 # whole state with the learned models, about 1 MB at 1,000 devices, fsynced per alarm). They
 # are stamped, and those stamped after the saved whole state go into it on restore.
 ENGINE_ALERTS = "engine.alerts/"  # + rule id
+DISCOVERED = "devices.discovered"  # the devices discovery took in, as announced
+_DISCOVERED = msgspec.msgpack.Decoder(list[DeviceConfig])
+_DISCOVERED_ENCODER = msgspec.msgpack.Encoder()
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
 # Detector models pickled per turn of the loop, before a state save (a pump's robust z-score
@@ -130,8 +133,13 @@ class EdgeAgent:
         self.data_dir = data_dir or Path(config.data_dir)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
         self.snapshots = Snapshots(self.data_dir / "rules.sqlite3")
-        self.ingest = Ingest(config.site, config.gateway, config.devices, self.codec)
+        self.ingest = Ingest(
+            config.site, config.gateway, config.devices, self.codec, config.discovery
+        )
         self.counters: Counter[str] = Counter()
+        # Devices discovery took in before this start (their retained statuses may be gone
+        # from a broker that restarted without its store).
+        self.ingest.take_in(self._load_discovered())
         # The rules' state survives a restart: hold timers keep running, alarms stay raised,
         # learned routines are kept.
         found = self.snapshots.load(ENGINE_STATE)
@@ -172,18 +180,7 @@ class EdgeAgent:
         # (the state is saved without them from now on).
         self._models_saved = self.engine.models_round - (1 if carried else 0)
         self.devices: dict[str, DeviceInfo] = {
-            d.id: DeviceInfo(
-                id=d.id,
-                kind=d.kind,
-                site=config.site,
-                gateway=config.gateway,
-                building=config.building,
-                unit=d.unit,
-                room=d.room,
-                resident=d.resident,
-                interval_s=d.interval_s,
-            )
-            for d in config.devices
+            health.config.id: self._info(health.config) for health in self.ingest.devices.values()
         }
         self.engine.add_devices(self.devices.values(), clock())
         self._state_dirty = False
@@ -262,6 +259,63 @@ class EdgeAgent:
                 will=will,
                 on_connect=self._on_upstream_connect,
             )
+
+    def _info(self, device: DeviceConfig) -> DeviceInfo:
+        """What the rules know of a device: where it is and what it is."""
+        return DeviceInfo(
+            id=device.id,
+            kind=device.kind,
+            site=self.config.site,
+            gateway=self.config.gateway,
+            building=self.config.building,
+            unit=device.unit,
+            room=device.room,
+            resident=device.resident,
+            interval_s=device.interval_s,
+        )
+
+    def _load_discovered(self) -> list[DeviceConfig]:
+        saved = self.snapshots.load(DISCOVERED)
+        if saved is None:
+            return []
+        try:
+            return _DISCOVERED.decode(saved[1])
+        except msgspec.DecodeError as exc:  # a newer or damaged save: they announce again
+            log.error("edge: discovered devices not restored (%s)", exc)
+            self.counters["state_restore_failed"] += 1
+            return []
+
+    def _take_in(self, device: DeviceConfig, now: datetime) -> None:
+        """A device discovery took in (or moved): the rules watch it from now on, and it is
+        kept across restarts."""
+        info = self._info(device)
+        moved = device.id in self.devices
+        self.devices[device.id] = info
+        self.engine.add_devices([info], now)
+        self._state_dirty = True
+        where = " ".join(f"{k}={v}" for k, v in (("unit", device.unit), ("room", device.room)) if v)
+        log.info(
+            "edge: device %s %s by its announcement: %s %s",
+            device.id,
+            "moved" if moved else "discovered",
+            device.kind,
+            where or "(building-wide)",
+        )
+        self._observe("device", f"{device.id} {'moved' if moved else 'discovered'}: {device.kind}")
+        self._background(self._save_discovered())
+
+    async def _save_discovered(self) -> None:
+        # On the state's thread, in the order taken in: the last save holds them all.
+        blob = _DISCOVERED_ENCODER.encode(list(self.ingest.discovered.values()))
+        save = functools.partial(self.snapshots.save, DISCOVERED, blob, 0)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._state_disk, save)
+        except sqlite3.Error as exc:  # a full card: they are taken in again as they announce
+            log.error("edge: discovered devices not saved (%s)", exc)
+            self.counters["state_save_failed"] += 1
+
+    def _speakers(self) -> list[str]:
+        return [h.config.id for h in self.ingest.devices.values() if h.config.kind == "speaker"]
 
     # -- running -------------------------------------------------------------------------
 
@@ -498,6 +552,8 @@ class EdgeAgent:
             return
         if result.dropped is not None:  # metrics left out; the rest is judged
             self._dead_letter(result.dropped, now)
+        if result.discovered is not None:
+            self._take_in(result.discovered, now)
         # Most readings change nothing: judged without a coroutine of their own.
         for reading in result.readings:
             transitions = self._judge(reading, now)
@@ -956,7 +1012,7 @@ class EdgeAgent:
         broadcast = self.codec.decode(message.payload, Broadcast, now, check_time=False)
         if broadcast.buildings and self.config.building not in broadcast.buildings:
             return
-        speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
+        speakers = self._speakers()
         played = self._broadcasts_seen.get(broadcast.id)
         if played is not None:
             # A QoS 1 duplicate, or the hub retrying speakers it has no receipt from.
@@ -988,7 +1044,7 @@ class EdgeAgent:
 
     async def _play(self, broadcast: Broadcast, speakers: list[str] | None = None) -> None:
         if speakers is None:
-            speakers = [d.id for d in self.config.devices if d.kind == "speaker"]
+            speakers = self._speakers()
         results = await asyncio.gather(
             *(
                 self._command(s, "play", cause=broadcast.cause, broadcast=broadcast)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import yaml
@@ -56,6 +56,9 @@ DeviceKind = Literal[
 ]
 
 
+DEFAULT_INTERVAL_S = 60.0
+
+
 class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     id: Id
     kind: DeviceKind
@@ -63,7 +66,7 @@ class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     room: str | None = None
     resident: Id | None = None  # elder care: whose routine this device watches
     # How often the device reports; silence for `silent_after` intervals marks it offline.
-    interval_s: Annotated[float, Meta(gt=0, le=86400)] = 60.0
+    interval_s: Annotated[float, Meta(gt=0, le=86400)] = DEFAULT_INTERVAL_S
 
 
 class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -87,6 +90,19 @@ class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     k_anonymity: Annotated[int, Meta(ge=2, le=1000)] = 3
 
 
+class DiscoveryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Devices not listed under ``devices:`` that announce themselves are taken in: a retained
+    status naming their kind (and optionally unit, room and interval_s). Only on a broker
+    where a device can publish under its own id alone (client certificates or credentials
+    with a pattern ACL, docs/security.md): the announcement is all there is to trust."""
+
+    # The kinds that may join this way; a life-safety sensor an installer forgot to list
+    # is protected at once, a speaker or a resident's wearable may be left to the list.
+    kinds: list[DeviceKind] = msgspec.field(default_factory=lambda: list(get_args(DeviceKind)))
+    # At most this many devices taken in (junk under ever new ids must not grow the gateway).
+    max_devices: Annotated[int, Meta(ge=1, le=10_000)] = 500
+
+
 class OutboxConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Bounds for what waits for the hub. Life-safety alerts are never dropped."""
 
@@ -103,6 +119,8 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The hub's broker, when it is not the gateway's own (otherwise a bridge joins them).
     uplink: BrokerConfig | None = None
     devices: list[DeviceConfig] = []
+    # Devices that announce themselves, besides those listed (None: the list only).
+    discovery: DiscoveryConfig | None = None
     rules: RuleSet = RuleSet()
     # A rule file instead of (not beside) an inline `rules:` section, relative to this file.
     rules_file: str | None = None

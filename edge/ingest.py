@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import get_args
 
 import msgspec
 
-from edge.config import DeviceConfig
+from edge.config import DEFAULT_INTERVAL_S, DeviceConfig, DeviceKind, DiscoveryConfig
 from wire import Codec, DeviceStatus, Reading, Reason, Receipt, WireError, topics
 from wire.metrics import metric
 from wire.topics import Channel
@@ -21,6 +23,7 @@ from wire.topics import Channel
 # How far back a sequence number may be and still count as reordered rather than a restart.
 REORDER_WINDOW = 64
 METRICS_PER_DEVICE = 64  # different metric names one device may send, all told
+_KINDS: tuple[DeviceKind, ...] = get_args(DeviceKind)
 UNKNOWN_REMEMBERED = 10_000  # unknown devices reported once each (see Ingest._unknown_reported)
 
 
@@ -53,14 +56,26 @@ class Accepted(msgspec.Struct, frozen=True):
     receipt: Receipt | None = None
     # Metrics left out of accepted readings (a device past METRICS_PER_DEVICE): for a letter.
     dropped: Rejection | None = None
+    # A device taken in (or moved) by its own announcement (see Ingest.discover).
+    discovered: DeviceConfig | None = None
 
 
 class Ingest:
-    def __init__(self, site: str, gateway: str, devices: list[DeviceConfig], codec: Codec) -> None:
+    def __init__(
+        self,
+        site: str,
+        gateway: str,
+        devices: list[DeviceConfig],
+        codec: Codec,
+        discovery: DiscoveryConfig | None = None,
+    ) -> None:
         self.site = site
         self.gateway = gateway
         self.codec = codec
         self.devices = {d.id: DeviceHealth(d) for d in devices}
+        self.discovery = discovery
+        # Devices taken in by their own announcement, as announced (none is listed).
+        self.discovered: dict[str, DeviceConfig] = {}
         self.counters: Counter[str] = Counter()
         # Topics of unknown devices already reported, oldest first: at most UNKNOWN_REMEMBERED
         # (junk under ever new device ids must not grow it for months); one forgotten is
@@ -96,6 +111,13 @@ class Ingest:
         if parsed.channel is Channel.CMD:
             return Accepted()  # our own commands to devices, echoed by the subscription
         health = self.devices.get(device_id)
+        if (
+            parsed.channel is Channel.STATUS
+            and self.discovery is not None
+            and payload
+            and (health is None or device_id in self.discovered)
+        ):
+            return self._announced(device_id, payload, now)
         if health is None:
             raise WireError(
                 Reason.UNKNOWN_DEVICE,
@@ -128,6 +150,86 @@ class Ingest:
         self._check_device(receipt.speaker, device_id)
         self.counters["receipts"] += 1
         return Accepted(receipt=receipt)
+
+    def take_in(self, configs: Iterable[DeviceConfig]) -> list[DeviceConfig]:
+        """Devices discovered before (the agent keeps them across restarts): those discovery
+        still takes in and the config does not list (a listed device is as listed)."""
+        taken: list[DeviceConfig] = []
+        discovery = self.discovery
+        if discovery is None:
+            return taken
+        for config in configs:
+            if (
+                config.id not in self.devices
+                and config.kind in discovery.kinds
+                and len(self.discovered) < discovery.max_devices
+            ):
+                self.devices[config.id] = DeviceHealth(config)
+                self.discovered[config.id] = config
+                taken.append(config)
+        return taken
+
+    def _announced(self, device_id: str, payload: bytes, now: datetime) -> Accepted:
+        """A status from a device discovery may take in, or took in before: an online one
+        naming its kind (an announcement) takes the device in, or moves it; any other is
+        only its status."""
+        status = self.codec.decode(payload, DeviceStatus, now, check_time=False)
+        self._check_device(status.device, device_id)
+        health = self.devices.get(device_id)
+        discovered: DeviceConfig | None = None
+        # Only coming online announces: a last will (offline) set with the kind alone must
+        # not move a device out of its unit.
+        if status.kind is not None and status.state == "online":
+            config = self._discovered_config(device_id, status)
+            if health is None:
+                health = self.devices[device_id] = DeviceHealth(config)
+                self.counters["devices_discovered"] += 1
+                discovered = config
+            elif config != health.config:
+                health.config = config
+                self.counters["devices_moved"] += 1
+                discovered = config
+            self.discovered[device_id] = config
+        elif health is None:
+            raise WireError(
+                Reason.UNKNOWN_DEVICE,
+                f"device {device_id!r} is not listed under devices: and this status does not"
+                " announce it (an online status naming its kind does); list it, or have it"
+                " announce its kind",
+            )
+        health.state = status.state
+        health.actuators = dict(status.actuators)
+        self.counters[f"status.{status.state}"] += 1
+        return Accepted(status=status, discovered=discovered)
+
+    def _discovered_config(self, device_id: str, status: DeviceStatus) -> DeviceConfig:
+        discovery = self.discovery
+        assert discovery is not None
+        kind = status.kind
+        if kind not in _KINDS:
+            raise WireError(
+                Reason.INVALID_VALUE,
+                f"device {device_id!r} announces kind {kind!r}, which is none of {_KINDS}",
+            )
+        if kind not in discovery.kinds:
+            raise WireError(
+                Reason.UNKNOWN_DEVICE,
+                f"device {device_id!r} announces kind {kind!r}, which discovery does not take"
+                f" in (discovery.kinds: {', '.join(discovery.kinds)}); list it under devices:",
+            )
+        if device_id not in self.discovered and len(self.discovered) >= discovery.max_devices:
+            raise WireError(
+                Reason.UNKNOWN_DEVICE,
+                f"device {device_id!r} is not taken in: discovery.max_devices"
+                f" ({discovery.max_devices}) devices are already; list it under devices:",
+            )
+        return DeviceConfig(
+            id=device_id,
+            kind=kind,
+            unit=status.unit,
+            room=status.room,
+            interval_s=status.interval_s or DEFAULT_INTERVAL_S,
+        )
 
     @staticmethod
     def _check_device(named: str, device_id: str) -> None:

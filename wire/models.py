@@ -78,6 +78,11 @@ class DeviceStatus(_Telemetry, kw_only=True, frozen=True):
     battery_pct: Annotated[float, Meta(ge=0, le=100)] | None = None
     # What the device's own actuators are doing, e.g. {"siren": "on"}.
     actuators: Annotated[dict[Name, Name], Meta(max_length=16)] = {}
+    # Where it is and how often it reports: what a gateway that discovers devices takes in
+    # (docs/edge.md, "Discovered devices"); a listed device's config wins over them.
+    unit: Id | None = None
+    room: Name | None = None
+    interval_s: Annotated[float, Meta(gt=0, le=86400)] | None = None
 
 
 class AlertEvent(_Telemetry, kw_only=True, frozen=True):
