@@ -183,7 +183,16 @@ class EdgeAgent:
             health.config.id: self._info(health.config) for health in self.ingest.devices.values()
         }
         self.engine.add_devices(self.devices.values(), clock())
-        self._state_dirty = False
+        # Devices the saved state knows and the config no longer lists (nor discovery keeps):
+        # forgotten, their alarms cleared at the start of run() (else one silent for good
+        # would stand for ever).
+        known = len(self.engine.state.devices)
+        self._removed = self.engine.drop_devices(self.devices.keys(), clock())
+        forgotten = known - len(self.engine.state.devices)
+        if forgotten:
+            self.counters["devices_removed"] += forgotten
+            log.info("edge: %d devices no longer listed or discovered are forgotten", forgotten)
+        self._state_dirty = forgotten > 0
         self._last_snapshot = 0.0
         # Alerts whose siren sounds: alert key -> the device that sounds it.
         self._sirens: dict[str, str] = {}
@@ -322,6 +331,9 @@ class EdgeAgent:
     async def run(self) -> None:
         """Run until cancelled."""
         try:
+            if self._removed:  # queued before any reading: they go to the hub first
+                removed, self._removed = self._removed, []
+                await self._alarms(removed)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.local.run())
                 if self.upstream is not self.local:

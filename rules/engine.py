@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -692,6 +692,42 @@ class Engine:
             changed |= self._register(info, at)
         if changed:
             self._rebuild_members()
+
+    def drop_devices(self, keep: Collection[str], now: datetime) -> list[Transition]:
+        """Forget every device not in ``keep`` (taken out of the config, or no longer
+        discovered): it will never report again, so a silence rule would hold its alarm raised
+        for ever. An alert whose scope is left with no device clears ("device removed"); one
+        whose scope keeps devices stays, judged without the removed ones."""
+        gone = {device for device in self.state.devices if device not in keep}
+        if not gone:
+            return []
+        out: list[Transition] = []
+        emptied: list[tuple[str, str]] = []
+        compiled = {c.rule.id: c for c in self._compiled}
+        for rule_id, scopes in self._members.items():
+            for key, ids in scopes.items():
+                if not set(ids) - gone:
+                    emptied.append((rule_id, key))
+        for rule_id, key in emptied:  # while the devices are known: where they were
+            tracks = self.state.alerts.get(rule_id, {})
+            track = tracks.pop(key, None)
+            if track is not None and track.severity is not None and rule_id in compiled:
+                clear = self._transition(
+                    compiled[rule_id],
+                    key,
+                    Phase.CLEARED,
+                    track.severity,
+                    now,
+                    {},
+                    track.device,
+                    "device removed",
+                )
+                out.append(clear)
+        for device in gone:
+            del self.state.devices[device]
+            self._encoded.pop(device, None)
+        self._rebuild_members()
+        return out
 
     def _register(self, info: DeviceInfo, at: float) -> bool:
         self._encoded.pop(info.id, None)

@@ -17,6 +17,7 @@ import pytest
 from bus import Broker
 from edge import EdgeAgent, parse
 from edge.agent import ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
+from tests.conftest import wait_for
 from tests.integration.edge_support import edge_config_yaml
 from wire import Reading
 
@@ -263,3 +264,36 @@ async def test_models_carried_by_a_state_from_before_are_saved_apart_at_the_firs
     restored = again.engine._detectors.get(key)
     assert restored is not None and pickle.dumps(restored) == pickle.dumps(learned)
     again.close()
+
+
+async def test_a_device_taken_out_of_the_config_has_its_alarm_cleared_at_the_hub(
+    tmp_path: Path,
+) -> None:
+    """Its alarm would otherwise stand for ever (the device never reports again): the next
+    start forgets it, and the clear goes to the hub before anything else."""
+    agent = agent_at(tmp_path)
+    await leak(agent, seconds=3)
+    assert raised(agent)
+    agent.close()
+    without = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path).replace(
+        '  - {id: gas-b1-101, kind: gas, unit: "101"}\n', ""
+    )
+    assert GAS not in without
+    again = EdgeAgent(parse(without), clock=lambda: T0 + timedelta(seconds=10))
+    assert raised(again) == {} and GAS not in again.engine.state.devices
+    assert again.counters["devices_removed"] == 1
+    task = asyncio.create_task(again.run())  # no broker: the clear waits in the outbox
+    try:
+
+        def cleared() -> list[dict[str, Any]]:
+            events = [msgspec.json.decode(e.payload) for e in again.outbox.due(0, 0, sent=None)]
+            return [e for e in events if e["phase"] == "cleared"]
+
+        await wait_for(lambda: bool(cleared()), what="the removed device's clear")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [clear] = cleared()
+    assert clear["device"] == GAS and clear["message"].endswith("device removed")
+    again.close()
+    assert raised(agent_at(tmp_path)) == {}  # and it stays forgotten

@@ -567,3 +567,32 @@ def test_a_rate_of_rise_sees_again_soon_after_the_clock_is_set_back() -> None:
         sim.feed(t, heat, temp_c=22.0 + max(0.0, t - 150) / 5)
     raised = sim.first(Phase.RAISED)
     assert raised is not None and raised <= 150 + 70, raised
+
+
+HOT_FLAT = ruleset(
+    """\
+    rules:
+      - id: hot-flat
+        kind: fire
+        scope: unit
+        devices: {kinds: [heat]}
+        create:
+          Severe:
+            any: [{metric: temp_c, op: ">=", value: 60, unit: "°C"}]
+        clear:
+          all: [{metric: temp_c, op: "<", value: 40, unit: "°C"}]
+    """
+)
+
+
+def test_a_removed_device_leaves_its_flats_alarm_to_the_devices_still_there() -> None:
+    """The flat's alarm stays while another sensor watches the flat, and is judged without
+    the removed one: its last reading (hot) no longer holds the alarm up."""
+    sim = Sim(HOT_FLAT)
+    other = device("heat-2", "heat", unit="101")
+    sim.feed(0, HEAT, temp_c=70)
+    sim.feed(10, other, temp_c=30)
+    assert sim.changes() == [(0, "hot-flat", "raised", "Severe")]
+    assert sim.engine.drop_devices({"heat-2", "smoke-1"}, at(20)) == []
+    sim.feed(30, other, temp_c=25)
+    assert sim.changes()[-1] == (30, "hot-flat", "cleared", "Severe")
