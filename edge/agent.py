@@ -615,7 +615,7 @@ class EdgeAgent:
             return
         self._siren_sent[device] = now
         self.counters["commands.reasserted"] += 1
-        self._background(self._command(device, "siren_on"))
+        self._background(self._commanded(self._command_now(device, "siren_on"), device, "siren_on"))
 
     def _background(self, coro: Coroutine[Any, Any, object]) -> None:
         # Commands wait for the broker's PUBACK; the message loop must not wait with them.
@@ -664,7 +664,8 @@ class EdgeAgent:
         self._observe("alert", f"{event.phase} {event.severity} {event.kind}: {event.message}")
         # Life safety first: the local actions go out before anything else is done ...
         for target, action in self._commands_for(transition, event.key):
-            self._background(self._command(target, action, cause=event.id))
+            acked = self._command_now(target, action, cause=event.id)
+            self._background(self._commanded(acked, target, action))
         # ... then the event is made durable with the rule state that caused it (in a worker
         # thread, so the commands leave on this loop while the disk syncs), and only then
         # sent to the hub (_finish_alarm).
@@ -817,6 +818,21 @@ class EdgeAgent:
         cause: str | None = None,
         broadcast: Broadcast | None = None,
     ) -> bool:
+        return await self._commanded(
+            self._command_now(device, action, cause=cause, broadcast=broadcast), device, action
+        )
+
+    def _command_now(
+        self,
+        device: str,
+        action: CommandAction,
+        *,
+        cause: str | None = None,
+        broadcast: Broadcast | None = None,
+    ) -> Awaitable[None]:
+        """The command written to the broker's socket before this returns (a siren must not
+        wait for a task of its own to start: a turn of the loop behind the readings queued);
+        what is returned waits for the broker's ack."""
         now = self.clock()
         command = Command(
             id=uuid7(_ms(now)),
@@ -828,7 +844,13 @@ class EdgeAgent:
         )
         topic = topics.command(self.config.site, self.config.gateway, device)
         try:
-            await self.local.publish(topic, self.codec.encode(command), qos=1, timeout=5)
+            return self.local.publish_soon(topic, self.codec.encode(command), qos=1, timeout=5)
+        except NotConnected as exc:
+            return _failed(exc)
+
+    async def _commanded(self, acked: Awaitable[None], device: str, action: CommandAction) -> bool:
+        try:
+            await acked
         except NotConnected as exc:
             self.counters["commands.failed"] += 1
             log.error("edge: command %s to %s failed: %s", action, device, exc)
@@ -1130,6 +1152,10 @@ class EdgeAgent:
         # QoS 0 and not awaited: a diagnosis, not an alarm (the counters are exact anyway).
         with contextlib.suppress(NotConnected):
             self.upstream.publish_nowait(topic, self.codec.encode(letter))
+
+
+async def _failed(exc: NotConnected) -> None:
+    raise exc
 
 
 async def _acked(waiter: asyncio.Future[None], timeout: float) -> bool:

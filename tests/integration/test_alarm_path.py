@@ -3,18 +3,25 @@ simulated gas sensor -> edge (rule, siren, outbox) -> hub (store, ack, broadcast
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bus.broker import Mosquitto
 from firmware_sim.building import SimulatedBuilding
 from firmware_sim.gas import GasSensor
 from firmware_sim.scenarios import gas_leak_building
 from firmware_sim.speaker import Speaker, content_hash
+from rules.transition import Transition
 from tests.conftest import wait_for
 from tests.integration.edge_support import BUILDING, GATEWAY, SITE, make_agent, running
 from tests.integration.hub_support import hub_app, hub_running
+from wire import Reading, topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -114,4 +121,39 @@ async def test_an_extreme_alarm_the_hub_never_answers_is_announced_by_the_gatewa
     assert warning.buildings == [BUILDING] and warning.severity.value == "Extreme"
     assert warning.cause in stored, "it names the alarm it warns of"
     assert agent.counters["local_warnings"] == 1
+    agent.close()
+
+
+async def test_the_siren_command_is_on_the_wire_before_the_alarm_is_stored(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Local actions first: the siren leaves while the alarm's own handler still runs, before
+    the loop turns to anything else (the readings queued behind the one that raised it)."""
+    agent = make_agent(mosquitto.broker, tmp_path / "edge", extra="local_warning_after_s: 600\n")
+    command_topic = topics.command(SITE, GATEWAY, "gas-b1-101")
+    heard = threading.Event()
+    subscribed = threading.Event()
+    device = paho.Client(CallbackAPIVersion.VERSION2, client_id="gas-b1-101")
+    device.on_subscribe = lambda *_args: subscribed.set()
+    device.on_message = lambda _c, _u, m: heard.set() if b"siren_on" in m.payload else None
+    device.connect(mosquitto.broker.host, mosquitto.broker.port)
+    device.subscribe(command_topic, qos=1)
+    device.loop_start()
+    try:
+        async with running(agent.run()):
+            assert await agent.local.wait_connected(10)
+            assert await asyncio.to_thread(subscribed.wait, 10)
+            now = datetime.now(UTC)
+            transitions: list[Transition] = []
+            for seq in range(3):  # past the gas rule's hold
+                reading = Reading(device="gas-b1-101", seq=seq, ts=now, values={"gas_lel": 30.0})
+                transitions += agent._judge(reading, now + timedelta(seconds=2 * seq))
+            [raised] = [t for t in transitions if t.phase.value == "raised"]
+            started = agent._start_alarm(raised)
+            # The loop is held here: only a command written inside _start_alarm is heard.
+            assert heard.wait(10), "the siren waited for the loop's next turn"
+            await agent._finish_alarm(*started)
+    finally:
+        device.loop_stop()
+        device.disconnect()
     agent.close()
