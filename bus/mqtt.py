@@ -577,8 +577,12 @@ class MqttLink:
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise NotConnected(f"publish to {topic} failed: paho rc {info.rc}")
         _write_now(client)
+        if client._client._sock is None:  # the write found the connection gone
+            raise NotConnected(f"publish to {topic} failed: the connection was lost")
         confirmation = asyncio.Event()
-        if qos == 0 or info.is_published():
+        # QoS 0 is done once written (paho's on_publish; at once if the socket took it all),
+        # QoS 1 once the broker's PUBACK is in.
+        if info.is_published():
             confirmation.set()
         else:
             client._pending_publishes[info.mid] = confirmation

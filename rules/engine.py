@@ -693,41 +693,71 @@ class Engine:
         if changed:
             self._rebuild_members()
 
-    def drop_devices(self, keep: Collection[str], now: datetime) -> list[Transition]:
+    def forget_devices(self, keep: Collection[str], now: datetime) -> list[Transition]:
         """Forget every device not in ``keep`` (taken out of the config, or no longer
-        discovered): it will never report again, so a silence rule would hold its alarm raised
-        for ever. An alert whose scope is left with no device clears ("device removed"); one
-        whose scope keeps devices stays, judged without the removed ones."""
+        discovered), then settle the raised alerts the devices' changes left unsupported
+        (those removed, and those ``add_devices`` moved to another unit, room or kind). A
+        removed device never reports again: a silence rule would hold its alarm for ever, and
+        a flat's fire alarm would wait for ever for the removed smoke detector's clear.
+
+        An alert whose scope has no device left clears ("device removed or moved"). One whose
+        raising device is gone from its scope is judged at once on the devices still there:
+        if none of its create levels holds on them, it clears likewise; else it stays, and
+        clears by its own clear condition as ever. Alerts raised by devices still in their
+        scope are left alone."""
         gone = {device for device in self.state.devices if device not in keep}
-        if not gone:
-            return []
-        out: list[Transition] = []
-        emptied: list[tuple[str, str]] = []
-        compiled = {c.rule.id: c for c in self._compiled}
-        for rule_id, scopes in self._members.items():
-            for key, ids in scopes.items():
-                if not set(ids) - gone:
-                    emptied.append((rule_id, key))
-        for rule_id, key in emptied:  # while the devices are known: where they were
-            tracks = self.state.alerts.get(rule_id, {})
-            track = tracks.pop(key, None)
-            if track is not None and track.severity is not None and rule_id in compiled:
-                clear = self._transition(
-                    compiled[rule_id],
-                    key,
-                    Phase.CLEARED,
-                    track.severity,
-                    now,
-                    {},
-                    track.device,
-                    "device removed",
-                )
-                out.append(clear)
         for device in gone:
             del self.state.devices[device]
             self._encoded.pop(device, None)
-        self._rebuild_members()
+        if gone:
+            for pair in [pair for pair in self._detectors if pair[0] in gone]:
+                del self._detectors[pair]
+            kept = {k: v for k, v in self._models.items() if k.partition(_SEP)[0] not in gone}
+            if kept != self._models:
+                self._models = kept
+                self.models_round += 1
+            self._rebuild_members()
+        at = now.timestamp()
+        out: list[Transition] = []
+        for compiled in self._compiled:
+            rule_id = compiled.rule.id
+            tracks = self.state.alerts.get(rule_id, {})
+            members = self._members.get(rule_id, {})
+            for key in list(tracks):
+                track = tracks[key]
+                ids = members.get(key, [])
+                if not ids:
+                    del tracks[key]
+                elif track.severity is None or track.device is None or track.device in ids:
+                    continue
+                elif self._holds_now(compiled, key, track, at):
+                    continue
+                else:
+                    tracks[key] = AlertTrack()
+                if track.severity is not None:
+                    note = "device removed or moved"
+                    clear = self._transition(
+                        compiled, key, Phase.CLEARED, track.severity, now, {}, None, note
+                    )
+                    out.append(clear)
+        if gone:
+            scopes = {key for groups in self._members.values() for key in groups}
+            # A routine is kept per scope and kinds (routine_key): a resident or flat that no
+            # device watches now has nothing left to learn it from.
+            for key in [k for k in self.state.routines if k.partition("|")[0] not in scopes]:
+                del self.state.routines[key]
         return out
+
+    def _holds_now(self, compiled: _Compiled, key: str, track: AlertTrack, at: float) -> bool:
+        """Whether any create level of ``compiled`` holds on its scope's devices now (judged
+        on a copy of ``track``: a look, which must not move its latches)."""
+        look = msgspec.structs.replace(track, latches=dict(track.latches))
+        ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
+        devices = self._scope(compiled.rule.id, key)
+        return any(
+            self._condition(cond, devices, ctx, look, severity)[0]
+            for severity, _, cond, _ in compiled.levels
+        )
 
     def _register(self, info: DeviceInfo, at: float) -> bool:
         self._encoded.pop(info.id, None)

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 
+from bus import Broker, MqttLink, NotConnected
 from bus.mqtt import _register_write, _write_now
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +101,19 @@ async def test_a_broken_pipe_on_a_direct_write_ends_the_connection() -> None:
     link = SimpleNamespace(_loop=loop, _disconnected=loop.create_future(), _client=paho)
     _write_now(cast(Any, link))
     assert isinstance(link._disconnected.exception(), BrokenPipeError)
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_a_publish_on_a_connection_lost_as_it_writes_fails_at_once(qos: int) -> None:
+    """The broker went away: the write finds the socket broken, and the publish says so
+    instead of reporting a QoS 0 message sent (or waiting out a QoS 1 ack that cannot come)."""
+    link = MqttLink(Broker(), client_id="gone")
+    client = link._make_client()
+    ours, broker = socket.socketpair()
+    ours.setblocking(False)
+    broker.close()
+    client._client._sock = ours
+    link._client = client
+    with pytest.raises(NotConnected, match="connection was lost"):
+        link.publish_soon("anmin/v1/s1/gw-1/heartbeat", b"x", qos=qos, timeout=30)
+    assert client._client._sock is None  # paho closed it: the link reconnects
