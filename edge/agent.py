@@ -183,16 +183,7 @@ class EdgeAgent:
             health.config.id: self._info(health.config) for health in self.ingest.devices.values()
         }
         self.engine.add_devices(self.devices.values(), clock())
-        # Devices the saved state knows and the config no longer lists (nor discovery keeps):
-        # forgotten, their alarms cleared at the start of run() (else one silent for good
-        # would stand for ever).
-        known = len(self.engine.state.devices)
-        self._removed = self.engine.drop_devices(self.devices.keys(), clock())
-        forgotten = known - len(self.engine.state.devices)
-        if forgotten:
-            self.counters["devices_removed"] += forgotten
-            log.info("edge: %d devices no longer listed or discovered are forgotten", forgotten)
-        self._state_dirty = forgotten > 0
+        self._state_dirty = False
         self._last_snapshot = 0.0
         # Alerts whose siren sounds: alert key -> the device that sounds it.
         self._sirens: dict[str, str] = {}
@@ -284,6 +275,7 @@ class EdgeAgent:
         )
 
     def _load_discovered(self) -> list[DeviceConfig]:
+        self._discovered_unread = False
         saved = self.snapshots.load(DISCOVERED)
         if saved is None:
             return []
@@ -292,6 +284,7 @@ class EdgeAgent:
         except msgspec.DecodeError as exc:  # a newer or damaged save: they announce again
             log.error("edge: discovered devices not restored (%s)", exc)
             self.counters["state_restore_failed"] += 1
+            self._discovered_unread = True
             return []
 
     def _take_in(self, device: DeviceConfig, now: datetime) -> None:
@@ -311,17 +304,27 @@ class EdgeAgent:
             where or "(building-wide)",
         )
         self._observe("device", f"{device.id} {'moved' if moved else 'discovered'}: {device.kind}")
-        self._background(self._save_discovered())
 
-    async def _save_discovered(self) -> None:
-        # On the state's thread, in the order taken in: the last save holds them all.
-        blob = _DISCOVERED_ENCODER.encode(list(self.ingest.discovered.values()))
-        save = functools.partial(self.snapshots.save, DISCOVERED, blob, 0)
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._state_disk, save)
-        except sqlite3.Error as exc:  # a full card: they are taken in again as they announce
-            log.error("edge: discovered devices not saved (%s)", exc)
-            self.counters["state_save_failed"] += 1
+    async def _settle_devices(self) -> None:
+        """Forget the devices the rules know and neither the config lists nor discovery
+        keeps (taken out, or the saved state's from before), and clear the alarms that the
+        devices' changes left unsupported (``Engine.forget_devices``): one silent for good
+        would stand for ever. The clears are queued for the disk in this same turn (``_alarms``
+        queues before it awaits), so no state is saved that forgot an alarm whose clear is
+        not queued before it."""
+        keep: set[str] = set(self.devices)
+        if self._discovered_unread:  # its devices cannot be told from devices taken out
+            keep |= set(self.engine.state.devices)
+        known = len(self.engine.state.devices)
+        cleared = self.engine.forget_devices(keep, self.clock())
+        forgotten = known - len(self.engine.state.devices)
+        if forgotten:
+            self.counters["devices_removed"] += forgotten
+            log.info("edge: %d devices no longer listed or discovered are forgotten", forgotten)
+        if forgotten or cleared:
+            self._state_dirty = True
+        if cleared:
+            await self._alarms(cleared)
 
     def _speakers(self) -> list[str]:
         return [h.config.id for h in self.ingest.devices.values() if h.config.kind == "speaker"]
@@ -331,9 +334,7 @@ class EdgeAgent:
     async def run(self) -> None:
         """Run until cancelled."""
         try:
-            if self._removed:  # queued before any reading: they go to the hub first
-                removed, self._removed = self._removed, []
-                await self._alarms(removed)
+            await self._settle_devices()  # before any reading: its clears go first
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.local.run())
                 if self.upstream is not self.local:
@@ -406,7 +407,7 @@ class EdgeAgent:
         """Save the whole rule state now (at exit; the loop saves through ``_save_state_soon``)."""
         if self._state_dirty:
             blob = self.engine.snapshot(with_models=False)
-            self._save_both(blob, self._stamp, self._new_models())
+            self._save_both(blob, self._stamp, self._new_models(), self._discovered_blob())
             self._state_dirty = False
             self._last_snapshot = time.monotonic()
 
@@ -417,13 +418,22 @@ class EdgeAgent:
             return None
         return round_, self.engine.models_snapshot()
 
-    def _save_both(self, blob: bytes, stamp: int, models: tuple[int, bytes] | None) -> None:
+    def _discovered_blob(self) -> bytes:
+        """The devices discovery has taken in, taken on the loop with the state they are
+        saved with."""
+        return _DISCOVERED_ENCODER.encode(list(self.ingest.discovered.values()))
+
+    def _save_both(
+        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None, discovered: bytes
+    ) -> None:
         """The models if new, then the state (on the state's thread, or at exit): a crash in
-        between leaves new models beside the state before, which restores them over its own."""
+        between leaves new models beside the state before, which restores them over its own.
+        The discovered devices go in the state's own commit: a start that read a list older
+        than the state would forget devices the state knows, and clear their alarms."""
         if models is not None:
             self.snapshots.save(ENGINE_MODELS, models[1], stamp)
             self._models_saved = models[0]
-        self.snapshots.save(ENGINE_STATE, blob, stamp)
+        self.snapshots.save_many([(ENGINE_STATE, blob, stamp), (DISCOVERED, discovered, stamp)])
 
     async def _save_state_soon(self) -> None:
         # The changed devices are encoded a slice at a time, letting readings in between (the
@@ -439,13 +449,13 @@ class EdgeAgent:
                 break
             await asyncio.sleep(0)
         blob, stamp = self.engine.snapshot(with_models=False), self._stamp
-        models = self._new_models()
+        models, discovered = self._new_models(), self._discovered_blob()
         self._state_dirty = False
         self._last_snapshot = time.monotonic()
-        await self._save_snapshot(blob, stamp, models)
+        await self._save_snapshot(blob, stamp, models, discovered)
 
     async def _save_snapshot(
-        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None = None
+        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None, discovered: bytes
     ) -> None:
         """Save after every outbox write queued so far: the events of the transitions the
         state holds are committed before it (else a crash between the two commits would
@@ -453,7 +463,7 @@ class EdgeAgent:
         the hub). One thread for the outbox, in order: a no-op queued last is a barrier."""
         await self._io(_nothing)
         loop = asyncio.get_running_loop()
-        save = functools.partial(self._save_both, blob, stamp, models)
+        save = functools.partial(self._save_both, blob, stamp, models, discovered)
         await loop.run_in_executor(self._state_disk, save)
 
     async def _io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -566,6 +576,12 @@ class EdgeAgent:
             self._dead_letter(result.dropped, now)
         if result.discovered is not None:
             self._take_in(result.discovered, now)
+            await self._settle_devices()  # moved: its alarms where it was
+        elif result.forgotten is not None:
+            del self.devices[result.forgotten]
+            log.info("edge: device %s forgotten (its announcement was cleared)", result.forgotten)
+            self._observe("device", f"{result.forgotten} forgotten")
+            await self._settle_devices()
         # Most readings change nothing: judged without a coroutine of their own.
         for reading in result.readings:
             transitions = self._judge(reading, now)

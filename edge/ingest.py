@@ -56,8 +56,10 @@ class Accepted(msgspec.Struct, frozen=True):
     receipt: Receipt | None = None
     # Metrics left out of accepted readings (a device past METRICS_PER_DEVICE): for a letter.
     dropped: Rejection | None = None
-    # A device taken in (or moved) by its own announcement (see Ingest.discover).
+    # A device taken in (or moved) by its own announcement (see Ingest._announced).
     discovered: DeviceConfig | None = None
+    # A discovered device whose retained announcement was cleared: no longer watched.
+    forgotten: str | None = None
 
 
 class Ingest:
@@ -139,6 +141,10 @@ class Ingest:
             return Accepted(readings=accepted, dropped=letter)
         if parsed.channel is Channel.STATUS:
             if not payload:  # a cleared retained status
+                if device_id in self.discovered:  # what an installer does to forget one
+                    del self.discovered[device_id], self.devices[device_id]
+                    self.counters["devices_forgotten"] += 1
+                    return Accepted(forgotten=device_id)
                 return Accepted()
             status = self.codec.decode(payload, DeviceStatus, now, check_time=False)
             self._check_device(status.device, device_id)

@@ -726,14 +726,18 @@ class Engine:
             for key in list(tracks):
                 track = tracks[key]
                 ids = members.get(key, [])
-                if not ids:
-                    del tracks[key]
-                elif track.severity is None or track.device is None or track.device in ids:
-                    continue
-                elif self._holds_now(compiled, key, track, at):
-                    continue
-                else:
+                if ids:
+                    supported = (
+                        track.severity is None
+                        or track.device is None
+                        or track.device in ids
+                        or self._holds_now(compiled, key, track, at)
+                    )
+                    if supported:
+                        continue
                     tracks[key] = AlertTrack()
+                else:
+                    del tracks[key]
                 if track.severity is not None:
                     note = "device removed or moved"
                     clear = self._transition(

@@ -8,7 +8,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from bus import MqttLink
 from bus.broker import Mosquitto
 from tests.conftest import wait_for
 from tests.integration.edge_support import (
@@ -19,7 +18,7 @@ from tests.integration.edge_support import (
     make_agent,
     running,
 )
-from wire import AlertEvent, Codec, DeadLetter, DeviceStatus, topics
+from wire import Ack, AlertEvent, Codec, DeadLetter, DeviceStatus, topics
 from wire.topics import Channel
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -85,17 +84,43 @@ async def test_an_announced_gas_sensor_raises_its_alarm_and_is_kept_across_a_res
     assert agent.ingest.counters["devices_discovered"] == 1
     agent.close()
 
-    # The broker forgets its retained status (restarted without its store): the gateway
-    # still knows the sensor, where it is, and that it reports every 5 s.
-    installer = MqttLink(mosquitto.broker, client_id="installer")
-    async with running(installer.run()):
-        assert await installer.wait_connected(10)
-        await installer.publish(topics.status(SITE, GATEWAY, NEW), b"", retain=True)
+    # A restart knows it before any message (a broker restarted without its store would
+    # have lost its retained announcement): where it is, that it reports every 5 s, and that
+    # its alarm stands.
     again = make_agent(mosquitto.broker, data, extra=DISCOVERY)
     assert again.devices[NEW].unit == "301" and again.devices[NEW].interval_s == 5
-    async with running(again.run()):
-        assert await again.local.wait_connected(10)
-        await again.local.publish(topics.reading(SITE, GATEWAY, NEW), gas_reading(9, 0.0, NEW))
-        await wait_for(lambda: again.ingest.counters["readings"] == 1, what="its reading")
-    assert again.ingest.counters["rejected.unknown_device"] == 0
+    assert any(t.severity for t in again.engine.state.alerts["gas-lel"].values())
+    watcher = Recorder(
+        mosquitto.broker, gateway(Channel.ALERT, SITE, GATEWAY), client_id="test-watcher"
+    )
+    async with running(again.run(), watcher.link.run()):
+        assert await again.local.wait_connected(10) and await watcher.link.wait_connected(10)
+        # The installer takes the sensor away and clears its retained announcement.
+        await again.local.publish(topics.status(SITE, GATEWAY, NEW), b"", retain=True)
+        await wait_for(lambda: NEW not in again.devices, what="the sensor to be forgotten")
+
+        def cleared() -> list[AlertEvent]:
+            events = [
+                codec.decode(m.payload, AlertEvent, datetime.now(UTC)) for m in watcher.messages
+            ]
+            return [e for e in events if e.device == NEW and e.phase == "cleared"]
+
+        async def acked_until_cleared() -> bool:
+            # The hub's part: each event is acknowledged, so the clear follows its raise.
+            ids = [
+                codec.decode(m.payload, AlertEvent, datetime.now(UTC)).id for m in watcher.messages
+            ]
+            if ids:
+                ack = codec.encode(Ack(ids=ids, ts=datetime.now(UTC)))
+                await watcher.link.publish(gateway(Channel.ACK, SITE, GATEWAY), ack)
+            return bool(cleared())
+
+        await wait_for(acked_until_cleared, what="its alarm to clear at the hub")
+        await again.local.publish(topics.reading(SITE, GATEWAY, NEW), gas_reading(9, 60.0, NEW))
+        await wait_for(
+            lambda: again.ingest.counters["rejected.unknown_device"] == 1, what="a stranger again"
+        )
+    assert cleared()[0].message.endswith("device removed or moved")
+    assert again.ingest.counters["devices_forgotten"] == 1
     again.close()
+    assert NEW not in make_agent(mosquitto.broker, data, extra=DISCOVERY).devices

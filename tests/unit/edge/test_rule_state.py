@@ -16,7 +16,7 @@ import pytest
 
 from bus import Broker
 from edge import EdgeAgent, parse
-from edge.agent import ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
+from edge.agent import DISCOVERED, ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
 from tests.conftest import wait_for
 from tests.integration.edge_support import edge_config_yaml
 from wire import Reading
@@ -126,7 +126,7 @@ async def test_a_state_save_commits_after_the_alerts_it_holds(
     raised, never raised again, and never stored for the hub."""
     agent = agent_at(tmp_path)
     order: list[str] = []
-    add, save = agent.outbox.add, agent.snapshots.save
+    add, save = agent.outbox.add, agent.snapshots.save_many
 
     def add_alert(*args: Any, **kwargs: Any) -> bool:
         stored = add(*args, **kwargs)
@@ -138,7 +138,7 @@ async def test_a_state_save_commits_after_the_alerts_it_holds(
         order.append("state")
 
     monkeypatch.setattr(agent.outbox, "add", add_alert)
-    monkeypatch.setattr(agent.snapshots, "save", save_state)
+    monkeypatch.setattr(agent.snapshots, "save_many", save_state)
     # The outbox's thread is busy (a slow disk, a checkpoint): the alarm's commit waits.
     busy = threading.Event()
     agent._disk.submit(busy.wait)
@@ -211,25 +211,25 @@ async def test_detector_models_are_saved_apart_and_only_when_a_round_is_new(
     gateway saving its state every few seconds must not write them each time (SD card)."""
     agent = pump_agent(tmp_path)
     saved: list[str] = []
-    save = agent.snapshots.save
+    save = agent.snapshots.save_many
 
-    def spy(name: str, blob: bytes, stamp: int) -> None:
-        saved.append(name)
-        save(name, blob, stamp)
+    def spy(items: list[tuple[str, bytes, int]]) -> None:
+        saved.extend(name for name, _, _ in items)
+        save(items)
 
-    agent.snapshots.save = spy  # type: ignore[method-assign]
+    agent.snapshots.save_many = spy  # type: ignore[method-assign]
     for i in range(80):
         at = T0 + timedelta(seconds=10 * i)
         values = {"vibration_mm_s": 2.0 + (i % 7) / 10, "motor_current_a": 12.0 + (i % 5) / 10}
         await agent._evaluate(Reading(device="pump-1", seq=i, ts=at, values=values), at)
     agent._state_dirty = True
     agent._save_state()
-    assert saved == [ENGINE_MODELS, ENGINE_STATE]
+    assert saved == [ENGINE_MODELS, ENGINE_STATE, DISCOVERED]
     state = msgspec.msgpack.decode(agent.snapshots.load(ENGINE_STATE)[1])  # type: ignore[index]
     assert state["detectors"] == {}, "the state itself carries no models"
     agent._state_dirty = True
     agent._save_state()  # no new round
-    assert saved == [ENGINE_MODELS, ENGINE_STATE, ENGINE_STATE]
+    assert saved == [ENGINE_MODELS, ENGINE_STATE, DISCOVERED, ENGINE_STATE, DISCOVERED]
     [(key, learned)] = agent.engine._detectors.items()
     agent.close()
 
@@ -270,7 +270,7 @@ async def test_a_device_taken_out_of_the_config_has_its_alarm_cleared_at_the_hub
     tmp_path: Path,
 ) -> None:
     """Its alarm would otherwise stand for ever (the device never reports again): the next
-    start forgets it, and the clear goes to the hub before anything else."""
+    run forgets it, and the clear goes to the hub before anything else."""
     agent = agent_at(tmp_path)
     await leak(agent, seconds=3)
     assert raised(agent)
@@ -280,8 +280,6 @@ async def test_a_device_taken_out_of_the_config_has_its_alarm_cleared_at_the_hub
     )
     assert GAS not in without
     again = EdgeAgent(parse(without), clock=lambda: T0 + timedelta(seconds=10))
-    assert raised(again) == {} and GAS not in again.engine.state.devices
-    assert again.counters["devices_removed"] == 1
     task = asyncio.create_task(again.run())  # no broker: the clear waits in the outbox
     try:
 
@@ -294,6 +292,22 @@ async def test_a_device_taken_out_of_the_config_has_its_alarm_cleared_at_the_hub
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     [clear] = cleared()
-    assert clear["device"] == GAS and clear["message"].endswith("device removed")
+    assert clear["device"] == GAS and clear["message"].endswith("device removed or moved")
+    assert raised(again) == {} and GAS not in again.engine.state.devices
+    assert again.counters["devices_removed"] == 1
     again.close()
     assert raised(agent_at(tmp_path)) == {}  # and it stays forgotten
+
+
+async def test_a_start_that_never_runs_forgets_no_device(tmp_path: Path) -> None:
+    """Stopped before run() (a SIGTERM at once, a port taken): the saved state must keep the
+    alarm, or its clear would never be sent and the hub would hold it open for ever."""
+    agent = agent_at(tmp_path)
+    await leak(agent, seconds=3)
+    before = raised(agent)
+    agent.close()
+    without = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path).replace(
+        '  - {id: gas-b1-101, kind: gas, unit: "101"}\n', ""
+    )
+    EdgeAgent(parse(without)).close()
+    assert raised(agent_at(tmp_path)) == before

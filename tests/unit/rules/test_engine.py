@@ -585,14 +585,39 @@ HOT_FLAT = ruleset(
 )
 
 
-def test_a_removed_device_leaves_its_flats_alarm_to_the_devices_still_there() -> None:
-    """The flat's alarm stays while another sensor watches the flat, and is judged without
-    the removed one: its last reading (hot) no longer holds the alarm up."""
-    sim = Sim(HOT_FLAT)
+def test_a_flats_alarm_whose_raising_device_is_removed_is_judged_on_those_left() -> None:
+    """The flat's alarm stays while a sensor still there holds it, and clears at once when
+    none does (the removed one's last reading, hot, must not hold it up for ever; nor may a
+    clear wait for a reading that only the removed one could send)."""
     other = device("heat-2", "heat", unit="101")
+    sim = Sim(HOT_FLAT)
     sim.feed(0, HEAT, temp_c=70)
-    sim.feed(10, other, temp_c=30)
+    sim.feed(10, other, temp_c=65)
     assert sim.changes() == [(0, "hot-flat", "raised", "Severe")]
-    assert sim.engine.drop_devices({"heat-2", "smoke-1"}, at(20)) == []
+    assert sim.engine.forget_devices({"heat-2"}, at(20)) == []  # heat-2 holds it
     sim.feed(30, other, temp_c=25)
     assert sim.changes()[-1] == (30, "hot-flat", "cleared", "Severe")
+
+    cool = Sim(HOT_FLAT)
+    cool.feed(0, HEAT, temp_c=70)
+    cool.feed(10, other, temp_c=45)  # warm, not hot: it would never clear the alarm alone
+    [cleared] = cool.engine.forget_devices({"heat-2"}, at(20))
+    assert (cleared.phase.value, cleared.key) == ("cleared", "b1/101")
+    assert cleared.message.endswith("device removed or moved")
+    cool.feed(30, other, temp_c=65)  # and it raises anew from what is there
+    assert cool.changes()[-1] == (30, "hot-flat", "raised", "Severe")
+
+
+def test_an_alarm_left_behind_by_a_device_that_moved_clears() -> None:
+    """A device moved to another flat (a discovered sensor announcing a new unit, or a config
+    edit): its old flat's alarm has no device left to judge it, and clears."""
+    sim = Sim(HOT_FLAT)
+    sim.feed(0, HEAT, temp_c=70)
+    moved = device("heat-1", "heat", unit="102")
+    sim.engine.add_devices([moved], at(10))
+    [cleared] = sim.engine.forget_devices({"heat-1"}, at(10))
+    assert (cleared.key, cleared.phase.value) == ("b1/101", "cleared")
+    assert "b1/101" not in sim.engine.state.alerts["hot-flat"]
+    sim.feed(20, moved, temp_c=70)
+    assert sim.changes()[-1] == (20, "hot-flat", "raised", "Severe")
+    assert sim.log[-1][1].key == "b1/102"
