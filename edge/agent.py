@@ -68,6 +68,24 @@ ENGINE_ALERTS = "engine.alerts/"  # + rule id
 DISCOVERED = "devices.discovered"  # the devices discovery took in, as announced
 _DISCOVERED = msgspec.msgpack.Decoder(list[DeviceConfig])
 _DISCOVERED_ENCODER = msgspec.msgpack.Encoder()
+
+
+def discovered_on_disk(data_dir: Path) -> list[DeviceConfig]:
+    """The devices discovery took in, as the agent last saved them with its rule state (read
+    only, beside a running agent: ``anmin edge devices``); none if nothing was saved yet."""
+    path = data_dir / "rules.sqlite3"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT blob FROM snapshot WHERE name = ?", (DISCOVERED,)).fetchone()
+    except sqlite3.OperationalError:  # a file from before any save
+        return []
+    finally:
+        db.close()
+    return [] if row is None else _DISCOVERED.decode(row[0])
+
+
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
 SIREN_RETRY_S = 5.0  # how soon a siren not reported on is commanded again
 # Detector models pickled per turn of the loop, before a state save (a pump's robust z-score

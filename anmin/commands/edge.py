@@ -111,8 +111,43 @@ def edge_check_config(config: ConfigOption) -> None:
         kinds[device.kind] = kinds.get(device.kind, 0) + 1
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no devices"
     telemetry = settings.telemetry.url if settings.telemetry else "off"
+    discovery = settings.discovery
+    discovering = (
+        "off"
+        if discovery is None
+        else f"{', '.join(discovery.kinds)} (at most {discovery.max_devices})"
+    )
     console.print(
         f"[green]ok[/] {config}: site {settings.site}, gateway {settings.gateway}, "
         f"building {settings.building}; {summary}; broker "
-        f"{settings.broker.host}:{settings.broker.port}; telemetry {telemetry}"
+        f"{settings.broker.host}:{settings.broker.port}; telemetry {telemetry}; "
+        f"discovery {discovering}"
     )
+
+
+@app.command("devices")
+def edge_devices(config: ConfigOption) -> None:
+    """The devices the gateway watches: those its config lists, and those discovery took in
+    (as the agent last saved them in its data_dir, every few seconds while it runs)."""
+    from rich.table import Table
+
+    from edge.agent import discovered_on_disk
+
+    settings = _load(config)
+    listed = {d.id for d in settings.devices}
+    discovered = [d for d in discovered_on_disk(Path(settings.data_dir)) if d.id not in listed]
+    table = Table("device", "kind", "unit", "room", "reports every", "from")
+    for device, source in [(d, "config") for d in settings.devices] + [
+        (d, "discovered" if settings.discovery else "discovered, discovery now off")
+        for d in discovered
+    ]:
+        table.add_row(
+            device.id,
+            device.kind,
+            device.unit or "-",
+            device.room or "-",
+            f"{device.interval_s:g} s",
+            source,
+        )
+    console.print(table)
+    console.print(f"{len(listed)} listed, {len(discovered)} discovered")
