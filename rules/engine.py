@@ -701,15 +701,22 @@ class Engine:
         a flat's fire alarm would wait for ever for the removed smoke detector's clear.
 
         An alert whose scope has no device left clears ("device removed or moved"). One whose
-        raising device is gone from its scope is judged at once on the devices still there:
-        if none of its create levels holds on them, it clears likewise; else it stays, and
-        clears by its own clear condition as ever. Alerts raised by devices still in their
-        scope are left alone."""
+        raising device is gone from its scope, or whose scope lost a device, is judged at once
+        on the devices still there, on what they report now (no latch: the removed one may
+        have set it): if none of its create levels holds, it clears likewise; else it stays,
+        and clears by its own clear condition as ever. A learned routine no device left in its
+        scope can see (none reports its metrics) is dropped: inactivity would hold for ever."""
         gone = {device for device in self.state.devices if device not in keep}
-        for device in gone:
-            del self.state.devices[device]
-            self._encoded.pop(device, None)
+        lost = {
+            (rule_id, key)
+            for rule_id, groups in self._members.items()
+            for key, ids in groups.items()
+            if gone.intersection(ids)
+        }
+        removed = {device: self.state.devices.pop(device).info for device in gone}
         if gone:
+            for device in gone:
+                self._encoded.pop(device, None)
             for pair in [pair for pair in self._detectors if pair[0] in gone]:
                 del self._detectors[pair]
             kept = {k: v for k, v in self._models.items() if k.partition(_SEP)[0] not in gone}
@@ -717,6 +724,7 @@ class Engine:
                 self._models = kept
                 self.models_round += 1
             self._rebuild_members()
+            self._drop_unseen_routines()
         at = now.timestamp()
         out: list[Transition] = []
         for compiled in self._compiled:
@@ -726,36 +734,45 @@ class Engine:
             for key in list(tracks):
                 track = tracks[key]
                 ids = members.get(key, [])
+                if track.severity is None:
+                    if not ids:
+                        del tracks[key]
+                    continue
                 if ids:
-                    supported = (
-                        track.severity is None
-                        or track.device is None
-                        or track.device in ids
-                        or self._holds_now(compiled, key, track, at)
+                    changed = (rule_id, key) in lost or (
+                        track.device is not None and track.device not in ids
                     )
-                    if supported:
+                    if not changed or self._holds_now(compiled, key, at):
                         continue
                     tracks[key] = AlertTrack()
                 else:
                     del tracks[key]
-                if track.severity is not None:
-                    note = "device removed or moved"
-                    clear = self._transition(
-                        compiled, key, Phase.CLEARED, track.severity, now, {}, None, note
-                    )
-                    out.append(clear)
-        if gone:
-            scopes = {key for groups in self._members.values() for key in groups}
-            # A routine is kept per scope and kinds (routine_key): a resident or flat that no
-            # device watches now has nothing left to learn it from.
-            for key in [k for k in self.state.routines if k.partition("|")[0] not in scopes]:
-                del self.state.routines[key]
+                info = removed.get(track.device or key)
+                note = "device removed or moved"
+                clear = self._transition(
+                    compiled, key, Phase.CLEARED, track.severity, now, {}, None, note, info=info
+                )
+                out.append(clear)
         return out
 
-    def _holds_now(self, compiled: _Compiled, key: str, track: AlertTrack, at: float) -> bool:
-        """Whether any create level of ``compiled`` holds on its scope's devices now (judged
-        on a copy of ``track``: a look, which must not move its latches)."""
-        look = msgspec.structs.replace(track, latches=dict(track.latches))
+    def _drop_unseen_routines(self) -> None:
+        """Routines are kept per scope and metrics (routine_key): one whose scope has no
+        device left that reports any of its metrics cannot learn or see activity again."""
+        seen: dict[str, set[str]] = {}
+        for groups in self._members.values():
+            for key, ids in groups.items():
+                names = seen.setdefault(key, set())
+                for device in ids:
+                    names.update(self.state.devices[device].metrics)
+        for name in list(self.state.routines):
+            scope, _, metrics = name.partition("|")
+            if not seen.get(scope, set()).intersection(metrics.split(",")):
+                del self.state.routines[name]
+
+    def _holds_now(self, compiled: _Compiled, key: str, at: float) -> bool:
+        """Whether any create level of ``compiled`` holds on its scope's devices now, on what
+        they report (judged on a bare track: a look, which neither reads nor moves latches)."""
+        look = AlertTrack()
         ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
         devices = self._scope(compiled.rule.id, key)
         return any(
@@ -1182,13 +1199,15 @@ class Engine:
         device: str | None,
         note: str | None,
         actions: tuple[Action, ...] = (),
+        *,
+        info: DeviceInfo | None = None,
     ) -> Transition:
+        """``info``: where the alert was, for a device no longer known (forget_devices)."""
         rule = compiled.rule
         ids = self._members.get(rule.id, {}).get(key, [])
-        info = None
-        if device is not None and device in self.state.devices:
+        if info is None and device is not None and device in self.state.devices:
             info = self.state.devices[device].info
-        elif ids:
+        elif info is None and ids:
             info = self.state.devices[ids[0]].info
         if rule.scope == "device":
             device = key

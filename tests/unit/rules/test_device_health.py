@@ -123,6 +123,7 @@ def test_a_removed_device_clears_its_alarms_and_is_never_silent_again() -> None:
             "device_silent alert cleared: device removed or moved",
         )
     ]
+    assert (removed[0].unit, removed[0].building) == (HEAT.unit, HEAT.building)  # where it was
     assert "heat-1" not in sim.engine.state.devices
     for t in range(400, 2000, 10):
         sim.tick(t)
@@ -131,3 +132,42 @@ def test_a_removed_device_clears_its_alarms_and_is_never_silent_again() -> None:
     # The other sensor still clears when it reports: its track was kept.
     sim.feed(2000, other, temp_c=21.0)
     assert sim.changes()[-1][1:3] == ("device-silent", "cleared")
+
+
+def test_a_fire_alarm_latched_by_a_removed_smoke_detector_clears() -> None:
+    """fire-confirmed latches smoke for 5 min; its smoke detector is taken away a minute
+    after its last smoke: a latch it set must not hold the flat's alarm, whose clear needs a
+    smoke reading that can never come now."""
+    sim = Sim("smoke")
+    smoke, heat = device("smoke-1", "smoke"), device("heat-1", "heat")
+    sim.engine.add_devices([smoke, heat], at(0))
+    for t in range(0, 40, 5):
+        sim.feed(t, smoke, smoke_obs=5.0)
+        sim.feed(t, heat, temp_c=60.0)
+    assert ("fire-confirmed", "raised") in [(c[1], c[2]) for c in sim.changes()]
+    cleared = sim.engine.forget_devices({"heat-1"}, at(60))
+    assert ("fire-confirmed", "b1/101") in [(x.rule, x.key) for x in cleared]
+    for t in range(60, 4 * 3600, 60):
+        sim.feed(t, heat, temp_c=21.0)
+    assert sim.engine.active() == []
+
+
+def test_an_inactivity_alarm_whose_sensor_is_removed_clears_and_its_routine_goes() -> None:
+    """The resident's motion sensor is taken out; their bed mat stays. Nothing left can see
+    the activity the routine watched: the alarm clears, the routine is dropped."""
+    sim = Sim("elder-care")
+    pir, bed = device("pir-1", "pir", resident="r1"), device("bed-1", "bed", resident="r1")
+    sim.engine.add_devices([pir, bed], at(0))
+    sim.feed(0, pir, motion=1)
+    sim.feed(10, bed, bed_occupied=1)
+    for h in range(1, 30):
+        sim.tick(h * 3600)
+    assert [x.rule for x in sim.raised()] == ["inactivity"]
+    cleared = sim.engine.forget_devices({"bed-1"}, at(30 * 3600))
+    assert [(x.rule, x.phase.value) for x in cleared] == [("inactivity", "cleared")]
+    assert not any(
+        name.startswith("r1|") and "motion" in name for name in sim.engine.state.routines
+    )
+    for h in range(31, 31 + 24 * 30, 24):
+        sim.tick(h * 3600)
+    assert sim.engine.active() == []
