@@ -65,25 +65,36 @@ ENGINE_MODELS = "engine.models"
 # whole state with the learned models, about 1 MB at 1,000 devices, fsynced per alarm). They
 # are stamped, and those stamped after the saved whole state go into it on restore.
 ENGINE_ALERTS = "engine.alerts/"  # + rule id
-DISCOVERED = "devices.discovered"  # the devices discovery took in, as announced
-_DISCOVERED = msgspec.msgpack.Decoder(list[DeviceConfig])
+# + device id: a device discovery took in, as it announced itself. Kept in the outbox's own
+# database, written on its thread: committed before any alarm of that device is, so a restart
+# that finds the alarm finds the device (the whole rule state is saved only now and then).
+DISCOVERED = "devices.discovered/"
+_DISCOVERED = msgspec.msgpack.Decoder(DeviceConfig)
 _DISCOVERED_ENCODER = msgspec.msgpack.Encoder()
 
 
 def discovered_on_disk(data_dir: Path) -> list[DeviceConfig]:
-    """The devices discovery took in, as the agent last saved them with its rule state (read
-    only, beside a running agent: ``anmin edge devices``); none if nothing was saved yet."""
-    path = data_dir / "rules.sqlite3"
+    """The devices discovery took in, as the agent saved them (read only, beside a running
+    agent: ``anmin edge devices``); none if nothing was saved yet. Damaged entries are
+    left out."""
+    path = data_dir / "outbox.sqlite3"
     if not path.exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        row = db.execute("SELECT blob FROM snapshot WHERE name = ?", (DISCOVERED,)).fetchone()
+        rows = db.execute(
+            "SELECT blob FROM rule_state WHERE substr(name, 1, ?) = ?",
+            (len(DISCOVERED), DISCOVERED),
+        ).fetchall()
     except sqlite3.OperationalError:  # a file from before any save
         return []
     finally:
         db.close()
-    return [] if row is None else _DISCOVERED.decode(row[0])
+    out = []
+    for (blob,) in rows:
+        with contextlib.suppress(msgspec.DecodeError):
+            out.append(_DISCOVERED.decode(blob))
+    return sorted(out, key=lambda device: device.id)
 
 
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
@@ -157,7 +168,9 @@ class EdgeAgent:
         self.counters: Counter[str] = Counter()
         # Devices discovery took in before this start (their retained statuses may be gone
         # from a broker that restarted without its store).
-        self.ingest.take_in(self._load_discovered())
+        saved_devices = self._load_discovered()
+        self.ingest.take_in(saved_devices)
+        self._drop_not_taken_in(saved_devices)
         # The rules' state survives a restart: hold timers keep running, alarms stay raised,
         # learned routines are kept.
         found = self.snapshots.load(ENGINE_STATE)
@@ -293,21 +306,36 @@ class EdgeAgent:
         )
 
     def _load_discovered(self) -> list[DeviceConfig]:
-        self._discovered_unread = False
-        saved = self.snapshots.load(DISCOVERED)
-        if saved is None:
-            return []
-        try:
-            return _DISCOVERED.decode(saved[1])
-        except msgspec.DecodeError as exc:  # a newer or damaged save: they announce again
-            log.error("edge: discovered devices not restored (%s)", exc)
-            self.counters["state_restore_failed"] += 1
-            self._discovered_unread = True
-            return []
+        """The devices discovery took in before; one whose entry cannot be read (a newer
+        gateway's, a damaged card) is not forgotten by the rules until it announces again
+        (``_unreadable``)."""
+        self._unreadable: set[str] = set()
+        out: list[DeviceConfig] = []
+        for name, (_, blob) in sorted(self.outbox.load_states(DISCOVERED).items()):
+            try:
+                out.append(_DISCOVERED.decode(blob))
+            except msgspec.DecodeError as exc:
+                log.error("edge: discovered device %s not restored (%s)", name, exc)
+                self.counters["state_restore_failed"] += 1
+                self._unreadable.add(name.removeprefix(DISCOVERED))
+        return out
+
+    def _drop_not_taken_in(self, saved: list[DeviceConfig]) -> None:
+        """Entries of devices discovery no longer takes in (turned off, a kind left out, a
+        lower limit, listed since): dropped, so that turning it on again brings back only
+        what announces itself then. The rules forget them as run() starts."""
+        for device in saved:
+            if self.ingest.discovered.get(device.id) != device:
+                self.outbox.drop_state(DISCOVERED + device.id)
 
     def _take_in(self, device: DeviceConfig, now: datetime) -> None:
         """A device discovery took in (or moved): the rules watch it from now on, and it is
-        kept across restarts."""
+        kept across restarts (committed on the outbox's thread before any alarm of it)."""
+        self._unreadable.discard(device.id)
+        stored = self._queue_io(
+            self.outbox.save_state, DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
+        )
+        self._background(_logged(stored, f"discovered device {device.id} not saved"))
         info = self._info(device)
         moved = device.id in self.devices
         self.devices[device.id] = info
@@ -330,9 +358,7 @@ class EdgeAgent:
         would stand for ever. The clears are queued for the disk in this same turn (``_alarms``
         queues before it awaits), so no state is saved that forgot an alarm whose clear is
         not queued before it."""
-        keep: set[str] = set(self.devices)
-        if self._discovered_unread:  # its devices cannot be told from devices taken out
-            keep |= set(self.engine.state.devices)
+        keep = set(self.devices) | self._unreadable
         known = len(self.engine.state.devices)
         cleared = self.engine.forget_devices(keep, self.clock())
         forgotten = known - len(self.engine.state.devices)
@@ -342,7 +368,11 @@ class EdgeAgent:
         if forgotten or cleared:
             self._state_dirty = True
         if cleared:
-            await self._alarms(cleared)
+            try:
+                await self._alarms(cleared)
+            except Exception:  # a disk that cannot commit: the gateway must run on
+                self.counters["internal_errors"] += 1
+                log.exception("edge: clears of devices taken out not stored")
 
     def _speakers(self) -> list[str]:
         return [h.config.id for h in self.ingest.devices.values() if h.config.kind == "speaker"]
@@ -416,6 +446,7 @@ class EdgeAgent:
         learned routines, open alerts); removed rules clear their alerts. Returns how many
         rules now run."""
         await self._alarms(self.engine.reload(ruleset, self.clock()))
+        await self._settle_devices()  # an edit that moved devices out of a rule's scope
         self._state_dirty = True
         self.counters["rules_reloaded"] += 1
         self._observe("rules", f"reloaded: {len(self.engine.rules)} rules")
@@ -425,7 +456,7 @@ class EdgeAgent:
         """Save the whole rule state now (at exit; the loop saves through ``_save_state_soon``)."""
         if self._state_dirty:
             blob = self.engine.snapshot(with_models=False)
-            self._save_both(blob, self._stamp, self._new_models(), self._discovered_blob())
+            self._save_both(blob, self._stamp, self._new_models())
             self._state_dirty = False
             self._last_snapshot = time.monotonic()
 
@@ -436,22 +467,13 @@ class EdgeAgent:
             return None
         return round_, self.engine.models_snapshot()
 
-    def _discovered_blob(self) -> bytes:
-        """The devices discovery has taken in, taken on the loop with the state they are
-        saved with."""
-        return _DISCOVERED_ENCODER.encode(list(self.ingest.discovered.values()))
-
-    def _save_both(
-        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None, discovered: bytes
-    ) -> None:
+    def _save_both(self, blob: bytes, stamp: int, models: tuple[int, bytes] | None) -> None:
         """The models if new, then the state (on the state's thread, or at exit): a crash in
-        between leaves new models beside the state before, which restores them over its own.
-        The discovered devices go in the state's own commit: a start that read a list older
-        than the state would forget devices the state knows, and clear their alarms."""
+        between leaves new models beside the state before, which restores them over its own."""
         if models is not None:
             self.snapshots.save(ENGINE_MODELS, models[1], stamp)
             self._models_saved = models[0]
-        self.snapshots.save_many([(ENGINE_STATE, blob, stamp), (DISCOVERED, discovered, stamp)])
+        self.snapshots.save(ENGINE_STATE, blob, stamp)
 
     async def _save_state_soon(self) -> None:
         # The changed devices are encoded a slice at a time, letting readings in between (the
@@ -467,13 +489,13 @@ class EdgeAgent:
                 break
             await asyncio.sleep(0)
         blob, stamp = self.engine.snapshot(with_models=False), self._stamp
-        models, discovered = self._new_models(), self._discovered_blob()
+        models = self._new_models()
         self._state_dirty = False
         self._last_snapshot = time.monotonic()
-        await self._save_snapshot(blob, stamp, models, discovered)
+        await self._save_snapshot(blob, stamp, models)
 
     async def _save_snapshot(
-        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None, discovered: bytes
+        self, blob: bytes, stamp: int, models: tuple[int, bytes] | None = None
     ) -> None:
         """Save after every outbox write queued so far: the events of the transitions the
         state holds are committed before it (else a crash between the two commits would
@@ -481,7 +503,7 @@ class EdgeAgent:
         the hub). One thread for the outbox, in order: a no-op queued last is a barrier."""
         await self._io(_nothing)
         loop = asyncio.get_running_loop()
-        save = functools.partial(self._save_both, blob, stamp, models, discovered)
+        save = functools.partial(self._save_both, blob, stamp, models)
         await loop.run_in_executor(self._state_disk, save)
 
     async def _io(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -600,6 +622,7 @@ class EdgeAgent:
             log.info("edge: device %s forgotten (its announcement was cleared)", result.forgotten)
             self._observe("device", f"{result.forgotten} forgotten")
             await self._settle_devices()
+            await self._io(self.outbox.drop_state, DISCOVERED + result.forgotten)
         # Most readings change nothing: judged without a coroutine of their own.
         for reading in result.readings:
             transitions = self._judge(reading, now)
@@ -1186,6 +1209,13 @@ class EdgeAgent:
         # QoS 0 and not awaited: a diagnosis, not an alarm (the counters are exact anyway).
         with contextlib.suppress(NotConnected):
             self.upstream.publish_nowait(topic, self.codec.encode(letter))
+
+
+async def _logged(stored: Awaitable[None], what: str) -> None:
+    try:
+        await stored
+    except Exception:
+        log.exception("edge: %s", what)
 
 
 async def _failed(exc: NotConnected) -> None:

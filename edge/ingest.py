@@ -144,6 +144,7 @@ class Ingest:
                 if device_id in self.discovered:  # what an installer does to forget one
                     del self.discovered[device_id], self.devices[device_id]
                     self.counters["devices_forgotten"] += 1
+                    self._report_again(device_id)
                     return Accepted(forgotten=device_id)
                 return Accepted()
             status = self.codec.decode(payload, DeviceStatus, now, check_time=False)
@@ -190,6 +191,7 @@ class Ingest:
             if health is None:
                 health = self.devices[device_id] = DeviceHealth(config)
                 self.counters["devices_discovered"] += 1
+                self._report_again(device_id)
                 discovered = config
             elif config != health.config:
                 health.config = config
@@ -207,6 +209,15 @@ class Ingest:
         health.actuators = dict(status.actuators)
         self.counters[f"status.{status.state}"] += 1
         return Accepted(status=status, discovered=discovered)
+
+    def _report_again(self, device_id: str) -> None:
+        """A device taken in or forgotten: once unknown again, it is reported again."""
+        for topic in (
+            topics.reading(self.site, self.gateway, device_id),
+            topics.status(self.site, self.gateway, device_id),
+            topics.device_receipt(self.site, self.gateway, device_id),
+        ):
+            self._unknown_reported.pop(topic, None)
 
     def _discovered_config(self, device_id: str, status: DeviceStatus) -> DeviceConfig:
         discovery = self.discovery

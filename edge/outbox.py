@@ -166,6 +166,14 @@ class Outbox:
             row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def save_state(self, name: str, blob: bytes) -> None:
+        """A named blob beside the parts (a discovered device), committed durably."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO rule_state (name, stamp, blob) VALUES (?, 0, ?)",
+                (name, blob),
+            )
+
     def drop_state(self, name: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM rule_state WHERE name = ?", (name,))

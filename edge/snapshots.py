@@ -37,21 +37,11 @@ class Snapshots:
         self._db.executescript(_SCHEMA)
 
     def save(self, name: str, blob: bytes, stamp: int) -> None:
-        self.save_many([(name, blob, stamp)])
-
-    def save_many(self, items: list[tuple[str, bytes, int]]) -> None:
-        """Several blobs (name, blob, stamp) in one commit: all or none."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")  # the connection autocommits otherwise
-            try:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO snapshot (name, blob, stamp) VALUES (?, ?, ?)", items
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            self._db.execute(
+                "INSERT OR REPLACE INTO snapshot (name, stamp, blob) VALUES (?, ?, ?)",
+                (name, stamp, blob),
+            )
 
     def load(self, name: str) -> tuple[int, bytes] | None:
         """The saved blob with its stamp, or None."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -43,9 +45,14 @@ def test_devices_lists_the_config_and_what_discovery_took_in(tmp_path: Path) -> 
     assert "gas-101" in output and "1 listed, 0 discovered" in output
 
     agent = EdgeAgent(load(path, env={}))
-    agent.ingest.take_in([DeviceConfig(id="co-301", kind="co", unit="301", interval_s=30)])
-    agent._state_dirty = True
-    agent.close()  # saves the rule state, and the devices taken in with it
+
+    async def announced(device: DeviceConfig) -> None:  # as its announcement takes it in
+        agent.ingest.take_in([device])
+        agent._take_in(device, datetime.now(UTC))
+        await asyncio.gather(*agent._tasks)
+
+    asyncio.run(announced(DeviceConfig(id="co-301", kind="co", unit="301", interval_s=30)))
+    agent.close()
     code, output = run("devices", "--config", str(path))
     assert code == 0, output
     [row] = [line for line in output.splitlines() if "co-301" in line]

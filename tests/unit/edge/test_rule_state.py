@@ -15,11 +15,12 @@ import msgspec
 import pytest
 
 from bus import Broker
+from bus.mqtt import Incoming
 from edge import EdgeAgent, parse
-from edge.agent import DISCOVERED, ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
+from edge.agent import ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
 from tests.conftest import wait_for
 from tests.integration.edge_support import edge_config_yaml
-from wire import Reading
+from wire import DeviceStatus, Reading, topics
 
 pytestmark = pytest.mark.anyio
 
@@ -126,7 +127,7 @@ async def test_a_state_save_commits_after_the_alerts_it_holds(
     raised, never raised again, and never stored for the hub."""
     agent = agent_at(tmp_path)
     order: list[str] = []
-    add, save = agent.outbox.add, agent.snapshots.save_many
+    add, save = agent.outbox.add, agent.snapshots.save
 
     def add_alert(*args: Any, **kwargs: Any) -> bool:
         stored = add(*args, **kwargs)
@@ -138,7 +139,7 @@ async def test_a_state_save_commits_after_the_alerts_it_holds(
         order.append("state")
 
     monkeypatch.setattr(agent.outbox, "add", add_alert)
-    monkeypatch.setattr(agent.snapshots, "save_many", save_state)
+    monkeypatch.setattr(agent.snapshots, "save", save_state)
     # The outbox's thread is busy (a slow disk, a checkpoint): the alarm's commit waits.
     busy = threading.Event()
     agent._disk.submit(busy.wait)
@@ -211,25 +212,25 @@ async def test_detector_models_are_saved_apart_and_only_when_a_round_is_new(
     gateway saving its state every few seconds must not write them each time (SD card)."""
     agent = pump_agent(tmp_path)
     saved: list[str] = []
-    save = agent.snapshots.save_many
+    save = agent.snapshots.save
 
-    def spy(items: list[tuple[str, bytes, int]]) -> None:
-        saved.extend(name for name, _, _ in items)
-        save(items)
+    def spy(name: str, blob: bytes, stamp: int) -> None:
+        saved.append(name)
+        save(name, blob, stamp)
 
-    agent.snapshots.save_many = spy  # type: ignore[method-assign]
+    agent.snapshots.save = spy  # type: ignore[method-assign]
     for i in range(80):
         at = T0 + timedelta(seconds=10 * i)
         values = {"vibration_mm_s": 2.0 + (i % 7) / 10, "motor_current_a": 12.0 + (i % 5) / 10}
         await agent._evaluate(Reading(device="pump-1", seq=i, ts=at, values=values), at)
     agent._state_dirty = True
     agent._save_state()
-    assert saved == [ENGINE_MODELS, ENGINE_STATE, DISCOVERED]
+    assert saved == [ENGINE_MODELS, ENGINE_STATE]
     state = msgspec.msgpack.decode(agent.snapshots.load(ENGINE_STATE)[1])  # type: ignore[index]
     assert state["detectors"] == {}, "the state itself carries no models"
     agent._state_dirty = True
     agent._save_state()  # no new round
-    assert saved == [ENGINE_MODELS, ENGINE_STATE, DISCOVERED, ENGINE_STATE, DISCOVERED]
+    assert saved == [ENGINE_MODELS, ENGINE_STATE, ENGINE_STATE]
     [(key, learned)] = agent.engine._detectors.items()
     agent.close()
 
@@ -311,3 +312,32 @@ async def test_a_start_that_never_runs_forgets_no_device(tmp_path: Path) -> None
     )
     EdgeAgent(parse(without)).close()
     assert raised(agent_at(tmp_path)) == before
+
+
+async def test_a_discovered_device_and_its_alarm_survive_a_crash_before_any_state_save(
+    tmp_path: Path,
+) -> None:
+    """The whole rule state is saved only every few seconds; the device is committed before
+    its alarm is, so a restart that finds the alarm finds the device (and does not clear the
+    alarm as a device taken out)."""
+    text = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path, extra="discovery: {}\n")
+    new = "gas-b1-301"
+    agent = EdgeAgent(parse(text), clock=lambda: T0)
+    status = DeviceStatus(device=new, state="online", ts=T0, kind="gas", unit="301")
+    topic = topics.status("s1", "gw-1", new)
+    await agent._on_message(Incoming(topic, msgspec.json.encode(status), 1, True))
+    for s in range(4):
+        at = T0 + timedelta(seconds=s)
+        await agent._evaluate(Reading(device=new, seq=s, ts=at, values={"gas_lel": 30.0}), at)
+    await asyncio.gather(*agent._tasks, return_exceptions=True)
+    before = raised(agent)
+    assert f"gas-lel/{new}" in before and agent.snapshots.load(ENGINE_STATE) is None
+    agent._disk.shutdown(wait=True)  # the gateway dies: no state was saved
+    agent.outbox.close()
+    agent.snapshots.close()
+
+    again = EdgeAgent(parse(text), clock=lambda: T0 + timedelta(seconds=10))
+    assert again.devices[new].unit == "301"
+    await again._settle_devices()
+    assert raised(again) == before and again.counters["alerts.cleared"] == 0
+    again.close()
