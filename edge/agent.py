@@ -317,7 +317,11 @@ class EdgeAgent:
             except msgspec.DecodeError as exc:
                 log.error("edge: discovered device %s not restored (%s)", name, exc)
                 self.counters["state_restore_failed"] += 1
-                self._unreadable.add(name.removeprefix(DISCOVERED))
+                if self.config.discovery is None:  # it could never announce itself again
+                    self.outbox.drop_state(name)
+                else:
+                    self._unreadable.add(name.removeprefix(DISCOVERED))
+        self.ingest.unreadable = self._unreadable  # an empty announcement forgets these too
         return out
 
     def _drop_not_taken_in(self, saved: list[DeviceConfig]) -> None:
@@ -328,9 +332,10 @@ class EdgeAgent:
             if self.ingest.discovered.get(device.id) != device:
                 self.outbox.drop_state(DISCOVERED + device.id)
 
-    def _take_in(self, device: DeviceConfig, now: datetime) -> None:
+    def _take_in(self, device: DeviceConfig, now: datetime) -> bool:
         """A device discovery took in (or moved): the rules watch it from now on, and it is
-        kept across restarts (committed on the outbox's thread before any alarm of it)."""
+        kept across restarts (committed on the outbox's thread before any alarm of it, which
+        syncs it: its own commit need not wait for the disk). True if it moved."""
         self._unreadable.discard(device.id)
         stored = self._queue_io(
             self.outbox.save_state, DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
@@ -350,6 +355,7 @@ class EdgeAgent:
             where or "(building-wide)",
         )
         self._observe("device", f"{device.id} {'moved' if moved else 'discovered'}: {device.kind}")
+        return moved
 
     async def _settle_devices(self) -> None:
         """Forget the devices the rules know and neither the config lists nor discovery
@@ -614,15 +620,18 @@ class EdgeAgent:
             return
         if result.dropped is not None:  # metrics left out; the rest is judged
             self._dead_letter(result.dropped, now)
-        if result.discovered is not None:
-            self._take_in(result.discovered, now)
-            await self._settle_devices()  # moved: its alarms where it was
+        if result.discovered is not None and self._take_in(result.discovered, now):
+            await self._settle_devices()  # moved: the alarms where it was
         elif result.forgotten is not None:
-            del self.devices[result.forgotten]
+            self.devices.pop(result.forgotten, None)  # an unreadable one was never here
             log.info("edge: device %s forgotten (its announcement was cleared)", result.forgotten)
             self._observe("device", f"{result.forgotten} forgotten")
+            # The entry goes first: after a crash in between, the next start forgets the
+            # device and makes its clears again (its announcement is gone for good).
+            dropped = self._queue_io(self.outbox.drop_state, DISCOVERED + result.forgotten)
+            self._background(_logged(dropped, f"device {result.forgotten} not forgotten on disk"))
+            self._unreadable.discard(result.forgotten)
             await self._settle_devices()
-            await self._io(self.outbox.drop_state, DISCOVERED + result.forgotten)
         # Most readings change nothing: judged without a coroutine of their own.
         for reading in result.readings:
             transitions = self._judge(reading, now)

@@ -78,6 +78,9 @@ class Ingest:
         self.discovery = discovery
         # Devices taken in by their own announcement, as announced (none is listed).
         self.discovered: dict[str, DeviceConfig] = {}
+        # Devices discovered before whose saved entries cannot be read: the rules keep them
+        # until they announce again, or their announcement is cleared (set by the agent).
+        self.unreadable: set[str] = set()
         self.counters: Counter[str] = Counter()
         # Topics of unknown devices already reported, oldest first: at most UNKNOWN_REMEMBERED
         # (junk under ever new device ids must not grow it for months); one forgotten is
@@ -113,6 +116,10 @@ class Ingest:
         if parsed.channel is Channel.CMD:
             return Accepted()  # our own commands to devices, echoed by the subscription
         health = self.devices.get(device_id)
+        if parsed.channel is Channel.STATUS and not payload and device_id in self.unreadable:
+            self.unreadable.discard(device_id)
+            self.counters["devices_forgotten"] += 1
+            return Accepted(forgotten=device_id)
         if (
             parsed.channel is Channel.STATUS
             and self.discovery is not None

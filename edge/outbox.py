@@ -167,8 +167,9 @@ class Outbox:
         return None if row is None else bytes(row[0])
 
     def save_state(self, name: str, blob: bytes) -> None:
-        """A named blob beside the parts (a discovered device), committed durably."""
-        with self._transaction():
+        """A named blob beside the parts (a discovered device), committed without waiting
+        for the disk: the next durable commit (an alarm's) syncs it with itself."""
+        with self._transaction(durable=False):
             self._db.execute(
                 "INSERT OR REPLACE INTO rule_state (name, stamp, blob) VALUES (?, 0, ?)",
                 (name, blob),

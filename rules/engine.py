@@ -542,6 +542,8 @@ class Engine:
         self._now = 0.0  # the latest time fed or ticked
         self._compiled: list[_Compiled] = []
         self._members: dict[str, dict[str, list[str]]] = {}
+        # (rule id, scope key) that lost a device since forget_devices last settled them.
+        self._lost: set[tuple[str, str]] = set()
         # Metric -> what its track keeps (DeviceTrack.trim): its samples for rates (how far
         # back, how far apart) and its buckets for window aggregates (how far back, how wide).
         self._keeps: dict[str, tuple[float, float, float, float]] = {}
@@ -611,6 +613,7 @@ class Engine:
         self._rebuild_members()
 
     def _rebuild_members(self) -> None:
+        before = self._members
         self._members = {}
         self._times = {}
         # device id -> the rules it feeds, each with its scope key, and those of them that
@@ -637,6 +640,13 @@ class Engine:
                         track.info.id
                     )
             self._members[compiled.rule.id] = groups
+        # Scopes that lost a device since forget_devices last looked: their alerts are
+        # settled there (a device moved out of a flat, or removed).
+        for rule_id, groups in before.items():
+            now_in = self._members.get(rule_id, {})
+            for key, ids in groups.items():
+                if set(ids) - set(now_in.get(key, [])):
+                    self._lost.add((rule_id, key))
 
     def reload(self, ruleset: RuleSet | Sequence[Rule], now: datetime) -> list[Transition]:
         """Run new rules. An unchanged rule keeps all its state; an edited one keeps its open
@@ -695,24 +705,18 @@ class Engine:
 
     def forget_devices(self, keep: Collection[str], now: datetime) -> list[Transition]:
         """Forget every device not in ``keep`` (taken out of the config, or no longer
-        discovered), then settle the raised alerts the devices' changes left unsupported
-        (those removed, and those ``add_devices`` moved to another unit, room or kind). A
-        removed device never reports again: a silence rule would hold its alarm for ever, and
-        a flat's fire alarm would wait for ever for the removed smoke detector's clear.
+        discovered), then settle the raised alerts whose scopes lost a device (removed here,
+        or moved to another unit, room or kind by ``add_devices``). A removed device never
+        reports again: a silence rule would hold its alarm for ever, and a flat's fire alarm
+        would wait for ever for the clear of a smoke detector taken away.
 
-        An alert whose scope has no device left clears ("device removed or moved"). One whose
-        raising device is gone from its scope, or whose scope lost a device, is judged at once
-        on the devices still there, on what they report now (no latch: the removed one may
-        have set it): if none of its create levels holds, it clears likewise; else it stays,
-        and clears by its own clear condition as ever. A learned routine no device left in its
-        scope can see (none reports its metrics) is dropped: inactivity would hold for ever."""
+        An alert whose scope has no device left clears ("device removed or moved"); so does
+        one whose clear condition reads metrics that no device left reports (it could never
+        clear). Any other stays, and its own conditions decide on the devices left, hysteresis
+        and hold included: the removed device's last readings count no more. A learned routine
+        that no device left in its scope can see is dropped (inactivity would hold for ever),
+        unless a device there has not reported yet (a sensor swapped for a new one)."""
         gone = {device for device in self.state.devices if device not in keep}
-        lost = {
-            (rule_id, key)
-            for rule_id, groups in self._members.items()
-            for key, ids in groups.items()
-            if gone.intersection(ids)
-        }
         removed = {device: self.state.devices.pop(device).info for device in gone}
         if gone:
             for device in gone:
@@ -724,29 +728,23 @@ class Engine:
                 self._models = kept
                 self.models_round += 1
             self._rebuild_members()
-            self._drop_unseen_routines()
-        at = now.timestamp()
+        lost, self._lost = self._lost, set()
+        if not lost:
+            return []
+        self._drop_unseen_routines({key for _, key in lost})
         out: list[Transition] = []
-        for compiled in self._compiled:
-            rule_id = compiled.rule.id
+        compiled_by_id = {c.rule.id: c for c in self._compiled}
+        for rule_id, key in sorted(lost):
+            compiled = compiled_by_id.get(rule_id)
             tracks = self.state.alerts.get(rule_id, {})
-            members = self._members.get(rule_id, {})
-            for key in list(tracks):
-                track = tracks[key]
-                ids = members.get(key, [])
-                if track.severity is None:
-                    if not ids:
-                        del tracks[key]
-                    continue
-                if ids:
-                    changed = (rule_id, key) in lost or (
-                        track.device is not None and track.device not in ids
-                    )
-                    if not changed or self._holds_now(compiled, key, at):
-                        continue
-                    tracks[key] = AlertTrack()
-                else:
-                    del tracks[key]
+            track = tracks.get(key)
+            if compiled is None or track is None:
+                continue
+            ids = self._members.get(rule_id, {}).get(key, [])
+            if ids and (track.severity is None or self._can_clear(compiled, key)):
+                continue
+            del tracks[key]
+            if track.severity is not None:
                 info = removed.get(track.device or key)
                 note = "device removed or moved"
                 clear = self._transition(
@@ -755,30 +753,31 @@ class Engine:
                 out.append(clear)
         return out
 
-    def _drop_unseen_routines(self) -> None:
-        """Routines are kept per scope and metrics (routine_key): one whose scope has no
-        device left that reports any of its metrics cannot learn or see activity again."""
-        seen: dict[str, set[str]] = {}
-        for groups in self._members.values():
-            for key, ids in groups.items():
-                names = seen.setdefault(key, set())
-                for device in ids:
-                    names.update(self.state.devices[device].metrics)
+    def _can_clear(self, compiled: _Compiled, key: str) -> bool:
+        """Whether some device in the scope reports a metric the rule's clear condition reads
+        (none: it clears once no create level holds, which its devices decide)."""
+        clear = compiled.clear[0] if compiled.clear is not None else None
+        if clear is None:
+            return True
+        names = {leaf.metric or leaf.rate for leaf in clear.leaves()} - {None}
+        devices = self._scope(compiled.rule.id, key)
+        return not names or any(name in d.metrics for d in devices for name in names)
+
+    def _drop_unseen_routines(self, scopes: set[str]) -> None:
+        """Routines are kept per scope and metrics (routine_key): one of ``scopes`` whose
+        devices left report none of its metrics cannot learn or see activity again. Kept while
+        a device there has not reported yet: it may be the one to see it."""
         for name in list(self.state.routines):
             scope, _, metrics = name.partition("|")
-            if not seen.get(scope, set()).intersection(metrics.split(",")):
+            if scope not in scopes:
+                continue
+            ids = {i for groups in self._members.values() for i in groups.get(scope, [])}
+            tracks = [self.state.devices[i] for i in ids]
+            if any(t.last_at is None for t in tracks):
+                continue
+            names = metrics.split(",")
+            if not any(n in t.metrics for t in tracks for n in names):
                 del self.state.routines[name]
-
-    def _holds_now(self, compiled: _Compiled, key: str, at: float) -> bool:
-        """Whether any create level of ``compiled`` holds on its scope's devices now, on what
-        they report (judged on a bare track: a look, which neither reads nor moves latches)."""
-        look = AlertTrack()
-        ctx = Context(at, self.utc_offset_s, self.state.routines, key, self.scope_times(key))
-        devices = self._scope(compiled.rule.id, key)
-        return any(
-            self._condition(cond, devices, ctx, look, severity)[0]
-            for severity, _, cond, _ in compiled.levels
-        )
 
     def _register(self, info: DeviceInfo, at: float) -> bool:
         self._encoded.pop(info.id, None)

@@ -128,7 +128,7 @@ def edge_check_config(config: ConfigOption) -> None:
 @app.command("devices")
 def edge_devices(config: ConfigOption) -> None:
     """The devices the gateway watches: those its config lists, and those discovery took in
-    (as the agent last saved them in its data_dir, every few seconds while it runs)."""
+    (as the agent saved them in its data_dir, each as it was taken in)."""
     from rich.table import Table
 
     from edge.agent import discovered_on_disk

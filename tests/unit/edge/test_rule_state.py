@@ -17,7 +17,8 @@ import pytest
 from bus import Broker
 from bus.mqtt import Incoming
 from edge import EdgeAgent, parse
-from edge.agent import ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
+from edge.agent import DISCOVERED, ENGINE_ALERTS, ENGINE_MODELS, ENGINE_STATE
+from edge.outbox import Outbox
 from tests.conftest import wait_for
 from tests.integration.edge_support import edge_config_yaml
 from wire import DeviceStatus, Reading, topics
@@ -341,3 +342,41 @@ async def test_a_discovered_device_and_its_alarm_survive_a_crash_before_any_stat
     await again._settle_devices()
     assert raised(again) == before and again.counters["alerts.cleared"] == 0
     again.close()
+
+
+async def test_a_damaged_discovered_entry_keeps_its_device_until_told_otherwise(
+    tmp_path: Path,
+) -> None:
+    """An entry that cannot be read (a damaged card) must not clear a standing alarm as a
+    device taken out; clearing its announcement, or discovery turned off, forgets it."""
+    on = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path, extra="discovery: {}\n")
+    new = "gas-b1-301"
+    topic = topics.status("s1", "gw-1", new)
+    status = DeviceStatus(device=new, state="online", ts=T0, kind="gas", unit="301")
+
+    async def raise_alarm() -> None:
+        agent = EdgeAgent(parse(on), clock=lambda: T0)
+        await agent._on_message(Incoming(topic, msgspec.json.encode(status), 1, True))
+        for s in range(4):
+            at = T0 + timedelta(seconds=s)
+            reading = Reading(device=new, seq=s, ts=at, values={"gas_lel": 30.0})
+            await agent._evaluate(reading, at)
+        await asyncio.gather(*agent._tasks, return_exceptions=True)
+        agent._state_dirty = True
+        agent.close()
+        Outbox(tmp_path / "outbox.sqlite3").save_state(DISCOVERED + new, b"\xc1 damaged")
+
+    await raise_alarm()
+    again = EdgeAgent(parse(on), clock=lambda: T0 + timedelta(seconds=10))
+    await again._settle_devices()
+    assert f"gas-lel/{new}" in raised(again) and again.counters["alerts.cleared"] == 0
+    await again._on_message(Incoming(topic, b"", 1, True))  # its announcement cleared
+    assert raised(again) == {} and again.counters["alerts.cleared"] == 1
+    again.close()
+
+    await raise_alarm()
+    off = EdgeAgent(parse(on.replace("discovery: {}\n", "")), clock=lambda: T0)
+    await off._settle_devices()
+    assert raised(off) == {} and off.counters["alerts.cleared"] == 1
+    assert off.outbox.load_states(DISCOVERED) == {}
+    off.close()
