@@ -332,10 +332,10 @@ class EdgeAgent:
             if self.ingest.discovered.get(device.id) != device:
                 self.outbox.drop_state(DISCOVERED + device.id)
 
-    def _take_in(self, device: DeviceConfig, now: datetime) -> bool:
+    def _take_in(self, device: DeviceConfig, now: datetime) -> None:
         """A device discovery took in (or moved): the rules watch it from now on, and it is
         kept across restarts (committed on the outbox's thread before any alarm of it, which
-        syncs it: its own commit need not wait for the disk). True if it moved."""
+        syncs it: its own commit need not wait for the disk)."""
         self._unreadable.discard(device.id)
         stored = self._queue_io(
             self.outbox.save_state, DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
@@ -355,7 +355,6 @@ class EdgeAgent:
             where or "(building-wide)",
         )
         self._observe("device", f"{device.id} {'moved' if moved else 'discovered'}: {device.kind}")
-        return moved
 
     async def _settle_devices(self) -> None:
         """Forget the devices the rules know and neither the config lists nor discovery
@@ -620,8 +619,10 @@ class EdgeAgent:
             return
         if result.dropped is not None:  # metrics left out; the rest is judged
             self._dead_letter(result.dropped, now)
-        if result.discovered is not None and self._take_in(result.discovered, now):
-            await self._settle_devices()  # moved: the alarms where it was
+        if result.discovered is not None:
+            self._take_in(result.discovered, now)
+            if self.engine.unsettled:  # it moved: the alarms where it was
+                await self._settle_devices()
         elif result.forgotten is not None:
             self.devices.pop(result.forgotten, None)  # an unreadable one was never here
             log.info("edge: device %s forgotten (its announcement was cleared)", result.forgotten)

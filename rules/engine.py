@@ -14,6 +14,7 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import pickle
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -451,6 +452,20 @@ def _rules_of(ruleset: RuleSet | Sequence[Rule]) -> list[Rule]:
     return ruleset.resolved() if isinstance(ruleset, RuleSet) else list(ruleset)
 
 
+def _readable(cond: Condition, names: set[str]) -> bool:
+    """Whether ``cond`` can be judged from metrics named ``names`` (see _can_clear): every
+    child of an ``all``, some child of an ``any``; a metric or rate leaf if a name matches it
+    (patterns included); any other leaf is taken as readable."""
+    children = cond.all if cond.all is not None else cond.any
+    if children is not None:
+        judged = [_readable(child, names) for child in children]
+        return all(judged) if cond.all is not None else any(judged)
+    wanted = cond.metric or cond.rate
+    if wanted is None:
+        return True
+    return any(fnmatch.fnmatchcase(name, wanted) for name in names)
+
+
 def _routines_of(ruleset: RuleSet | Sequence[Rule]) -> dict[str, RoutineTimes]:
     return {t.key: t for t in ruleset.routines} if isinstance(ruleset, RuleSet) else {}
 
@@ -729,6 +744,11 @@ class Engine:
                 self.models_round += 1
             self._rebuild_members()
         lost, self._lost = self._lost, set()
+        # Alerts of scopes no device is in now: a restart with a rule's scope or devices
+        # edited finds them here (a restored engine has no memory of its old members).
+        for rule_id, tracks in self.state.alerts.items():
+            members = self._members.get(rule_id, {})
+            lost.update((rule_id, key) for key in tracks if key not in members)
         if not lost:
             return []
         self._drop_unseen_routines({key for _, key in lost})
@@ -753,15 +773,22 @@ class Engine:
                 out.append(clear)
         return out
 
+    @property
+    def unsettled(self) -> bool:
+        """Whether scopes lost a device since ``forget_devices`` last settled them."""
+        return bool(self._lost)
+
     def _can_clear(self, compiled: _Compiled, key: str) -> bool:
-        """Whether some device in the scope reports a metric the rule's clear condition reads
-        (none: it clears once no create level holds, which its devices decide)."""
+        """Whether the devices in the scope can still make the rule's clear condition hold
+        (none: it clears once no create level holds, which its devices decide). Only metrics
+        are known not to come: a device that has not reported yet, or a leaf of another kind
+        (a time, a dose, a score), is given the benefit of the doubt, and the alert stays."""
         clear = compiled.clear[0] if compiled.clear is not None else None
-        if clear is None:
-            return True
-        names = {leaf.metric or leaf.rate for leaf in clear.leaves()} - {None}
         devices = self._scope(compiled.rule.id, key)
-        return not names or any(name in d.metrics for d in devices for name in names)
+        if clear is None or any(d.last_at is None for d in devices):
+            return True
+        names = {n for d in devices for n in d.metrics}
+        return _readable(clear, names)
 
     def _drop_unseen_routines(self, scopes: set[str]) -> None:
         """Routines are kept per scope and metrics (routine_key): one of ``scopes`` whose
@@ -1375,6 +1402,11 @@ class Engine:
         engine._models = dict(models)
         engine._carry_over({}, old_prints, None)
         engine._rebuild_members()
+        # An edited rule may have lost devices from its scopes (its kinds or scope changed):
+        # its open alerts are settled as the agent starts (forget_devices).
+        for rule_id, tracks in engine.state.alerts.items():
+            if old_prints.get(rule_id) != prints.get(rule_id):
+                engine._lost.update((rule_id, key) for key in tracks)
         # Windows read at once, not only from each metric's next reading.
         for track in engine.state.devices.values():
             for name, metric_track in track.metrics.items():

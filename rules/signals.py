@@ -398,14 +398,15 @@ def up_by(leaf: Condition, times: RoutineTimes | None) -> UpBy | None:
 
 
 def _inactive(leaf: Condition, devices: Sequence[DeviceTrack], ctx: Context) -> Result:
+    # Only a scope with a sensor for these metrics can be inactive (a bed mat in the
+    # resident's scope says nothing about motion), even with a routine learned from a sensor
+    # since removed or moved away.
+    names = leaf.inactive or []
+    if not any(name in d.metrics for d in devices for name in names):
+        return _FALSE
     routine = ctx.routines.get(routine_key(ctx.scope_key, leaf))
     since = routine.last_activity if routine and routine.last_activity is not None else None
     if since is None:
-        # Only a scope with a sensor for these metrics can be inactive (a bed mat in the
-        # resident's scope says nothing about motion).
-        names = leaf.inactive or []
-        if not any(name in d.metrics for d in devices for name in names):
-            return _FALSE
         since = min((d.first_at for d in devices), default=ctx.now)
     check = up_by(leaf, ctx.times)
     if check is not None and _gone_out(leaf, devices):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
-from rules import load_preset
+import msgspec
+
+from rules import Engine, load_preset
 from tests.unit.rules.support import Sim, at, device
 
 HEAT = device("heat-1", "heat", interval_s=60)
@@ -191,3 +193,50 @@ def test_a_swapped_sensor_keeps_the_routine_it_will_see() -> None:
     sim.engine.add_devices([device("pir-2", "pir", resident="r1")], at(20))
     assert sim.engine.forget_devices({"pir-2", "bed-1"}, at(20)) == []
     assert set(sim.engine.state.routines) == learned
+
+
+def test_a_rule_edited_out_of_a_scope_across_a_restart_settles_its_alarm() -> None:
+    """fire-confirmed is edited to watch heat and CO only, and the gateway restarts: the
+    restored engine has no memory of the smoke detector having been in the flat's scope, yet
+    the alarm (whose clear reads smoke) is settled as it would be on a hot reload."""
+    base = list(load_preset("smoke").rules)
+    [fire] = [r for r in base if r.id == "fire-confirmed"]
+    kinds = msgspec.structs.replace(fire.devices, kinds=["heat", "co"])
+    edited = [msgspec.structs.replace(fire, devices=kinds) if r is fire else r for r in base]
+    smoke, heat = device("smoke-1", "smoke"), device("heat-1", "heat")
+    sim = Sim(base)
+    sim.engine.add_devices([smoke, heat], at(0))
+    sim.feed(0, heat, temp_c=20)
+    sim.feed(30, heat, temp_c=60)
+    for t in range(31, 120, 5):
+        sim.feed(t, smoke, smoke_obs=5)
+    assert ("fire-confirmed", "b1/101", "Extreme") in sim.engine.active()
+    again = Engine.restore(edited, sim.engine.snapshot(), utc_offset_s=8 * 3600)
+    again.add_devices([smoke, heat], at(200))
+    cleared = again.forget_devices({"smoke-1", "heat-1"}, at(200))
+    assert [(x.rule, x.key) for x in cleared] == [("fire-confirmed", "b1/101")]
+    # An unchanged restart settles nothing.
+    same = Engine.restore(base, sim.engine.snapshot(), utc_offset_s=8 * 3600)
+    same.add_devices([smoke, heat], at(200))
+    assert same.forget_devices({"smoke-1", "heat-1"}, at(200)) == []
+
+
+def test_inactivity_needs_a_sensor_for_it_even_with_a_routine_learned() -> None:
+    """The motion sensor goes and a wearable comes in the same edit: the routine is kept for
+    the device that has not reported yet, but a wearable sees no motion, so the resident is
+    not 'inactive' for ever."""
+    sim = Sim("elder-care")
+    pir, bed = device("pir-1", "pir", resident="r1"), device("bed-1", "bed", resident="r1")
+    sim.engine.add_devices([pir, bed], at(0))
+    sim.feed(0, pir, motion=1)
+    sim.feed(10, bed, bed_occupied=1)
+    for h in range(1, 30):
+        sim.tick(h * 3600)
+    assert [x.rule for x in sim.raised()] == ["inactivity"]
+    band = device("band-1", "wearable", resident="r1")
+    sim.engine.add_devices([band], at(30 * 3600))
+    sim.engine.forget_devices({"bed-1", "band-1"}, at(30 * 3600))
+    sim.feed(30 * 3600 + 5, band, heart_rate_bpm=70)
+    for h in range(31, 31 + 24 * 5, 24):
+        sim.tick(h * 3600)
+    assert [a for a in sim.engine.active() if a[0] == "inactivity"] == []
