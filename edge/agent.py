@@ -307,9 +307,8 @@ class EdgeAgent:
 
     def _load_discovered(self) -> list[DeviceConfig]:
         """The devices discovery took in before; one whose entry cannot be read (a newer
-        gateway's, a damaged card) is not forgotten by the rules until it announces again
-        (``_unreadable``)."""
-        self._unreadable: set[str] = set()
+        gateway's, a damaged card) is not forgotten by the rules until it announces again or
+        its announcement is cleared (``Ingest.unreadable``)."""
         out: list[DeviceConfig] = []
         for name, (_, blob) in sorted(self.outbox.load_states(DISCOVERED).items()):
             try:
@@ -320,8 +319,7 @@ class EdgeAgent:
                 if self.config.discovery is None:  # it could never announce itself again
                     self.outbox.drop_state(name)
                 else:
-                    self._unreadable.add(name.removeprefix(DISCOVERED))
-        self.ingest.unreadable = self._unreadable  # an empty announcement forgets these too
+                    self.ingest.unreadable.add(name.removeprefix(DISCOVERED))
         return out
 
     def _drop_not_taken_in(self, saved: list[DeviceConfig]) -> None:
@@ -336,7 +334,6 @@ class EdgeAgent:
         """A device discovery took in (or moved): the rules watch it from now on, and it is
         kept across restarts (committed on the outbox's thread before any alarm of it, which
         syncs it: its own commit need not wait for the disk)."""
-        self._unreadable.discard(device.id)
         stored = self._queue_io(
             self.outbox.save_state, DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
         )
@@ -363,7 +360,7 @@ class EdgeAgent:
         would stand for ever. The clears are queued for the disk in this same turn (``_alarms``
         queues before it awaits), so no state is saved that forgot an alarm whose clear is
         not queued before it."""
-        keep = set(self.devices) | self._unreadable
+        keep = set(self.devices) | self.ingest.unreadable
         known = len(self.engine.state.devices)
         cleared = self.engine.forget_devices(keep, self.clock())
         forgotten = known - len(self.engine.state.devices)
@@ -631,7 +628,6 @@ class EdgeAgent:
             # device and makes its clears again (its announcement is gone for good).
             dropped = self._queue_io(self.outbox.drop_state, DISCOVERED + result.forgotten)
             self._background(_logged(dropped, f"device {result.forgotten} not forgotten on disk"))
-            self._unreadable.discard(result.forgotten)
             await self._settle_devices()
         # Most readings change nothing: judged without a coroutine of their own.
         for reading in result.readings:

@@ -116,9 +116,13 @@ class Ingest:
         if parsed.channel is Channel.CMD:
             return Accepted()  # our own commands to devices, echoed by the subscription
         health = self.devices.get(device_id)
-        if parsed.channel is Channel.STATUS and not payload and device_id in self.unreadable:
+        if parsed.channel is Channel.STATUS and not payload and self._discovered(device_id):
+            # A cleared retained announcement: what an installer does to forget one.
+            self.discovered.pop(device_id, None)
+            self.devices.pop(device_id, None)
             self.unreadable.discard(device_id)
             self.counters["devices_forgotten"] += 1
+            self._report_again(device_id)
             return Accepted(forgotten=device_id)
         if (
             parsed.channel is Channel.STATUS
@@ -148,11 +152,6 @@ class Ingest:
             return Accepted(readings=accepted, dropped=letter)
         if parsed.channel is Channel.STATUS:
             if not payload:  # a cleared retained status
-                if device_id in self.discovered:  # what an installer does to forget one
-                    del self.discovered[device_id], self.devices[device_id]
-                    self.counters["devices_forgotten"] += 1
-                    self._report_again(device_id)
-                    return Accepted(forgotten=device_id)
                 return Accepted()
             status = self.codec.decode(payload, DeviceStatus, now, check_time=False)
             self._check_device(status.device, device_id)
@@ -205,6 +204,7 @@ class Ingest:
                 self.counters["devices_moved"] += 1
                 discovered = config
             self.discovered[device_id] = config
+            self.unreadable.discard(device_id)  # its entry is written anew
         elif health is None:
             raise WireError(
                 Reason.UNKNOWN_DEVICE,
@@ -216,6 +216,10 @@ class Ingest:
         health.actuators = dict(status.actuators)
         self.counters[f"status.{status.state}"] += 1
         return Accepted(status=status, discovered=discovered)
+
+    def _discovered(self, device_id: str) -> bool:
+        """Taken in by discovery, or kept for it from an entry that could not be read."""
+        return device_id in self.discovered or device_id in self.unreadable
 
     def _report_again(self, device_id: str) -> None:
         """A device taken in or forgotten: once unknown again, it is reported again."""

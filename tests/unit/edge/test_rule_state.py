@@ -206,6 +206,14 @@ def pump_agent(data_dir: Path) -> EdgeAgent:
     return EdgeAgent(config, clock=lambda: T0)
 
 
+async def train_pump(agent: EdgeAgent) -> None:
+    """Enough readings for the pump's detectors to learn a model."""
+    for i in range(80):
+        at = T0 + timedelta(seconds=10 * i)
+        values = {"vibration_mm_s": 2.0 + (i % 7) / 10, "motor_current_a": 12.0 + (i % 5) / 10}
+        await agent._evaluate(Reading(device="pump-1", seq=i, ts=at, values=values), at)
+
+
 async def test_detector_models_are_saved_apart_and_only_when_a_round_is_new(
     tmp_path: Path,
 ) -> None:
@@ -220,10 +228,7 @@ async def test_detector_models_are_saved_apart_and_only_when_a_round_is_new(
         save(name, blob, stamp)
 
     agent.snapshots.save = spy  # type: ignore[method-assign]
-    for i in range(80):
-        at = T0 + timedelta(seconds=10 * i)
-        values = {"vibration_mm_s": 2.0 + (i % 7) / 10, "motor_current_a": 12.0 + (i % 5) / 10}
-        await agent._evaluate(Reading(device="pump-1", seq=i, ts=at, values=values), at)
+    await train_pump(agent)
     agent._state_dirty = True
     agent._save_state()
     assert saved == [ENGINE_MODELS, ENGINE_STATE]
@@ -247,10 +252,7 @@ async def test_models_carried_by_a_state_from_before_are_saved_apart_at_the_firs
     """A gateway upgraded from states that carried the models: its first save (without them)
     must not leave the learned models in memory only."""
     agent = pump_agent(tmp_path)
-    for i in range(80):
-        at = T0 + timedelta(seconds=10 * i)
-        values = {"vibration_mm_s": 2.0 + (i % 7) / 10, "motor_current_a": 12.0 + (i % 5) / 10}
-        await agent._evaluate(Reading(device="pump-1", seq=i, ts=at, values=values), at)
+    await train_pump(agent)
     agent.snapshots.save(ENGINE_STATE, agent.engine.snapshot(models=True), 0)  # the old way
     [(key, learned)] = agent.engine._detectors.items()
     agent.outbox.close()
@@ -268,6 +270,28 @@ async def test_models_carried_by_a_state_from_before_are_saved_apart_at_the_firs
     again.close()
 
 
+def without_gas(data_dir: Path) -> str:
+    """agent_at's config with its gas sensor taken out."""
+    text = edge_config_yaml(Broker("127.0.0.1", 9), data_dir)
+    without = text.replace('  - {id: gas-b1-101, kind: gas, unit: "101"}\n', "")
+    assert GAS not in without
+    return without
+
+
+NEW = "gas-b1-301"  # a gas sensor discovery takes in
+
+
+async def announce_and_leak(agent: EdgeAgent) -> None:
+    """NEW announces itself in flat 301, then leaks past the gas rule's hold."""
+    status = DeviceStatus(device=NEW, state="online", ts=T0, kind="gas", unit="301")
+    topic = topics.status("s1", "gw-1", NEW)
+    await agent._on_message(Incoming(topic, msgspec.json.encode(status), 1, True))
+    for s in range(4):
+        at = T0 + timedelta(seconds=s)
+        await agent._evaluate(Reading(device=NEW, seq=s, ts=at, values={"gas_lel": 30.0}), at)
+    await asyncio.gather(*agent._tasks, return_exceptions=True)
+
+
 async def test_a_device_taken_out_of_the_config_has_its_alarm_cleared_at_the_hub(
     tmp_path: Path,
 ) -> None:
@@ -277,11 +301,7 @@ async def test_a_device_taken_out_of_the_config_has_its_alarm_cleared_at_the_hub
     await leak(agent, seconds=3)
     assert raised(agent)
     agent.close()
-    without = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path).replace(
-        '  - {id: gas-b1-101, kind: gas, unit: "101"}\n', ""
-    )
-    assert GAS not in without
-    again = EdgeAgent(parse(without), clock=lambda: T0 + timedelta(seconds=10))
+    again = EdgeAgent(parse(without_gas(tmp_path)), clock=lambda: T0 + timedelta(seconds=10))
     task = asyncio.create_task(again.run())  # no broker: the clear waits in the outbox
     try:
 
@@ -308,10 +328,7 @@ async def test_a_start_that_never_runs_forgets_no_device(tmp_path: Path) -> None
     await leak(agent, seconds=3)
     before = raised(agent)
     agent.close()
-    without = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path).replace(
-        '  - {id: gas-b1-101, kind: gas, unit: "101"}\n', ""
-    )
-    EdgeAgent(parse(without)).close()
+    EdgeAgent(parse(without_gas(tmp_path))).close()
     assert raised(agent_at(tmp_path)) == before
 
 
@@ -322,23 +339,16 @@ async def test_a_discovered_device_and_its_alarm_survive_a_crash_before_any_stat
     its alarm is, so a restart that finds the alarm finds the device (and does not clear the
     alarm as a device taken out)."""
     text = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path, extra="discovery: {}\n")
-    new = "gas-b1-301"
     agent = EdgeAgent(parse(text), clock=lambda: T0)
-    status = DeviceStatus(device=new, state="online", ts=T0, kind="gas", unit="301")
-    topic = topics.status("s1", "gw-1", new)
-    await agent._on_message(Incoming(topic, msgspec.json.encode(status), 1, True))
-    for s in range(4):
-        at = T0 + timedelta(seconds=s)
-        await agent._evaluate(Reading(device=new, seq=s, ts=at, values={"gas_lel": 30.0}), at)
-    await asyncio.gather(*agent._tasks, return_exceptions=True)
+    await announce_and_leak(agent)
     before = raised(agent)
-    assert f"gas-lel/{new}" in before and agent.snapshots.load(ENGINE_STATE) is None
+    assert f"gas-lel/{NEW}" in before and agent.snapshots.load(ENGINE_STATE) is None
     agent._disk.shutdown(wait=True)  # the gateway dies: no state was saved
     agent.outbox.close()
     agent.snapshots.close()
 
     again = EdgeAgent(parse(text), clock=lambda: T0 + timedelta(seconds=10))
-    assert again.devices[new].unit == "301"
+    assert again.devices[NEW].unit == "301"
     await again._settle_devices()
     assert raised(again) == before and again.counters["alerts.cleared"] == 0
     again.close()
@@ -350,26 +360,21 @@ async def test_a_damaged_discovered_entry_keeps_its_device_until_told_otherwise(
     """An entry that cannot be read (a damaged card) must not clear a standing alarm as a
     device taken out; clearing its announcement, or discovery turned off, forgets it."""
     on = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path, extra="discovery: {}\n")
-    new = "gas-b1-301"
-    topic = topics.status("s1", "gw-1", new)
-    status = DeviceStatus(device=new, state="online", ts=T0, kind="gas", unit="301")
 
     async def raise_alarm() -> None:
         agent = EdgeAgent(parse(on), clock=lambda: T0)
-        await agent._on_message(Incoming(topic, msgspec.json.encode(status), 1, True))
-        for s in range(4):
-            at = T0 + timedelta(seconds=s)
-            reading = Reading(device=new, seq=s, ts=at, values={"gas_lel": 30.0})
-            await agent._evaluate(reading, at)
-        await asyncio.gather(*agent._tasks, return_exceptions=True)
+        await announce_and_leak(agent)
         agent._state_dirty = True
         agent.close()
-        Outbox(tmp_path / "outbox.sqlite3").save_state(DISCOVERED + new, b"\xc1 damaged")
+        damaged = Outbox(tmp_path / "outbox.sqlite3")
+        damaged.save_state(DISCOVERED + NEW, b"\xc1 damaged")
+        damaged.close()
 
     await raise_alarm()
     again = EdgeAgent(parse(on), clock=lambda: T0 + timedelta(seconds=10))
     await again._settle_devices()
-    assert f"gas-lel/{new}" in raised(again) and again.counters["alerts.cleared"] == 0
+    assert f"gas-lel/{NEW}" in raised(again) and again.counters["alerts.cleared"] == 0
+    topic = topics.status("s1", "gw-1", NEW)
     await again._on_message(Incoming(topic, b"", 1, True))  # its announcement cleared
     assert raised(again) == {} and again.counters["alerts.cleared"] == 1
     again.close()
