@@ -1118,6 +1118,11 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     failed = [o.bench.key for o in results.values() if not o.ok]
+    for key in failed:
+        # Last, so that a caller keeping only the tail of the output (the smoke test) sees why.
+        say(f"\n== {results[key].bench.title} FAILED; its last lines:")
+        for line in results[key].output[-30:]:
+            say(f"[{key}] {line}")
     failures = f"; FAILED: {', '.join(failed)}" if failed else ""
     say(f"\nwrote {args.out} in {took / 60:.1f} minutes{failures}")
     return 1 if failed else 0

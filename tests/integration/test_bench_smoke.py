@@ -39,7 +39,7 @@ def test_bench_run_quick_completes_and_writes_every_section(tmp_path: Path) -> N
         timeout=240,
         check=False,
     )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     report = out.read_text()
     assert (tmp_path / "performance.json").exists()  # the figures, to write the report again
     missing = [s for s in SECTIONS if f"\n{s}\n" not in report]
