@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -100,11 +101,29 @@ def _security_settings(security: Security | None) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, below the kernel's ephemeral range: a port from that range
+    (what binding port 0 gives) can meanwhile become the local end of some client's
+    connection, and the server started on it then fails to bind (seen with benchmarks in
+    parallel). Random, so that processes choosing at once rarely pick the same."""
+    low, high = 20000, _ephemeral_start() - 1
+    for _ in range(200):
+        port = random.SystemRandom().randint(low, high) if high > low else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
+    raise OSError(f"no free port found between {low} and {high}")
 
 
 def mosquitto_binary() -> str | None:
