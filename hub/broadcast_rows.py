@@ -359,6 +359,10 @@ def due_redeliveries(
         if g.broadcast_id not in broadcasts:
             broadcasts[g.broadcast_id] = session.get(BroadcastRow, g.broadcast_id)
         b = broadcasts[g.broadcast_id]
+        if b is not None and b.state == APPROVED and b.superseded_by is None:
+            # Not published yet (the hub publishes it next, or on reconnect): its retries
+            # start from the publish (Store.mark_published), not stopped for good here.
+            continue
         if (
             b is None
             or b.state != SENT

@@ -38,6 +38,7 @@ from hub.policy import Policy, broadcast_for
 from hub.tables import (
     AlertRow,
     AuditRow,
+    BroadcastGatewayRow,
     BroadcastRow,
     DeadLetterCountRow,
     GatewayRow,
@@ -500,11 +501,22 @@ class Store:
 
     def mark_published(self, broadcast_id: str, at: datetime) -> None:
         with self._writing() as session:
-            session.execute(
+            published = session.execute(
                 update(BroadcastRow)
                 .where(BroadcastRow.id == broadcast_id, BroadcastRow.published_at.is_(None))
                 .values(published_at=at, state=broadcast_rows.SENT)
             )
+            if getattr(published, "rowcount", 0) > 0:
+                # The first retry counts from the publish: one that waited for the broker
+                # would otherwise be published again on the next tick.
+                session.execute(
+                    update(BroadcastGatewayRow)
+                    .where(
+                        BroadcastGatewayRow.broadcast_id == broadcast_id,
+                        BroadcastGatewayRow.next_at.is_not(None),
+                    )
+                    .values(next_at=at + self.redelivery.first)
+                )
 
     # Receipts, heartbeats, dead letters.
 

@@ -193,6 +193,29 @@ def test_redelivery_retries_waits_for_a_return_and_stops_when_confirmed(store: S
     assert broadcast_rows.SENT == "sent"
 
 
+def test_a_broadcast_not_yet_published_keeps_its_retries_from_its_publish(store: Store) -> None:
+    """The redelivery tick can run between a broadcast's approval and its publish (or while
+    the broker is down): it must not stop that broadcast's retries for good (seen in CI)."""
+    store.redelivery = Redelivery(first=timedelta(seconds=5), attempts=2)
+    store.add_device("s1", "g1", "spk-1", "speaker", building="3", unit="lobby")
+    store.record_heartbeat(_heartbeat("g1", "online", NOW), NOW)
+    recorded = store.record_alert_event(gas_event(), NOW)
+    assert recorded.broadcast is not None
+    b = recorded.broadcast
+    broadcasts = Broadcasts(store)
+    assert broadcasts.due(NOW + timedelta(seconds=30)) == []  # approved, not published
+    published = NOW + timedelta(seconds=40)
+    store.mark_published(b.id, published)
+    assert broadcasts.due(published + timedelta(seconds=4)) == []  # counted from the publish
+    due = broadcasts.due(published + timedelta(seconds=5))
+    assert [d.gateways for d in due] == [(("g1", "retry"),)]
+    store.mark_published(b.id, published + timedelta(seconds=6))  # again: changes nothing
+    assert broadcasts.due(published + timedelta(seconds=14)) == []
+    assert [d.gateways for d in broadcasts.due(published + timedelta(seconds=15))] == [
+        (("g1", "retry"),)
+    ]
+
+
 def _fields(message: Any) -> dict[str, Any]:
     return {name: getattr(message, name) for name in message.__struct_fields__}
 
