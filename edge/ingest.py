@@ -54,7 +54,8 @@ class Accepted(msgspec.Struct, frozen=True):
     readings: list[Reading] = []
     status: DeviceStatus | None = None
     receipt: Receipt | None = None
-    # Metrics left out of accepted readings (a device past METRICS_PER_DEVICE): for a letter.
+    # What was left out of an accepted message, for a letter: metrics past METRICS_PER_DEVICE,
+    # or a watched device's move to where discovery does not take it.
     dropped: Rejection | None = None
     # A device taken in (or moved) by its own announcement (see Ingest._announced).
     discovered: DeviceConfig | None = None
@@ -132,7 +133,7 @@ class Ingest:
             and payload
             and (health is None or device_id in self.discovered)
         ):
-            return self._announced(device_id, payload, now)
+            return self._announced(device_id, topic, payload, now)
         if health is None:
             raise WireError(
                 Reason.UNKNOWN_DEVICE,
@@ -184,7 +185,7 @@ class Ingest:
                 taken.append(config)
         return taken
 
-    def _announced(self, device_id: str, payload: bytes, now: datetime) -> Accepted:
+    def _announced(self, device_id: str, topic: str, payload: bytes, now: datetime) -> Accepted:
         """A status from a device discovery may take in, or took in before: an online one
         naming its kind (an announcement) takes the device in, or moves it; any other is
         only its status."""
@@ -194,19 +195,29 @@ class Ingest:
         discovered: DeviceConfig | None = None
         # Only coming online announces: a last will (offline) set with the kind alone must
         # not move a device out of its unit.
+        refused: Rejection | None = None
         if status.kind is not None and status.state == "online":
-            config = self._discovered_config(device_id, status)
-            if health is None:
-                health = self.devices[device_id] = DeviceHealth(config)
-                self.counters["devices_discovered"] += 1
-                self._report_again(device_id)
-                discovered = config
-            elif config != health.config:
-                health.config = config
-                self.counters["devices_moved"] += 1
-                discovered = config
-            self.discovered[device_id] = config
-            self.unreadable.discard(device_id)  # its entry is written anew
+            try:
+                config = self._discovered_config(device_id, status)
+            except WireError as exc:
+                if health is None:
+                    raise
+                # Watched already: the move is refused (a letter says why); the device stays
+                # where it was, and that it is online still counts.
+                self.counters[f"rejected.{exc.reason}"] += 1
+                refused = Rejection(exc.reason, exc.detail, topic, payload)
+            else:
+                if health is None:
+                    health = self.devices[device_id] = DeviceHealth(config)
+                    self.counters["devices_discovered"] += 1
+                    self._report_again(device_id)
+                    discovered = config
+                elif config != health.config:
+                    health.config = config
+                    self.counters["devices_moved"] += 1
+                    discovered = config
+                self.discovered[device_id] = config
+                self.unreadable.discard(device_id)  # its entry is written anew
         elif health is None:
             raise WireError(
                 Reason.UNKNOWN_DEVICE,
@@ -217,7 +228,7 @@ class Ingest:
         health.state = status.state
         health.actuators = dict(status.actuators)
         self.counters[f"status.{status.state}"] += 1
-        return Accepted(status=status, discovered=discovered)
+        return Accepted(status=status, discovered=discovered, dropped=refused)
 
     def _discovered(self, device_id: str) -> bool:
         """Taken in by discovery, or kept for it from an entry that could not be read."""

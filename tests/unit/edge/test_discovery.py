@@ -100,6 +100,25 @@ def test_a_discovered_device_moves_by_announcing_and_its_last_will_moves_nothing
     assert target.devices["gas-9"].config.unit == "302"
 
 
+def test_a_move_discovery_refuses_leaves_the_device_where_it_was_and_its_status_counts() -> None:
+    target = ingest(DiscoveryConfig(kinds=["gas"]))
+    announce(target, "gas-9", kind="gas", unit="301")
+    target.devices["gas-9"].state = "offline"
+    for kind, reason in (("wearable", Reason.UNKNOWN_DEVICE), ("toaster", Reason.INVALID_VALUE)):
+        result = announce(target, "gas-9", kind=kind, unit="302", actuators={"siren": "off"})
+        assert isinstance(result, Accepted) and result.discovered is None
+        assert result.dropped is not None and result.dropped.reason is reason  # a letter
+        assert f"{kind!r}" in result.dropped.detail
+        assert target.devices["gas-9"].config == DeviceConfig(id="gas-9", kind="gas", unit="301")
+        assert target.devices["gas-9"].state == "online"
+        assert target.devices["gas-9"].actuators == {"siren": "off"}
+        target.devices["gas-9"].state = "offline"
+    assert target.counters["rejected.unknown_device"] == 1
+    assert target.counters["rejected.invalid_value"] == 1
+    assert target.counters["devices_moved"] == 0
+    assert isinstance(reading(target, "gas-9"), Accepted)  # still judged where it was
+
+
 def test_devices_taken_in_before_are_taken_in_again_as_discovery_now_allows() -> None:
     saved = [
         DeviceConfig(id="gas-9", kind="gas", unit="301"),
