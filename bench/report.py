@@ -1122,7 +1122,7 @@ def main() -> int:
         # Last, so that a caller keeping only the tail of the output (the smoke test) sees why.
         say(f"\n== {results[key].bench.title} FAILED; its last lines:")
         for line in results[key].output[-30:]:
-            say(f"[{key}] {line}")
+            say(f"[{key}] {line[:200]}")
     failures = f"; FAILED: {', '.join(failed)}" if failed else ""
     say(f"\nwrote {args.out} in {took / 60:.1f} minutes{failures}")
     return 1 if failed else 0

@@ -10,6 +10,7 @@ an ACL file, anonymous access off, and optionally a TLS listener with a server c
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import random
@@ -101,27 +102,38 @@ def _security_settings(security: Security | None) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def _ephemeral_start() -> int:
+def ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives client sockets (and port 0)."""
     try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768  # Linux's default
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[:2]
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_handed_out: collections.deque[int] = collections.deque(maxlen=64)
 
 
 def free_port() -> int:
-    """A port nothing listens on, below the kernel's ephemeral range: a port from that range
+    """A port nothing listens on, outside the kernel's ephemeral range: a port from that range
     (what binding port 0 gives) can meanwhile become the local end of some client's
     connection, and the server started on it then fails to bind (seen with benchmarks in
-    parallel). Random, so that processes choosing at once rarely pick the same."""
-    low, high = 20000, _ephemeral_start() - 1
+    parallel). Random, so that processes choosing at once rarely pick the same; below the
+    range if there is room, else above it, else (a range of nearly every port) port 0."""
+    start, end = ephemeral_range()
+    spans = [(20000, start - 1), (1024, start - 1), (end + 1, 65535)]
+    low, high = next(((lo, hi) for lo, hi in spans if hi - lo >= 1000), (0, 0))
     for _ in range(200):
-        port = random.SystemRandom().randint(low, high) if high > low else 0
+        port = random.SystemRandom().randint(low, high) if high else 0
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
             chosen: int = sock.getsockname()[1]
+            if chosen in _handed_out:
+                continue  # two ports asked for at once (influxd's): both free, not the same
+            _handed_out.append(chosen)
             return chosen
     raise OSError(f"no free port found between {low} and {high}")
 

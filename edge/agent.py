@@ -614,7 +614,7 @@ class EdgeAgent:
             if result.report:
                 self._dead_letter(result, now)
             return
-        if result.dropped is not None:  # metrics left out; the rest is judged
+        if result.dropped is not None:  # metrics left out, or a move refused; the rest counts
             self._dead_letter(result.dropped, now)
         if result.discovered is not None:
             self._take_in(result.discovered, now)

@@ -83,9 +83,10 @@ class Ingest:
         # until they announce again, or their announcement is cleared (set by the agent).
         self.unreadable: set[str] = set()
         self.counters: Counter[str] = Counter()
-        # Unknown devices already reported (one dead letter each, whichever of its topics came
-        # first), oldest first: at most UNKNOWN_REMEMBERED (junk under ever new device ids must
-        # not grow it for months); one forgotten is reported again if it comes back.
+        # Unknown devices already reported, oldest first (one dead letter for a device's
+        # readings and receipts, one for its statuses, which say why an announcement was
+        # refused): at most UNKNOWN_REMEMBERED (junk under ever new device ids must not grow
+        # it for months); one forgotten is reported again if it comes back.
         self._unknown_reported: dict[str, None] = {}
         # A gateway hears the same few thousand topics all day: each is parsed once (a bad one
         # raises every time; junk topics can only churn the bounded cache).
@@ -100,13 +101,18 @@ class Ingest:
             if exc.reason is Reason.UNKNOWN_DEVICE:
                 # One dead letter per unknown device, not one per message: a stray device
                 # publishing every second must not flood the hub.
-                # Its topic parsed (from the cache) before it was found unknown.
-                device = self._parse(topic).device or topic
-                report = device not in self._unknown_reported
+                # Its topic parsed (from the cache) before it was found unknown. Its status
+                # apart: why an announcement was refused must reach a person even after its
+                # readings were reported.
+                parsed = self._parse(topic)
+                key = parsed.device or topic
+                if parsed.channel is Channel.STATUS:
+                    key += "/status"
+                report = key not in self._unknown_reported
                 if report:
                     if len(self._unknown_reported) >= UNKNOWN_REMEMBERED:
                         del self._unknown_reported[next(iter(self._unknown_reported))]
-                    self._unknown_reported[device] = None
+                    self._unknown_reported[key] = None
             return Rejection(exc.reason, exc.detail, topic, payload, report)
 
     def _accept(self, topic: str, payload: bytes, now: datetime) -> Accepted:
@@ -237,6 +243,7 @@ class Ingest:
     def _report_again(self, device_id: str) -> None:
         """A device taken in or forgotten: once unknown again, it is reported again."""
         self._unknown_reported.pop(device_id, None)
+        self._unknown_reported.pop(f"{device_id}/status", None)
 
     def _discovered_config(self, device_id: str, status: DeviceStatus) -> DeviceConfig:
         discovery = self.discovery

@@ -131,7 +131,8 @@ def candidate_speakers(
 
 
 def add_targets(session: Session, row: BroadcastRow, now: datetime, policy: Redelivery) -> int:
-    """Fix the target set of an approved broadcast, and start its redelivery clocks."""
+    """Fix the target set of an approved broadcast, and set its redelivery clocks (set again
+    from its publish by Store.mark_published)."""
     session.flush()
     if row.refers_to is not None:
         earlier = session.scalars(
@@ -359,7 +360,12 @@ def due_redeliveries(
         if g.broadcast_id not in broadcasts:
             broadcasts[g.broadcast_id] = session.get(BroadcastRow, g.broadcast_id)
         b = broadcasts[g.broadcast_id]
-        if b is not None and b.state == APPROVED and b.superseded_by is None:
+        if (
+            b is not None
+            and b.state == APPROVED
+            and b.superseded_by is None
+            and (b.expires is None or b.expires > now)
+        ):
             # Not published yet (the hub publishes it next, or on reconnect): its retries
             # start from the publish (Store.mark_published), not stopped for good here.
             continue

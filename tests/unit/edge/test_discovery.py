@@ -75,6 +75,30 @@ def test_what_is_not_taken_in_says_why() -> None:
     assert isinstance(announce(target, "gas-9", kind="gas"), Accepted)
 
 
+def test_why_an_announcement_was_refused_is_reported_after_its_readings_were() -> None:
+    """After a restart a device's readings may come before its retained status: the letter
+    saying why its announcement was refused still goes, once."""
+    target = ingest(DiscoveryConfig(kinds=["gas"]))
+    first = reading(target, "band-1")
+    assert isinstance(first, Rejection) and first.report
+    assert isinstance(reading(target, "band-1", 2), Rejection)
+    refused = announce(target, "band-1", kind="wearable")
+    assert isinstance(refused, Rejection) and refused.report
+    assert "discovery.kinds: gas" in refused.detail
+    again = announce(target, "band-1", kind="wearable")
+    assert isinstance(again, Rejection) and not again.report
+    # Taken in once it is allowed, forgotten, unknown again: reported again, both.
+    target.discovery = DiscoveryConfig()
+    assert isinstance(announce(target, "band-1", kind="wearable"), Accepted)
+    cleared = target.accept(topics.status("s1", "gw-1", "band-1"), b"", NOW)
+    assert isinstance(cleared, Accepted) and cleared.forgotten == "band-1"
+    gone = reading(target, "band-1", 3)
+    assert isinstance(gone, Rejection) and gone.report
+    target.discovery = DiscoveryConfig(kinds=["gas"])
+    barred = announce(target, "band-1", kind="wearable")
+    assert isinstance(barred, Rejection) and barred.report
+
+
 def test_a_listed_device_stays_as_listed_whatever_it_announces() -> None:
     target = ingest()
     result = announce(target, "gas-1", kind="co", unit="999")

@@ -78,9 +78,9 @@ def test_an_unknown_device_is_reported_once_and_the_memory_of_them_is_bounded(
         return result.report
 
     assert reported("stray-0") and not reported("stray-0")  # once, not per message
-    status = target.accept(topics.status("s1", "gw-1", "stray-0"), b'{"x": 1}', NOW)
-    assert isinstance(status, Rejection) and status.reason is Reason.UNKNOWN_DEVICE
-    assert not status.report  # once per device, whichever of its topics
+    receipt = target.accept(topics.device_receipt("s1", "gw-1", "stray-0"), b'{"x": 1}', NOW)
+    assert isinstance(receipt, Rejection) and receipt.reason is Reason.UNKNOWN_DEVICE
+    assert not receipt.report  # once per device, not per topic
     for i in range(1, 100):  # junk under ever new ids: remembered up to the bound
         assert reported(f"stray-{i}")
     assert len(target._unknown_reported) == 3

@@ -216,6 +216,19 @@ def test_a_broadcast_not_yet_published_keeps_its_retries_from_its_publish(store:
     ]
 
 
+def test_a_broadcast_that_expired_unpublished_is_no_longer_watched(store: Store) -> None:
+    store.add_device("s1", "g1", "spk-1", "speaker", building="3", unit="lobby")
+    store.record_heartbeat(_heartbeat("g1", "online", NOW), NOW)
+    recorded = store.record_alert_event(gas_event(), NOW)
+    assert recorded.broadcast is not None and recorded.broadcast.expires is not None
+    late = recorded.broadcast.expires + timedelta(seconds=1)  # the broker was down all along
+    broadcasts = Broadcasts(store)
+    assert broadcasts.due(late) == []
+    coverage = broadcasts.coverage(recorded.broadcast.id)
+    assert coverage is not None
+    assert [g.next_at for g in coverage.gateways] == [None]  # no row left to tick over
+
+
 def _fields(message: Any) -> dict[str, Any]:
     return {name: getattr(message, name) for name in message.__struct_fields__}
 
