@@ -14,7 +14,6 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import pickle
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -463,7 +462,7 @@ def _readable(cond: Condition, names: set[str]) -> bool:
     wanted = cond.metric or cond.rate
     if wanted is None:
         return True
-    return any(fnmatch.fnmatchcase(name, wanted) for name in names)
+    return any(fnmatchcase(name, wanted) for name in names)
 
 
 def _routines_of(ruleset: RuleSet | Sequence[Rule]) -> dict[str, RoutineTimes]:
