@@ -155,8 +155,26 @@ def _rules() -> RuleSet:
     return RuleSet(include=presets, rules=extra.rules)
 
 
-def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Transition], int]:
-    """Every transition, in order, and how many full evaluations readings took."""
+class _Counted:
+    """A plan's merged gate, counting the readings it let skip a plan's passable steps."""
+
+    skipped = 0
+
+    def __init__(self, gate: Any) -> None:
+        self.gate = gate
+
+    def holds(self, device: Any) -> bool:
+        held = bool(self.gate.holds(device))
+        _Counted.skipped += not held
+        return held
+
+
+def _run(
+    seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[Transition], int, int]:
+    """Every transition, in order, how many full evaluations readings took, and how many
+    readings the plans' merged gates let past their passable steps (engine._Plan)."""
+    _Counted.skipped = 0
     with monkeypatch.context() as patch:
         if not gated:  # every rule the reading reaches, judged in full
             step = engine_module._step
@@ -167,6 +185,17 @@ def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[
 
             patch.setattr(engine_module, "_step", judged)
             patch.setattr(engine_module, "_GATE_TICKS", False)
+            # nor the plans' way past their idle steps: each step is looked at on its own
+            patch.setattr(engine_module, "_passable", lambda step: False)
+        else:
+            made = engine_module._Plan.__init__
+
+            def counted_plan(plan: Any, *args: Any) -> None:
+                made(plan, *args)
+                if plan.gate is not None:
+                    plan.gate = _Counted(plan.gate)
+
+            patch.setattr(engine_module._Plan, "__init__", counted_plan)
         evaluations = 0
         judge = engine_module.Engine._evaluate
 
@@ -194,7 +223,7 @@ def _run(seed: int, gated: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[
             if n == 5000:  # an edited rule restarts its timers
                 edited = [_edited(r) if r.id == "gas-lel" else r for r in rules.resolved()]
                 out += engine.reload(edited, at(t))
-        return out, evaluations
+        return out, evaluations, _Counted.skipped
 
 
 def _at_once_sorted(transitions: list[Transition]) -> list[Transition]:
@@ -212,8 +241,8 @@ def _edited(rule: Rule) -> Rule:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    gated, spared = _run(seed, True, monkeypatch)
-    full, judged = _run(seed, False, monkeypatch)
+    gated, spared, skipped = _run(seed, True, monkeypatch)
+    full, judged, none = _run(seed, False, monkeypatch)
     assert _at_once_sorted(gated) == _at_once_sorted(full)
     raised = {x.rule for x in full if x.phase.value == "raised"}
     # The stream must exercise the rules, or the comparison proves nothing.
@@ -229,3 +258,44 @@ def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch
         "quiet-then-held",
     } <= raised
     assert spared < judged * 0.6  # and the gate must spare work
+    # Readings pass every idle step of their plan at one test (here alarms are frequent).
+    assert none == 0 and skipped > 1000
+
+
+def test_a_plan_takes_its_quick_way_again_once_its_alarm_has_cleared() -> None:
+    """The plan's idle steps are skipped at one test only while each is idle and settled
+    (engine._Plan); an alarm opening stops that at once, and its clear brings it back."""
+    engine = Engine(RuleSet(include=["gas"]))
+    gas = device("gas-1", "gas")
+    seq = 0
+
+    def feed(t: float, lel: float) -> list[Transition]:
+        nonlocal seq
+        seq += 1
+        return engine.feed(
+            gas, Reading(device=gas.id, seq=seq, ts=at(t), values={"gas_lel": lel}), at(t)
+        )
+
+    def calm() -> bool:
+        plan = engine._plans[(gas.id, ("gas_lel",))]
+        assert plan.gate is not None and plan.passable
+        return plan.checked == engine._epoch and plan.calm
+
+    feed(0, 0.5)
+    feed(1, 0.5)
+    assert calm()
+    t = 2.0
+    raised: list[Transition] = []
+    while not raised:  # the level held for its 5 s
+        raised = [x for x in feed(t, 12) if x.phase.value == "raised"]
+        t += 1
+        assert t < 60
+    feed(t, 0.5)
+    assert not calm()  # its alert is open: each reading judged
+    cleared: list[Transition] = []
+    while not cleared:  # under 5 %LEL for 10 s
+        t += 1
+        cleared = [x for x in feed(t, 0.5) if x.phase.value == "cleared"]
+        assert t < 120
+    feed(t + 1, 0.5)
+    assert calm()
