@@ -1054,6 +1054,9 @@ class Engine:
         if any(evaluate_leaf(leaf, one, ctx)[0] for leaf in gate.others):
             return True
         devices = self._scope(compiled.rule.id, key)
+        # A CO dose under its threshold that cannot reach it (as at ticks): no exponential.
+        if compiled.doses_only and not dose_may_reach(gate.timed, devices):
+            return False
         return any(evaluate_leaf(leaf, devices, ctx)[0] for leaf in gate.timed)
 
     def _scope(self, rule_id: str, key: str) -> list[DeviceTrack]:
