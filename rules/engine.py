@@ -372,7 +372,7 @@ class _Gate:
         latest = []
         for name, test, threshold in gate.latest:
             looser = _LOOSER.get(test)
-            if looser is None:  # == and !=: each kept
+            if looser is None:  # == and !=: each kept (thresholds are finite: rules.language)
                 latest.append((name, test, threshold))
             elif (name, test) not in loosest or looser(threshold, loosest[(name, test)]):
                 loosest[(name, test)] = threshold
@@ -630,6 +630,8 @@ class Engine:
         self._encoded: dict[str, msgspec.Raw] = {}
         self._now = 0.0  # the latest time fed or ticked
         # Moves whenever an alert track opens or closes or a scope is settled (see _Plan).
+        # Whatever adds a track to ``state.alerts`` must move it: a plan would otherwise pass
+        # the rule by as idle. (A close or a settle not counted only slows a plan down.)
         self._epoch = 0
         self._compiled: list[_Compiled] = []
         self._members: dict[str, dict[str, list[str]]] = {}

@@ -8,6 +8,7 @@ separate ``clear`` condition, so that alerts do not flap. docs/rules.md teaches 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
@@ -124,6 +125,9 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(f"a {subject} condition needs op and value")
         if not compared and (self.op is not None or self.value is not None):
             raise ValueError(f"a {subject} condition takes no op/value")
+        if self.value is not None and not math.isfinite(self.value):
+            # NaN compares false with everything: a rule that could never hold, unsaid.
+            raise ValueError(f"value must be a finite number, not {self.value}")
         if subject == "metric":
             self._check_metric()
         elif subject == "rate":
