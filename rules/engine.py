@@ -129,7 +129,7 @@ _KEEP_NOTHING = (0.0, 0.0, 0.0, 0.0)  # a metric no window reads: its latest val
 # One rule's part in a reading (see _step): how it is met, the rule, its scope key, rule id,
 # (rule id, scope key), its gate, and its ``inactive`` leaves on the reading's metrics.
 _Scored = tuple[str, str, list[str]]  # rule id, scope key, the detectors it reads
-_Step = tuple[int, "_Compiled", str, str, tuple[str, str], "_Gate | None", list[Condition]]
+_Step = tuple[int, "_Compiled", str, str, tuple[str, str], "_Gate | None", tuple[Condition, ...]]
 _CLOCKED = {"silent", "silent_intervals", "hours", "inactive", "away", "cohb"}
 # A reading can only end a silence, never start one: a silence rule that is idle in a scope
 # (nothing raised, no timer running) is left to the clock's tick, not judged on every reading.
@@ -405,11 +405,13 @@ class _Plan:
     __slots__ = ("calm", "checked", "gate", "passable", "rest", "steps")
 
     def __init__(self, steps: list[_Step], merged: dict[tuple[_Gate, ...], _Gate]) -> None:
-        self.steps = steps
+        # Tuples where they can be: a plan per device lives as long as the rules, and the
+        # collector untracks tuples of plain values (full collections pause the loop).
+        self.steps = tuple(steps)
         passable = [step for step in steps if _passable(step)]
-        self.rest = [step for step in steps if not _passable(step)]
+        self.rest = tuple(step for step in steps if not _passable(step))
         # (mode, rule id, scope key, (rule id, scope key)) of each passable step
-        self.passable = [(step[0], step[3], step[2], step[4]) for step in passable]
+        self.passable = tuple((step[0], step[3], step[2], step[4]) for step in passable)
         gates = tuple(step[5] for step in passable if step[5] is not None)
         self.gate: _Gate | None = None
         if passable:
@@ -513,7 +515,9 @@ def _step(
     else:
         mode = _WATCHED
     fed = set(names)
-    routines = [leaf for leaf in compiled.inactive if fed.intersection(leaf.inactive or [])]
+    # A tuple: most are empty, and the empty one is not the cyclic collector's to scan (a
+    # list per rule and device was; see _Plan).
+    routines = tuple(leaf for leaf in compiled.inactive if fed.intersection(leaf.inactive or []))
     gate = None
     if mode == _GATED:
         gate = gates.get(names)
@@ -992,11 +996,11 @@ class Engine:
                 self._plans.clear()
                 self._gates.clear()
                 self._merged.clear()
-            steps = [
+            made = [
                 _step(compiled, key, names, self._gates.setdefault(compiled.rule.id, {}))
                 for compiled, key in matching
             ]
-            plan = self._plans[(device.id, names)] = _Plan(steps, self._merged)
+            plan = self._plans[(device.id, names)] = _Plan(made, self._merged)
         alerts, settled = self.state.alerts, self._settled
         steps = plan.steps
         if plan.gate is not None:
