@@ -107,7 +107,9 @@ class OutboxConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Bounds for what waits for the hub. Life-safety alerts are never dropped."""
 
     max_entries: Annotated[int, Meta(ge=100)] = 100_000
-    max_age_days: Annotated[float, Meta(gt=0)] = 30.0
+    # At most ten years: past that the prune's cut-off overflows SQLite's integers (at .inf,
+    # Python's int()), which stopped the agent at its first housekeeping round.
+    max_age_days: Annotated[float, Meta(gt=0, le=3650)] = 30.0
 
 
 class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -12,8 +12,10 @@ _UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(s|min|h|d)\s*$"
 _RE = re.compile(_PATTERN)
 
-# A duration field accepts "90s", "5min", "12h", "30d" or a number of seconds.
-Duration = Annotated[str, Meta(pattern=_PATTERN)] | Annotated[float, Meta(ge=0)]
+# A duration field accepts "90s", "5min", "12h", "30d" or a number of seconds (at most ten
+# years: ``.inf`` would make a hold that never ends, or a window that keeps every sample).
+MAX_SECONDS = 10 * 365 * 86400
+Duration = Annotated[str, Meta(pattern=_PATTERN)] | Annotated[float, Meta(ge=0, le=MAX_SECONDS)]
 
 
 @cache

@@ -45,3 +45,21 @@ def test_the_shipped_example_loads() -> None:
     root = Path(__file__).resolve().parents[3]
     config = load(root / "deploy" / "edge.example.yaml", env={})
     assert len(config.rules.resolved()) > 10
+
+
+@pytest.mark.parametrize(
+    ("outbox", "words"),
+    [
+        ("{max_age_days: .inf}", "max_age_days"),
+        ("{max_age_days: 1.0e+30}", "max_age_days"),
+    ],
+)
+def test_outbox_bounds_past_what_the_prune_can_count_are_errors(
+    tmp_path: Path, outbox: str, words: str
+) -> None:
+    """Accepted, these stopped the agent at its first housekeeping round (int(inf), or a
+    cut-off too large for SQLite's integers in the prune): now check-config names them."""
+    path = write(tmp_path, BASE + f"outbox: {outbox}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path, env={})
+    assert caught.value.line == 4 and words in str(caught.value)

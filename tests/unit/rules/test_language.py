@@ -79,6 +79,7 @@ def test_mistakes_are_errors_with_the_line(bad: str, line: int, words: str) -> N
         ('{metric: co_ppm, op: "<", value: .inf, unit: ppm}', "finite number, not inf"),
         ('{rate: temp_c, over: 60s, op: ">=", value: .nan, unit: "°C/min"}', "finite number"),
         ('{score: pump, op: ">=", value: .nan}', "finite number"),
+        ('{metric: co_ppm, agg: mean, over: .inf, op: ">=", value: 50, unit: ppm}', "over"),
         ("{hours: '25:00-06:00'}", "hours"),
         ("{stuck: temp_c}", "needs over"),
         ('{metric: sos, op: "==", value: 2}', "never true"),
