@@ -66,7 +66,8 @@ class DeviceConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     room: str | None = None
     resident: Id | None = None  # elder care: whose routine this device watches
     # How often the device reports; silence for `silent_after` intervals marks it offline.
-    interval_s: Annotated[float, Meta(gt=0, le=86400)] = DEFAULT_INTERVAL_S
+    # At least 0.1 s: a device "reporting" every 1e-300 s is silent after every reading.
+    interval_s: Annotated[float, Meta(ge=0.1, le=86400)] = DEFAULT_INTERVAL_S
 
 
 class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -77,7 +78,7 @@ class TelemetryConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     username: str | None = None
     password: str | None = None
     interval_s: Annotated[int, Meta(ge=1, le=3600)] = 10
-    flush_s: Annotated[float, Meta(gt=0, le=600)] = 5.0
+    flush_s: Annotated[float, Meta(ge=0.1, le=600)] = 5.0  # below: a busy loop on the card
     # While InfluxDB is down, batches wait on disk up to this size; then the oldest go.
     buffer_max_mb: Annotated[float, Meta(gt=0, le=10_000)] = 50.0
     # Retention of the downsampled series: the edge creates (or alters) a default retention
@@ -126,18 +127,20 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     rules: RuleSet = RuleSet()
     # A rule file instead of (not beside) an inline `rules:` section, relative to this file.
     rules_file: str | None = None
-    # An unacknowledged alert is sent again after this long (doubling, see the next).
-    uplink_retry_s: Annotated[float, Meta(gt=0, le=600)] = 2.0
+    # An unacknowledged alert is sent again after this long (doubling, see the next). The
+    # lower bounds here keep a typo from turning a loop into a busy one (under 0.5 ms, every
+    # unacknowledged alert was sent again on every turn).
+    uplink_retry_s: Annotated[float, Meta(ge=0.1, le=600)] = 2.0
     # The backoff stops growing here; a hub coming back online also resets it at once.
-    uplink_retry_max_s: Annotated[float, Meta(gt=0, le=3600)] = 15.0
-    heartbeat_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    uplink_retry_max_s: Annotated[float, Meta(ge=0.1, le=3600)] = 15.0
+    heartbeat_s: Annotated[float, Meta(ge=1, le=3600)] = 10.0
     outbox: OutboxConfig = OutboxConfig()
     telemetry: TelemetryConfig | None = None
     # Prometheus /metrics on this port (None: off).
     metrics_port: Port | None = None
     # An Extreme alarm not acknowledged by the hub within this time is announced on the
     # building's own speakers by the gateway (the hub would have broadcast it by then).
-    local_warning_after_s: Annotated[float, Meta(gt=0, le=600)] = 15.0
+    local_warning_after_s: Annotated[float, Meta(ge=0.1, le=600)] = 15.0
     # A device silent for this many reporting intervals is offline.
     silent_after: Annotated[float, Meta(ge=1, le=1000)] = 3.0
 
@@ -147,6 +150,11 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             if device.id in seen:
                 raise ValueError(f"device id {device.id!r} is listed twice under devices")
             seen.add(device.id)
+        if self.uplink_retry_max_s < self.uplink_retry_s:
+            raise ValueError(
+                f"uplink_retry_max_s ({self.uplink_retry_max_s:g}) is where the backoff from"
+                f" uplink_retry_s ({self.uplink_retry_s:g}) stops growing: make it at least that"
+            )
 
 
 ENV_PREFIX = "ANMIN_EDGE_"

@@ -28,7 +28,19 @@ def seconds(value: str | float) -> float:
     match = _RE.match(value)
     if match is None:
         raise ValueError(f"not a duration: {value!r} (write e.g. 90s, 5min, 12h, 30d)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    total = float(match.group(1)) * _UNITS[match.group(2)]
+    if total > MAX_SECONDS:
+        raise ValueError(f"{value.strip()} is longer than ten years, the longest duration")
+    return total
+
+
+def window(value: str | float, what: str) -> float:
+    """A window or a wait a condition needs: at least a second (shorter, a rate divides by
+    nothing, a window holds no sample, a silence or a skew holds at every reading)."""
+    total = seconds(value)
+    if total < 1:
+        raise ValueError(f"{what} must be at least 1s, not {value!r}")
+    return total
 
 
 def describe(total: float) -> str:

@@ -1282,6 +1282,8 @@ class Engine:
                 hits = alert.hits.setdefault(severity, [])
                 if ok and fed:
                     hits.append(at)
+                    if len(hits) > level.repeat:  # the newest `repeat` decide: a long window
+                        del hits[0]  # must not keep every hit in the state for its length
                 window = seconds(level.within)
                 while hits and hits[0] <= at - window:
                     hits.pop(0)

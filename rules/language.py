@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from rules.durations import Duration, seconds
+from rules.durations import Duration, seconds, window
 from wire.metrics import METRICS, metric
 
 RuleId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -112,6 +112,12 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             )
         if groups and not groups[0]:
             raise ValueError("an all/any group needs at least one condition")
+        for name in ("over", "within", "silent", "clock_skew", "default", "margin"):
+            value = getattr(self, name)
+            if value is not None:
+                seconds(value)  # strings past ten years are errors too (the pattern is open)
+        if self.within is not None:
+            window(self.within, "within")
         if subjects:
             self._check_leaf(subjects[0])
 
@@ -148,8 +154,11 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             assert name is not None
             if name != "*":
                 _known(name)
-            if self.over is None or seconds(self.over) <= 0:
+            if self.over is None:
                 raise ValueError(f"a {subject} condition needs over: a duration")
+            window(self.over, f"a {subject} condition's over")
+        elif subject in ("silent", "clock_skew"):
+            window(getattr(self, subject), subject)
         elif subject == "out_of_range":
             assert self.out_of_range is not None
             if self.out_of_range != "*":
@@ -160,6 +169,7 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                 raise ValueError("inactive needs at least one activity metric")
             for name in self.inactive:
                 _known(name)
+            window(self.default, "default")
             self._check_wake()
         if subject != "inactive":
             for name in ("wake", "weekend_wake", "margin"):
@@ -190,6 +200,8 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         assert found is not None
         if self.agg != "last" and self.over is None:
             raise ValueError(f"agg {self.agg} needs over: a window")
+        if self.over is not None:
+            window(self.over, "over")
         if self.agg == "count":
             return
         if self.unit is None and found.unit not in UNITLESS:
@@ -217,8 +229,9 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         _known(self.rate)
         found = metric(self.rate)
         assert found is not None
-        if self.over is None or seconds(self.over) <= 0:
+        if self.over is None:
             raise ValueError("a rate condition needs over: a window such as 60s")
+        window(self.over, "a rate's over")
         if self.unit not in (f"{found.unit}/min", f"{found.unit}/s"):
             raise ValueError(
                 f"wrong unit {self.unit!r}: the rate of {self.rate} is in "
@@ -259,6 +272,9 @@ class Level(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("an all/any group needs at least one condition")
         if (self.repeat is None) != (self.within is None):
             raise ValueError("repeat and within go together: repeat N times within a window")
+        seconds(self.for_)  # past ten years: an error
+        if self.within is not None:
+            window(self.within, "within")
         if self.repeat is not None and seconds(self.for_) > 0:
             raise ValueError("a level is either held (for) or repeated (repeat/within), not both")
 

@@ -82,7 +82,7 @@ class DeviceStatus(_Telemetry, kw_only=True, frozen=True):
     # (docs/edge.md, "Discovered devices"); a listed device's config wins over them.
     unit: Id | None = None
     room: Name | None = None
-    interval_s: Annotated[float, Meta(gt=0, le=86400)] | None = None
+    interval_s: Annotated[float, Meta(ge=0.1, le=86400)] | None = None
 
 
 class AlertEvent(_Telemetry, kw_only=True, frozen=True):

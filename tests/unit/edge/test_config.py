@@ -63,3 +63,23 @@ def test_outbox_bounds_past_what_the_prune_can_count_are_errors(
     with pytest.raises(ConfigError) as caught:
         load(path, env={})
     assert caught.value.line == 4 and words in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "words"),
+    [
+        # Each turned a loop busy: a heartbeat, a resend of every unacknowledged alert, a
+        # telemetry flush to the card on every turn; a device "silent" after every reading.
+        ("heartbeat_s: 1.0e-300\n", 4, "heartbeat_s"),
+        ("uplink_retry_s: 0.0004\n", 4, "uplink_retry_s"),
+        ("telemetry: {flush_s: 1.0e-300}\n", 4, "flush_s"),
+        ("devices:\n  - {id: g1, kind: gas, interval_s: 1.0e-300}\n", 5, "interval_s"),
+        ("uplink_retry_s: 30\nuplink_retry_max_s: 10\n", 1, "at least that"),
+    ],
+)
+def test_intervals_that_would_spin_a_loop_are_errors(
+    tmp_path: Path, extra: str, line: int, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, BASE + extra), env={})
+    assert caught.value.line == line and words in str(caught.value)

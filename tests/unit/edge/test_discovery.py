@@ -156,3 +156,12 @@ def test_devices_taken_in_before_are_taken_in_again_as_discovery_now_allows() ->
     assert target.devices["gas-1"].config == LISTED
     assert set(target.devices) == {"gas-1", "gas-9", "co-9"}
     assert ingest(None).take_in(saved) == []
+
+
+def test_an_announced_interval_a_loop_cannot_keep_is_refused() -> None:
+    """A device announcing it reports every 1e-300 s would be silent after every reading
+    (its silence alarm raised and cleared each time, each sent to the hub)."""
+    target = ingest()
+    result = announce(target, "gas-9", kind="gas", interval_s=1e-300)
+    assert isinstance(result, Rejection) and "interval_s" in result.detail
+    assert "gas-9" not in target.devices

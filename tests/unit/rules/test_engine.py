@@ -53,6 +53,17 @@ def test_repeat_n_times_within_a_window() -> None:
     assert sim.changes()[-1][2] == "cleared"
 
 
+def test_a_repeat_keeps_only_the_hits_that_decide() -> None:
+    """The newest ``repeat`` hits decide; a long window kept every hit in the saved state
+    (50,000 after 50,000 readings with ``within: 3650d``)."""
+    sim = Sim(REPEATED)
+    for t in range(0, 200, 2):
+        sim.feed(t, LOCKER, tamper=1)
+    assert sim.changes() == [(4, "door-slams", "raised", "Minor")]
+    track = sim.engine.state.alerts["door-slams"][LOCKER.id]
+    assert track.hits == {"Minor": [at(t).timestamp() for t in (194, 196, 198)]}
+
+
 GROUP_LATCH = ruleset(
     """\
     rules:

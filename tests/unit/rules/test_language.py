@@ -80,6 +80,21 @@ def test_mistakes_are_errors_with_the_line(bad: str, line: int, words: str) -> N
         ('{rate: temp_c, over: 60s, op: ">=", value: .nan, unit: "°C/min"}', "finite number"),
         ('{score: pump, op: ">=", value: .nan}', "finite number"),
         ('{metric: co_ppm, agg: mean, over: .inf, op: ">=", value: 50, unit: ppm}', "over"),
+        # Windows and waits shorter than a second: a rate divided by no time at all (every
+        # alarm of the device was lost with it), windows that hold nothing, silences and
+        # skews that hold at every reading. Durations past ten years, as numbers or words.
+        ('{rate: gas_lel, over: "0.0000001s", op: ">=", value: 5, unit: "%LEL/min"}', "1s"),
+        ('{rate: gas_lel, over: 1.0e-300, op: ">=", value: 5, unit: "%LEL/min"}', "1s"),
+        ('{metric: co_ppm, agg: mean, over: 0, op: ">=", value: 50, unit: ppm}', "at least 1s"),
+        ('{metric: co_ppm, op: ">=", value: 50, unit: ppm, within: 0s}', "within must be"),
+        ("{silent: 0}", "silent must be at least 1s"),
+        ("{clock_skew: 0.5}", "clock_skew must be at least 1s"),
+        ("{stuck: co_ppm, over: 0.2}", "at least 1s"),
+        (
+            '{metric: co_ppm, agg: mean, over: "99999999999d", op: ">=", value: 5, unit: ppm}',
+            "longer than ten years",
+        ),
+        ("{silent: " + "9" * 400 + "s}", "longer than ten years"),
         ("{hours: '25:00-06:00'}", "hours"),
         ("{stuck: temp_c}", "needs over"),
         ('{metric: sos, op: "==", value: 2}', "never true"),
@@ -233,3 +248,15 @@ def test_routines_mistakes_are_errors_with_the_line(routine: str, words: str) ->
 def test_a_routine_given_twice_is_an_error() -> None:
     twice = '  - {resident: li, wake: "05:30"}\n  - {resident: li, wake: "06:00"}\n'
     assert "'li' appears twice" in str(error(ELDER + "routines:\n" + twice))
+
+
+@pytest.mark.parametrize(
+    ("level", "words"),
+    [
+        ("repeat: 3\n        within: 0s", "within must be at least 1s"),
+        ("for: 99999999999d", "longer than ten years"),
+    ],
+)
+def test_level_waits_past_what_can_happen_are_errors(level: str, words: str) -> None:
+    found = error(GOOD.replace("for: 5min", level))
+    assert words in str(found)
