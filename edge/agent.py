@@ -429,6 +429,8 @@ class EdgeAgent:
         out["uptime_s"] = time.monotonic() - self.started
         out["mqtt_reconnects"] = max(0, self.local.connections - 1)
         out["handler_errors"] = self.local.handler_errors
+        # Rule and detector evaluations that raised (each skipped alone; the log names them).
+        out["rule_failures"] = float(sum(self.engine.failures.values()))
         # Readings received and not yet handled: at its limit (5,000), reading pauses and the
         # broker holds the rest (sheds QoS 0 beyond its queue). Dropped here: TLS only.
         out["mqtt_inbox_waiting"] = self.local.waiting

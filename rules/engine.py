@@ -14,9 +14,11 @@ no create condition holds and the clear condition has held for its time.
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import pickle
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,6 +125,8 @@ class _Compiled:
     # Every timed leaf is a COHb dose at or over a threshold: see signals.dose_may_reach.
     doses_only: bool = False
 
+
+log = logging.getLogger(__name__)
 
 PLANS_LIMIT = 100_000
 _KEEP_NOTHING = (0.0, 0.0, 0.0, 0.0)  # a metric no window reads: its latest value is enough
@@ -621,6 +625,11 @@ class Engine:
         self._detectors: dict[tuple[str, str], Detector] = {}
         # Detector models a snapshot could not carry or restore (they learn again).
         self.models_dropped = 0
+        # Rule id (or "detector NAME") -> evaluations that raised: that rule was skipped for
+        # that reading or tick, every other rule went on (a bug in one, such as a rate that
+        # divided by zero, silenced every alarm of the device's readings, and one in a tick
+        # stopped the agent).
+        self.failures: Counter[str] = Counter()
         # Pickled models, refreshed at most every MODELS_EVERY_S of engine time: snapshots
         # are taken on every alert, and pickling a forest there would slow the alarm path.
         self._models: dict[str, bytes] = {}
@@ -1010,35 +1019,47 @@ class Engine:
                     for mode, rule_id, key, settle in plan.passable
                 )
                 plan.checked = self._epoch
-            if plan.calm and not plan.gate.holds(track):
+            try:
+                quick = plan.calm and not plan.gate.holds(track)
+            except Exception:  # each step on its own, below: the one that fails is named
+                quick = False
+            if quick:
                 steps = plan.rest  # each passable step would be passed (the loop below)
         for mode, compiled, key, rule_id, settle, gate, routines in steps:
-            for leaf in routines:
-                if any(values.get(name, 0.0) for name in leaf.inactive or []):
-                    routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
-                    check = up_by(leaf, self.scope_times(key))
-                    routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
-            if mode != _JUDGE:
-                tracks = alerts.get(rule_id)
-                if tracks is None or key not in tracks:  # idle in this scope
-                    if mode == _WATCHED:
-                        continue
-                    assert gate is not None
-                    if (
-                        settle in settled
-                        and not gate.holds(track)
-                        and not self._opens(gate, compiled, key, track, at)
-                    ):
-                        continue
-                    if gate.bounds is not None and not gate.may_hold(self._scope(rule_id, key)):
-                        # No level can hold: judged in full, the idle rule would stay idle
-                        # (no latch, no repeat: _bounds and _step), so it counts as judged.
-                        if settle not in settled:
-                            settled.add(settle)
-                            self._epoch += 1
-                        continue
-            out += self._evaluate(compiled, key, now, fed=True)
+            try:
+                for leaf in routines:
+                    if any(values.get(name, 0.0) for name in leaf.inactive or []):
+                        routine = self.state.routines.setdefault(routine_key(key, leaf), Routine())
+                        check = up_by(leaf, self.scope_times(key))
+                        routine.activity(at, seconds(leaf.default), self.utc_offset_s, check)
+                if mode != _JUDGE:
+                    tracks = alerts.get(rule_id)
+                    if tracks is None or key not in tracks:  # idle in this scope
+                        if mode == _WATCHED:
+                            continue
+                        assert gate is not None
+                        if (
+                            settle in settled
+                            and not gate.holds(track)
+                            and not self._opens(gate, compiled, key, track, at)
+                        ):
+                            continue
+                        if gate.bounds is not None and not gate.may_hold(self._scope(rule_id, key)):
+                            # No level can hold: judged in full, the idle rule would stay idle
+                            # (no latch, no repeat: _bounds and _step), so it counts as judged.
+                            if settle not in settled:
+                                settled.add(settle)
+                                self._epoch += 1
+                            continue
+                out += self._evaluate(compiled, key, now, fed=True)
+            except Exception:  # one rule that fails must not take the device's others with it
+                self._failed(rule_id)
         return out
+
+    def _failed(self, what: str) -> None:
+        count = self.failures[what] = self.failures[what] + 1
+        if count == 1 or count % 10_000 == 0:  # logged, not once per reading
+            log.exception("rules: %s failed (%d times so far); the other rules go on", what, count)
 
     def _rules_for(self, device: DeviceInfo) -> tuple[list[tuple[_Compiled, str]], list[_Scored]]:
         """The device's rules with their scope keys, and those of them reading detectors."""
@@ -1114,12 +1135,17 @@ class Engine:
                 held[name] = held.get(name, False) or raised
         x = {**values, TIME_KEY: at + self.utc_offset_s}  # local time, for seasonal baselines
         for name, alert_open in held.items():
-            detector = self._detectors.get((device.id, name))
-            if detector is None:
-                detector = self._detectors[(device.id, name)] = self.detector_factories[name]()
-            track.scores[name] = detector.score_one(x)
-            if not alert_open:
-                detector.learn_one(x)
+            try:
+                detector = self._detectors.get((device.id, name))
+                if detector is None:
+                    factory = self.detector_factories[name]
+                    detector = self._detectors[(device.id, name)] = factory()
+                track.scores[name] = detector.score_one(x)
+                if not alert_open:
+                    detector.learn_one(x)
+            except Exception:  # no score rather than a stale one; the rules go on
+                track.scores.pop(name, None)
+                self._failed(f"detector {name}")
 
     def tick(self, now: datetime) -> list[Transition]:
         """Let time pass: holds complete, clears complete, silence and routines are checked.
@@ -1153,30 +1179,37 @@ class Engine:
                 self._silence_due[rule_id] = due  # _evaluate drops it if a track turns idle
             timed = compiled.timed
             for key in keys:
-                track = tracks.get(key)
-                if track is None or track.idle():
-                    if not compiled.clocked:
-                        continue
-                    if silences:
-                        device = devices.get(key)  # a device scope's key is its id
-                        if device is not None:
-                            silent_at = self._silent_at(compiled, device)
-                            if at < silent_at:
-                                due = min(due, silent_at)
+                try:
+                    track = tracks.get(key)
+                    if track is None or track.idle():
+                        if not compiled.clocked:
+                            continue
+                        if silences:
+                            device = devices.get(key)  # a device scope's key is its id
+                            if device is not None:
+                                silent_at = self._silent_at(compiled, device)
+                                if at < silent_at:
+                                    due = min(due, silent_at)
+                                    continue
+                            due = at  # judged while idle: again at the next tick
+                        elif _GATE_TICKS and (rule_id, key) in settled:
+                            if not timed:
                                 continue
-                        due = at  # judged while idle: again at the next tick
-                    elif _GATE_TICKS and (rule_id, key) in settled:
-                        if not timed:
-                            continue
-                        scope = self._scope(rule_id, key)
-                        if compiled.doses_only and not dose_may_reach(timed, scope):
-                            continue
-                        ctx = Context(
-                            at, self.utc_offset_s, self.state.routines, key, self.scope_times(key)
-                        )
-                        if not any(evaluate_leaf(leaf, scope, ctx)[0] for leaf in timed):
-                            continue
-                out += self._evaluate(compiled, key, now, fed=False)
+                            scope = self._scope(rule_id, key)
+                            if compiled.doses_only and not dose_may_reach(timed, scope):
+                                continue
+                            ctx = Context(
+                                at,
+                                self.utc_offset_s,
+                                self.state.routines,
+                                key,
+                                self.scope_times(key),
+                            )
+                            if not any(evaluate_leaf(leaf, scope, ctx)[0] for leaf in timed):
+                                continue
+                    out += self._evaluate(compiled, key, now, fed=False)
+                except Exception:  # nor a tick every rule after it (nor the agent: see _failed)
+                    self._failed(rule_id)
             if silences and not waiting and rule_id in self._silence_due:
                 self._silence_due[rule_id] = due
         return out

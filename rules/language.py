@@ -131,6 +131,8 @@ class Condition(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(f"a {subject} condition needs op and value")
         if not compared and (self.op is not None or self.value is not None):
             raise ValueError(f"a {subject} condition takes no op/value")
+        if not math.isfinite(self.tolerance):  # .inf: every value "unchanged", stuck at once
+            raise ValueError(f"tolerance must be a finite number, not {self.tolerance}")
         if self.value is not None and not math.isfinite(self.value):
             # NaN compares false with everything: a rule that could never hold, unsaid.
             raise ValueError(f"value must be a finite number, not {self.value}")

@@ -53,6 +53,7 @@ async def test_the_agent_exports_its_rule_latency_and_counters(tmp_path: Path) -
     assert f"anmin_edge_rule_seconds_count{{{where}}} 3.0" in text
     assert 'anmin_edge_rule_seconds_bucket{gateway="gw-1",le="+Inf",site="s1"} 3.0' in text
     assert f"anmin_edge_readings_total{{{where}}} 3.0" in text
+    assert f"anmin_edge_rule_failures_total{{{where}}} 0.0" in text  # a rule that raised
 
 
 @pytest.mark.anyio

@@ -90,6 +90,7 @@ def test_mistakes_are_errors_with_the_line(bad: str, line: int, words: str) -> N
         ("{silent: 0}", "silent must be at least 1s"),
         ("{clock_skew: 0.5}", "clock_skew must be at least 1s"),
         ("{stuck: co_ppm, over: 0.2}", "at least 1s"),
+        ("{stuck: co_ppm, over: 1h, tolerance: .inf}", "tolerance must be a finite number"),
         (
             '{metric: co_ppm, agg: mean, over: "99999999999d", op: ">=", value: 5, unit: ppm}',
             "longer than ten years",
