@@ -16,26 +16,32 @@ from tests.unit.rules.support import Sim, device
 
 PUMP = device("pump-1", "pump", unit=None, interval_s=10.0)
 
-RULES = load_yaml(
-    textwrap.dedent(
-        """\
-        rules:
-          - id: a-scored
-            kind: pump_anomaly
-            devices: {kinds: [pump]}
-            create:
-              Minor: {all: [{score: broken, op: ">=", value: 0.5}]}
-          - id: b-vibration
-            kind: pump_alarm
-            devices: {kinds: [pump]}
-            create:
-              Moderate:
-                all: [{metric: vibration_mm_s, op: ">=", value: 11, unit: mm/s}]
-                for: 20s
-        """
-    ),
-    RuleSet,
-    "test.yaml",
+# The alarm every test expects to come on time, beside a rule that fails.
+VIBRATION = """\
+  - id: b-vibration
+    kind: pump_alarm
+    devices: {kinds: [pump]}
+    create:
+      Moderate:
+        all: [{metric: vibration_mm_s, op: ">=", value: 11, unit: mm/s}]
+        for: 20s
+"""
+
+
+def _rules(first: str) -> RuleSet:
+    """``first`` (one rule, as YAML), then the vibration alarm."""
+    text = "rules:\n" + textwrap.indent(textwrap.dedent(first), "  ") + VIBRATION
+    return load_yaml(text, RuleSet, "test.yaml")
+
+
+RULES = _rules(
+    """\
+      - id: a-scored
+        kind: pump_anomaly
+        devices: {kinds: [pump]}
+        create:
+          Minor: {all: [{score: broken, op: ">=", value: 0.5}]}
+    """
 )
 
 
@@ -85,27 +91,17 @@ def test_a_rule_that_raises_on_a_reading_costs_that_rule_alone(
     assert sim.engine.failures["a-scored"] == 4
 
 
-HELD_TWICE = load_yaml(
-    textwrap.dedent(
-        """        rules:
-          - id: a-held
-            kind: pump_alarm
-            devices: {kinds: [pump]}
-            create:
-              Minor:
-                all: [{metric: vibration_mm_s, op: ">=", value: 11, unit: mm/s}]
-                for: 20s
-          - id: b-held
-            kind: pump_alarm
-            devices: {kinds: [pump]}
-            create:
-              Moderate:
-                all: [{metric: vibration_mm_s, op: ">=", value: 11, unit: mm/s}]
-                for: 20s
-        """
-    ),
-    RuleSet,
-    "test.yaml",
+# Two holds from one reading: only ticks complete them.
+HELD = _rules(
+    """\
+      - id: a-held
+        kind: pump_alarm
+        devices: {kinds: [pump]}
+        create:
+          Minor:
+            all: [{metric: vibration_mm_s, op: ">=", value: 5, unit: mm/s}]
+            for: 20s
+    """
 )
 
 
@@ -113,11 +109,11 @@ def test_a_rule_that_raises_in_a_tick_costs_that_rule_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Both holds run from one reading; only ticks can complete them. The first rule's tick
-    raises; the second's hold still completes at its tick."""
+    raises; the vibration alarm's hold still completes at its tick."""
     monkeypatch.setattr(Engine, "_evaluate", _failing("a-held", fed=False))
-    sim = Sim(HELD_TWICE)
+    sim = Sim(HELD)
     sim.feed(0, PUMP, vibration_mm_s=15.0)
     for t in range(5, 30, 5):
         sim.tick(t)
-    assert [(t, x.rule) for t, x in sim.log] == [(20, "b-held")]
+    assert [(t, x.rule) for t, x in sim.log] == [(20, "b-vibration")]
     assert sim.engine.failures["a-held"] == 5
