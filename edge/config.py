@@ -150,11 +150,6 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             if device.id in seen:
                 raise ValueError(f"device id {device.id!r} is listed twice under devices")
             seen.add(device.id)
-        if self.uplink_retry_max_s < self.uplink_retry_s:
-            raise ValueError(
-                f"uplink_retry_max_s ({self.uplink_retry_max_s:g}) is where the backoff from"
-                f" uplink_retry_s ({self.uplink_retry_s:g}) stops growing: make it at least that"
-            )
 
 
 ENV_PREFIX = "ANMIN_EDGE_"

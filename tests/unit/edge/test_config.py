@@ -74,7 +74,6 @@ def test_outbox_bounds_past_what_the_prune_can_count_are_errors(
         ("uplink_retry_s: 0.0004\n", 4, "uplink_retry_s"),
         ("telemetry: {flush_s: 1.0e-300}\n", 4, "flush_s"),
         ("devices:\n  - {id: g1, kind: gas, interval_s: 1.0e-300}\n", 5, "interval_s"),
-        ("uplink_retry_s: 30\nuplink_retry_max_s: 10\n", 1, "at least that"),
     ],
 )
 def test_intervals_that_would_spin_a_loop_are_errors(
