@@ -520,43 +520,57 @@ class EdgeAgent:
         return loop.run_in_executor(self._disk, functools.partial(call, *args, **kwargs))
 
     async def _housekeeping_loop(self) -> None:
-        """Once a second: save changed rule state, notice silent devices, apply outbox bounds."""
-        bounds = self.config.outbox
+        """Once a second: save changed rule state, notice silent devices, apply outbox bounds.
+
+        A round that fails (a full card refusing the outbox's prune) is counted and logged,
+        and the next one runs a second later: before, it ended this task, and the agent with
+        it, every time it came back up on that card."""
         while True:
             await asyncio.sleep(1.0)
-            now = self.clock()
-            # Timers and silence: rules that fire without a reading (a device gone quiet,
-            # an inactivity window ending).
-            await self._alarms(self.engine.tick(now))
-            # Readings (an alarm among them) go between the parts of this round: at 10,000
-            # devices the tick and the health pass below take several ms each.
-            await asyncio.sleep(0)
-            self._flush_dead_letters(now)
-            self._state_dirty = True
-            if time.monotonic() - self._last_snapshot >= STATE_SAVE_S:
-                await self._save_state_soon()
-            for index, health in enumerate(list(self.ingest.devices.values())):
-                if index % HEALTH_SLICE == HEALTH_SLICE - 1:
-                    await asyncio.sleep(0)
-                silent_for = self.config.silent_after * health.config.interval_s
-                if (
-                    health.state == "online"
-                    and health.last_seen is not None
-                    and (now - health.last_seen).total_seconds() > silent_for
-                ):
-                    # A device that stopped talking must never look like a safe reading.
-                    health.state = "offline"
-                    self.counters["devices_went_silent"] += 1
-                    self._observe("health", f"{health.config.id} silent for {silent_for:.0f}s")
-            dropped = await self._io(
-                self.outbox.prune,
-                _ms(now),
-                max_age_ms=int(bounds.max_age_days * 86_400_000),
-                max_entries=bounds.max_entries,
-            )
-            if dropped:
-                self.counters["outbox_dropped"] += dropped
-                log.warning("outbox over its bounds: dropped %d non-life-safety entries", dropped)
+            try:
+                await self._housekeeping_round()
+            except Exception:
+                failed = self.counters["housekeeping_errors"] = (
+                    self.counters["housekeeping_errors"] + 1
+                )
+                if failed == 1 or failed % 600 == 0:  # not every second into a full journal
+                    log.exception("edge: housekeeping failed (%d times); it runs on", failed)
+
+    async def _housekeeping_round(self) -> None:
+        bounds = self.config.outbox
+        now = self.clock()
+        # Timers and silence: rules that fire without a reading (a device gone quiet,
+        # an inactivity window ending).
+        await self._alarms(self.engine.tick(now))
+        # Readings (an alarm among them) go between the parts of this round: at 10,000
+        # devices the tick and the health pass below take several ms each.
+        await asyncio.sleep(0)
+        self._flush_dead_letters(now)
+        self._state_dirty = True
+        if time.monotonic() - self._last_snapshot >= STATE_SAVE_S:
+            await self._save_state_soon()
+        for index, health in enumerate(list(self.ingest.devices.values())):
+            if index % HEALTH_SLICE == HEALTH_SLICE - 1:
+                await asyncio.sleep(0)
+            silent_for = self.config.silent_after * health.config.interval_s
+            if (
+                health.state == "online"
+                and health.last_seen is not None
+                and (now - health.last_seen).total_seconds() > silent_for
+            ):
+                # A device that stopped talking must never look like a safe reading.
+                health.state = "offline"
+                self.counters["devices_went_silent"] += 1
+                self._observe("health", f"{health.config.id} silent for {silent_for:.0f}s")
+        dropped = await self._io(
+            self.outbox.prune,
+            _ms(now),
+            max_age_ms=int(bounds.max_age_days * 86_400_000),
+            max_entries=bounds.max_entries,
+        )
+        if dropped:
+            self.counters["outbox_dropped"] += dropped
+            log.warning("outbox over its bounds: dropped %d non-life-safety entries", dropped)
 
     async def _telemetry_loop(self, telemetry: Telemetry) -> None:
         interval = self.config.telemetry.flush_s if self.config.telemetry else 5.0
