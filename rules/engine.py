@@ -212,8 +212,16 @@ def _leaf_reads(leaf: Condition) -> set[str]:
 
 
 def _timed(leaf: Condition) -> bool:
-    """Whether the leaf's truth can change with time alone, with no new reading."""
+    """Whether the leaf's truth can change with time alone, with no new reading, in a way a
+    gate must see: a maximum over a window at or over a threshold (a minimum at or under)
+    only falls with time and rises only with a reading at or over it, so it is gated as
+    that latest value (no scan of a long window's buckets on every reading and tick)."""
     windowed = leaf.metric is not None and leaf.agg != "last" and leaf.over is not None
+    if windowed and "*" not in (leaf.metric or "") and leaf.value is not None:
+        if leaf.agg == "max" and leaf.op in (">", ">="):
+            return False
+        if leaf.agg == "min" and leaf.op in ("<", "<="):
+            return False
     return windowed or leaf.subject in _CLOCKED
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from itertools import pairwise
 
 import msgspec
 
@@ -104,32 +105,38 @@ class DeviceTrack(msgspec.Struct):
         if window > 0:
             if not buckets and history:  # a snapshot from before buckets (Engine.restore)
                 track.bucket_history(width)
-            _bucket(buckets, track.at, track.last, width)
+            started = _bucket(buckets, track.at, track.last, width)
             # Drop the buckets no window can reach: those whose last sample is at or before
             # the longest window's start (bisect: a chatty device's list is long).
             drop = bisect_right(buckets, track.at - window, key=_last_of)
             if drop:
                 del buckets[:drop]
+            if started and len(buckets) > COMPACT_AT and _due(buckets[-2].first, track.at, width):
+                _merge_old(buckets, track.at)
         elif buckets:
             buckets.clear()
         if rates > 0:
             # A rate reads the latest value and one sample a window older, so a sample that
             # close to the last one kept adds nothing a rate needs (see RATE_SPACING).
-            if not (spacing and history and track.at - history[-1][0] < spacing):
+            started = not (spacing and history and track.at - history[-1][0] < spacing)
+            if started:
                 history.append((track.at, track.last))
             # Keep the newest sample at or before the window's start (a rate needs one that
             # old) and everything after it.
             drop = bisect_right(history, (track.at - rates, _LAST)) - 1
             if drop > 0:
                 del history[:drop]
+            if started and len(history) > COMPACT_AT and _due(history[-2][0], track.at, spacing):
+                _thin_old(history, track.at)
         elif history:
             history.clear()
         if abs(track.last - track.anchor) > tolerance:
             track.anchor, track.steady_since = track.last, track.at
 
 
-def _bucket(buckets: list[Bucket], at: float, value: float, width: float) -> None:
-    """Add a sample to the newest bucket, or start one if it began ``width`` or more ago."""
+def _bucket(buckets: list[Bucket], at: float, value: float, width: float) -> bool:
+    """Add a sample to the newest bucket, or start one if it began ``width`` or more ago
+    (then True)."""
     if buckets:
         newest = buckets[-1]
         if at - newest.first < width:
@@ -143,15 +150,53 @@ def _bucket(buckets: list[Bucket], at: float, value: float, width: float) -> Non
                 newest.low = value
             elif value > newest.high:
                 newest.high = value
-            return
+            return False
         total_to, count_to = newest.total_to + value, newest.count_to + 1
     else:
         total_to, count_to = value, 1
     buckets.append(Bucket(at, at, 1, value, value, value, total_to, count_to))
+    return True
 
 
 def _last_of(bucket: Bucket) -> float:
     return bucket.last
+
+
+def _merge_old(buckets: list[Bucket], now: float) -> None:
+    """Merge runs of adjacent buckets that span no more than BUCKET_FRACTION of their age.
+
+    A window reads whole buckets from the first whose last sample is inside it, so a bucket
+    that old may take it back at most that fraction of its length further: the same bound as
+    the newest buckets' width. Only windows of very different lengths on one metric need it
+    (``mean over 1min`` beside ``max over 7d``: 100 buckets a minute, kept for 7 days, were
+    ~600,000 a device); then it keeps ~300 per tenfold of their ratio."""
+    merged: list[Bucket] = []
+    for bucket in buckets:
+        if merged:
+            run = merged[-1]
+            if bucket.last - run.first <= BUCKET_FRACTION * (now - bucket.last):
+                run.last = max(run.last, bucket.last)
+                run.count += bucket.count
+                run.total += bucket.total
+                run.low = min(run.low, bucket.low)
+                run.high = max(run.high, bucket.high)
+                run.total_to, run.count_to = bucket.total_to, bucket.count_to
+                continue
+        merged.append(bucket)
+    buckets[:] = merged
+
+
+def _thin_old(history: list[tuple[float, float]], now: float) -> None:
+    """Drop samples for rates where their neighbours are no more than RATE_SPACING of their
+    age apart: a rate over ``over`` then reads a sample at most that fraction of ``over``
+    older than its window's start, as the spacing of the newest samples allows (see
+    _merge_old: a 1-minute rate beside a 1-day one kept 100 samples a minute for a day)."""
+    kept = [history[0]]
+    for (at, value), (next_at, _) in pairwise(history[1:]):
+        if next_at - kept[-1][0] > RATE_SPACING * (now - next_at):
+            kept.append((at, value))
+    kept.append(history[-1])
+    history[:] = kept
 
 
 # Window aggregates read buckets a hundredth of their shortest window wide: a window then
@@ -166,6 +211,22 @@ BUCKET_FRACTION = 0.01
 # second or slower keep every sample; one sending 30 a second (the benchmark's) kept 1,800 for
 # a 60 s rate, and the state saves and the memory grew with them.
 RATE_SPACING = 0.01
+
+
+# Past this many buckets (or rate samples) a metric's windows differ greatly in length: the
+# old ones are merged (_merge_old, _thin_old) once per COMPACT_EVERY buckets' width of time,
+# so at most that many are started between two merges, however often the device reports.
+# The presets keep ~100 and never get there.
+COMPACT_AT = 256
+COMPACT_EVERY = 64
+
+
+def _due(before: float, at: float, width: float) -> bool:
+    """Whether a new bucket (sample) at ``at``, after one at ``before``, merges old ones."""
+    if width <= 0:
+        return False
+    period = COMPACT_EVERY * width
+    return at // period != before // period
 
 
 # Bisecting (at, value) samples at (t, _LAST) finds the first sample after t, as a key on

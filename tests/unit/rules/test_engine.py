@@ -3,6 +3,8 @@ and the detector hook."""
 
 from __future__ import annotations
 
+import bisect
+import math
 import random
 import textwrap
 from collections.abc import Mapping
@@ -11,6 +13,7 @@ import msgspec
 import pytest
 
 from rules import Engine, EngineError, RuleSet, load_preset, load_yaml
+from rules.durations import seconds
 from rules.language import Condition
 from rules.signals import BUCKET_FRACTION, DeviceTrack, _aggregate, rate_of
 from tests.unit.rules.support import Sim, at, device
@@ -467,6 +470,77 @@ def test_a_metric_only_rates_read_keeps_samples_a_hundredth_of_the_window_apart(
             assert kept <= 60 / 0.6 + 2 < all_kept
         else:
             assert kept == all_kept
+
+
+def test_windows_of_very_different_lengths_on_one_metric_stay_bounded_and_within_one_percent() -> (
+    None
+):
+    """A mean over a minute beside a maximum over a day (and rates over a minute and a day) on
+    one metric: buckets a hundredth of a minute wide, kept for a day, were 43,200 a day at a
+    reading every 2 s (600,000 for 7 days at 1/s; the maximum scanned them all). Old buckets
+    are merged and old rate samples thinned as they age (signals._merge_old, _thin_old): each
+    window still reaches back at most 1 % further than it says, each aggregate is still that
+    of the newest samples, and a rate still reads a real sample at most 1 % of its window
+    before the window's start."""
+    over = {"mean": 60.0, "sum": 3600.0, "count": 6 * 3600.0, "max": 86400.0, "min": 86400.0}
+    leaves = {
+        agg: msgspec.structs.replace(
+            Condition(metric="temp_c", agg="last", op=">=", value=1.0, unit="°C"),
+            agg=agg,
+            over=f"{span:g}s",
+        )
+        for agg, span in over.items()
+    }
+    rates = [
+        Condition(rate="temp_c", over=f"{s:g}s", op=">=", value=0.1, unit="°C/min")
+        for s in (60.0, 86400.0)
+    ]
+    rng = random.Random(5)
+    track = DeviceTrack(info=device("h1", "heat"), first_at=0.0)
+    samples: list[tuple[float, float]] = []
+    value_at: dict[float, float] = {}
+    t, interval = 0.0, 2.0
+    for n in range(60_000):  # 33 hours
+        t += interval
+        value = round(rng.uniform(15.0, 30.0), 2)
+        samples.append((t, value))
+        value_at[t] = value
+        track.record({"temp_c": value}, t, t)
+        track.trim("temp_c", 0.0, rates=86400.0, spacing=0.6, window=86400.0, width=0.6)
+        if n % 1500:
+            continue
+        kept = track.metrics["temp_c"]
+        for agg, leaf in leaves.items():
+            got = _aggregate(kept, leaf, t)
+            assert got is not None
+            # The buckets the window reads, from the first with a sample inside it.
+            start = bisect.bisect_right(kept.buckets, t - over[agg], key=lambda b: b.last)
+            taken_n = sum(b.count for b in kept.buckets[start:])
+            inside = [v for at_, v in samples if at_ > t - over[agg]]
+            reach = [v for at_, v in samples if at_ > t - over[agg] * 1.01]
+            assert len(inside) <= taken_n <= len(reach), (agg, n)
+            taken = [v for _, v in samples[-taken_n:]]  # the newest ones
+            expected = {
+                "mean": sum(taken) / len(taken),
+                "sum": sum(taken),
+                "count": float(len(taken)),
+                "max": max(taken),
+                "min": min(taken),
+            }[agg]
+            assert got == pytest.approx(expected, rel=1e-9), (agg, n)
+        for leaf in rates:
+            span = seconds(leaf.over or "0")
+            older = bisect.bisect_right(kept.history, (t - span, math.inf))
+            if t - span < samples[0][0]:
+                assert rate_of(kept, leaf) is None
+                continue
+            t0, v0 = kept.history[older - 1]
+            assert value_at[t0] == v0  # a real sample, as it was read
+            assert t - span - max(interval, 0.01 * span) <= t0 <= t - span
+            assert rate_of(kept, leaf) == pytest.approx((value - v0) / (t - t0) * 60.0)
+    # Bounded: ~100 a window's hundredth for the newest minute, a few hundred per tenfold of
+    # age after it, where every bucket and sample was kept before (43,200 in the last day).
+    assert len(kept.buckets) < 2_500 and len(kept.history) < 2_500
 
 
 def test_a_window_aggregate_keeps_buckets_and_a_rate_samples_apart() -> None:

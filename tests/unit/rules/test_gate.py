@@ -61,6 +61,24 @@ rules:
               - {metric: temp_c, op: ">=", value: 45, unit: "°C"}
               - {rate: temp_c, over: 1min, op: ">=", value: 2, unit: "°C/min"}
             within: 2min
+  - id: hot-lately-and-co
+    kind: fire
+    scope: unit
+    devices: {kinds: [heat, co]}
+    create:
+      Moderate:
+        all:  # a maximum over a window: gated as its latest value (rules.engine._timed)
+          - {metric: temp_c, agg: max, over: 10min, op: ">=", value: 45, unit: "°C"}
+          - {metric: co_ppm, op: ">=", value: 25, unit: ppm}
+  - id: cold-lately-and-co
+    kind: fire
+    scope: unit
+    devices: {kinds: [heat, co]}
+    create:
+      Minor:
+        all:  # and a minimum
+          - {metric: temp_c, agg: min, over: 5min, op: "<=", value: 19.5, unit: "°C"}
+          - {metric: co_ppm, op: ">", value: 5, unit: ppm}
   - id: night-smoke
     kind: smoke
     scope: building
@@ -256,6 +274,8 @@ def test_the_gate_changes_no_decision(seed: int, monkeypatch: pytest.MonkeyPatch
         "pump-anomaly",
         "vital-signs",
         "quiet-then-held",
+        "hot-lately-and-co",
+        "cold-lately-and-co",
     } <= raised
     assert spared < judged * 0.6  # and the gate must spare work
     # Readings pass every idle step of their plan at one test (here alarms are frequent).
