@@ -576,8 +576,11 @@ class EdgeAgent:
         interval = self.config.telemetry.flush_s if self.config.telemetry else 5.0
         while True:
             await asyncio.sleep(interval)
-            telemetry.gateway_point(self.stats(), self.clock())
-            await self._flush_telemetry(telemetry)
+            try:
+                telemetry.gateway_point(self.stats(), self.clock())
+                await self._flush_telemetry(telemetry)
+            except Exception:  # ended, the task would end the agent with it (its TaskGroup)
+                self._telemetry_failed("a flush")
 
     async def _flush_telemetry(self, telemetry: Telemetry, *, everything: bool = False) -> None:
         """The points are taken and made line protocol on this loop (see Telemetry.encode);
@@ -660,21 +663,33 @@ class EdgeAgent:
         await self._act(reading, self._judge(reading, now), now)
 
     def _judge(self, reading: Reading, now: datetime) -> list[Transition]:
-        health = self.ingest.devices[reading.device]
-        if self.telemetry is not None:
-            self.telemetry.reading(health.config, self.config.building, reading, now)
         info = self.devices[reading.device]
         # The rules' time is the gateway's clock at arrival: device clocks cannot be trusted
         # to hold an alarm back or bring it forward.
         started = time.perf_counter()
         transitions = self.engine.feed(info, reading, now)
         self.rule_latency.observe(time.perf_counter() - started)
-        if self.telemetry is not None and health.config.kind not in PRIVATE_KINDS:
+        self._state_dirty = True
+        if self.telemetry is not None:
+            # After the rules, and on its own: the dashboards' series must never cost an alarm.
+            try:
+                self._telemetry_of(self.telemetry, reading, now)
+            except Exception:
+                self._telemetry_failed("a reading's series")
+        return transitions
+
+    def _telemetry_of(self, telemetry: Telemetry, reading: Reading, now: datetime) -> None:
+        config = self.ingest.devices[reading.device].config
+        telemetry.reading(config, self.config.building, reading, now)
+        if config.kind not in PRIVATE_KINDS:
             track = self.engine.state.devices.get(reading.device)
             if track is not None and track.scores:
-                self.telemetry.scores(health.config, self.config.building, track.scores, now)
-        self._state_dirty = True
-        return transitions
+                telemetry.scores(config, self.config.building, track.scores, now)
+
+    def _telemetry_failed(self, what: str) -> None:
+        failed = self.counters["telemetry_errors"] = self.counters["telemetry_errors"] + 1
+        if failed == 1 or failed % 10_000 == 0:  # not once a reading into a full journal
+            log.exception("edge: telemetry failed on %s (%d times); the rest runs on", what, failed)
 
     async def _act(self, reading: Reading, transitions: list[Transition], now: datetime) -> None:
         if transitions:
