@@ -18,6 +18,7 @@ import logging
 import math
 import operator
 import pickle
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,6 @@ from rules.signals import (
     dose_key,
     dose_may_reach,
     evaluate_leaf,
-    rate_of,
     routine_key,
     silence_limit,
     up_by,
@@ -258,6 +258,7 @@ class _Gate:
     (``may_hold``: ``hr > 0`` holds, but not beside ``hr < 40``)."""
 
     __slots__ = (
+        "bounded",
         "bounds",
         "latest",
         "others",
@@ -286,7 +287,8 @@ class _Gate:
         # (metric, test, threshold); a fed metric's physical range (name, low, high); a
         # clock skew limit; a stuck metric (name, seconds); a rate (name, leaf, test, threshold).
         self.latest: list[tuple[str, Callable[[float, float], bool], float]] = []
-        self.rates: list[tuple[str, Condition, Callable[[float, float], bool], float]] = []
+        # (name, window s, 1 per second or 60 per minute, test, threshold): rate_of as data
+        self.rates: list[tuple[str, float, float, Callable[[float, float], bool], float]] = []
         self.ranges: list[tuple[str, float, float]] = []
         self.skews: list[float] = []
         self.stuck: list[tuple[str, float]] = []
@@ -308,7 +310,10 @@ class _Gate:
             elif leaf.clock_skew is not None:
                 self.skews.append(seconds(leaf.clock_skew))
             elif leaf.rate is not None and leaf.op is not None and leaf.value is not None:
-                self.rates.append((leaf.rate, leaf, OPERATORS[leaf.op], leaf.value))
+                assert leaf.over is not None and leaf.unit is not None
+                factor = 1.0 if leaf.unit.endswith("/s") else 60.0
+                test = OPERATORS[leaf.op]
+                self.rates.append((leaf.rate, seconds(leaf.over), factor, test, leaf.value))
             elif leaf.stuck is not None and leaf.stuck != "*" and leaf.over is not None:
                 self.stuck.append((leaf.stuck, seconds(leaf.over)))
             elif leaf.score is not None and leaf.op is not None and leaf.value is not None:
@@ -317,6 +322,7 @@ class _Gate:
                 self.others.append(leaf)
         self.timed = compiled.timed
         self.bounds = _bounds(compiled)
+        self.bounded: tuple[_Bounded, ...] = ()  # a merged gate's (see merged)
 
     def holds(self, device: DeviceTrack) -> bool:
         """Whether one of the plain leaves holds on the device (``others`` and ``timed`` are
@@ -337,17 +343,25 @@ class _Gate:
             track = metrics.get(name)
             if track is not None and track.at - track.steady_since >= over:
                 return True
-        for name, leaf, test, threshold in self.rates:
+        for name, over, factor, test, threshold in self.rates:
             track = metrics.get(name)
-            rate = None if track is None else rate_of(track, leaf)
-            if rate is not None and test(rate, threshold):
-                return True
+            if track is None:
+                continue
+            # rate_of, without its call: the newest sample at least ``over`` old
+            history = track.history
+            older = bisect_right(history, (track.at - over, math.inf))
+            if older:
+                t0, v0 = history[older - 1]
+                if test((track.last - v0) / (track.at - t0) * factor, threshold):
+                    return True
         scores = device.scores
         for name, test, threshold in self.scores:
             score = scores.get(name)
             if score is not None and test(score, threshold):
                 return True
-        return False
+        if not self.bounded:  # a rule's own gate, or a merged one with no bounds to test
+            return False
+        return any(part.may_hold(scope) and part.holds(device) for part, scope in self.bounded)
 
     def may_hold(self, devices: Sequence[DeviceTrack]) -> bool:
         """Whether a create level can hold now, its latest-value leaves tested on the scope and
@@ -368,9 +382,12 @@ class _Gate:
         return False
 
     @classmethod
-    def merged(cls, gates: Sequence[_Gate]) -> _Gate:
+    def merged(cls, gates: Sequence[_Gate], bounded: Sequence[_Bounded] = ()) -> _Gate:
         """One gate that holds when any of ``gates`` holds (their plain leaves only: the
-        caller takes none with ``others`` or ``timed``)."""
+        caller takes none with ``others`` or ``timed``), or one of ``bounded`` both holds on
+        the device and may hold on its scope: a rule a reading would pass its gate and then
+        be spared by ``may_hold`` (a wearable's ``0 < hr < 40``: ``hr > 0`` holds on every
+        normal reading, and took each one the long way past every rule)."""
         gate = cls.__new__(cls)
         for name in ("latest", "ranges", "stuck", "rates", "scores"):
             found: list[Any] = []
@@ -389,6 +406,19 @@ class _Gate:
             elif (name, test) not in loosest or looser(threshold, loosest[(name, test)]):
                 loosest[(name, test)] = threshold
         gate.latest = latest + [(name, test, limit) for (name, test), limit in loosest.items()]
+        # Rates likewise, per metric, window, unit and operator: one computed, not several.
+        rates: dict[tuple[str, float, float, Callable[[float, float], bool]], float] = {}
+        kept = []
+        for name, over, factor, test, threshold in gate.rates:
+            looser = _LOOSER.get(test)
+            if looser is None:
+                kept.append((name, over, factor, test, threshold))
+            elif (name, over, factor, test) not in rates or looser(
+                threshold, rates[(name, over, factor, test)]
+            ):
+                rates[(name, over, factor, test)] = threshold
+        gate.rates = kept + [(n, o, f, t, limit) for (n, o, f, t), limit in rates.items()]
+        gate.bounded = tuple(bounded)
         skews = [limit for part in gates for limit in part.skews]
         gate.skews = [min(skews)] if skews else []  # |skew| >= the least limit: any holds
         gate.others, gate.timed, gate.bounds = [], [], None
@@ -404,6 +434,12 @@ _LOOSER: dict[Callable[[float, float], bool], Callable[[float, float], bool]] = 
 }
 
 
+# A gate merged with its bounds, and its scope's devices (_Gate.merged).
+_Bounded = tuple["_Gate", list[DeviceTrack]]
+# The passable steps' gates, and those of them merged with their bounds (by scope).
+_MergedKey = tuple[tuple["_Gate", ...], tuple[tuple["_Gate", int], ...]]
+
+
 class _Plan:
     """A device's rules for readings of some metrics, a step each (_step), and a quick way
     past most of them. A step is passable when its rule is idle in its scope and its reading
@@ -416,7 +452,12 @@ class _Plan:
 
     __slots__ = ("calm", "checked", "gate", "passable", "rest", "steps")
 
-    def __init__(self, steps: list[_Step], merged: dict[tuple[_Gate, ...], _Gate]) -> None:
+    def __init__(
+        self,
+        steps: list[_Step],
+        merged: dict[_MergedKey, _Gate],
+        bounded: tuple[_Bounded, ...] = (),
+    ) -> None:
         # Tuples where they can be: a plan per device lives as long as the rules, and the
         # collector untracks tuples of plain values (full collections pause the loop).
         self.steps = tuple(steps)
@@ -427,9 +468,14 @@ class _Plan:
         gates = tuple(step[5] for step in passable if step[5] is not None)
         self.gate: _Gate | None = None
         if passable:
-            self.gate = merged.get(gates)
+            bounded = tuple(part for part in bounded if part[0] in gates)
+            key = (gates, tuple((gate, id(scope)) for gate, scope in bounded))
+            self.gate = merged.get(key)
             if self.gate is None:
-                self.gate = merged[gates] = _Gate.merged(gates)
+                own = [gate for gate, _ in bounded]
+                self.gate = merged[key] = _Gate.merged(
+                    [gate for gate in gates if gate not in own], bounded
+                )
         self.checked = -1  # the epoch ``calm`` was found at
         self.calm = False
 
@@ -737,7 +783,7 @@ class Engine:
         # this stays small): its rules, each with how the reading meets it (_step).
         self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
         self._gates: dict[str, dict[tuple[str, ...], _Gate]] = {}  # rule id -> metrics -> gate
-        self._merged: dict[tuple[_Gate, ...], _Gate] = {}  # the passable steps' gates, merged
+        self._merged: dict[_MergedKey, _Gate] = {}  # the passable steps' gates, merged
         self._epoch += 1  # every scope unsettled (see _Plan)
         # (rule id, scope key) -> the scope's device tracks, as _members lists them.
         self._scopes: dict[tuple[str, str], list[DeviceTrack]] = {}
@@ -1017,7 +1063,7 @@ class Engine:
                 _step(compiled, key, names, self._gates.setdefault(compiled.rule.id, {}))
                 for compiled, key in matching
             ]
-            plan = self._plans[(device.id, names)] = _Plan(made, self._merged)
+            plan = self._plans[(device.id, names)] = _Plan(made, self._merged, self._bounded(made))
         alerts, settled = self.state.alerts, self._settled
         steps = plan.steps
         if plan.gate is not None:
@@ -1063,6 +1109,22 @@ class Engine:
             except Exception:  # one rule that fails must not take the device's others with it
                 self._failed(rule_id)
         return out
+
+    def _bounded(self, steps: list[_Step]) -> tuple[_Bounded, ...]:
+        """The gates of ``steps`` whose bounds are narrower than their leaves (an "all" of
+        latest values), each with its scope's devices, for the plan's merged gate (see
+        _Gate.merged). A scope's list changes only in _rebuild_members, which also makes the
+        plans and merged gates afresh."""
+        out = []
+        for step in steps:
+            gate = step[5]
+            if (
+                gate is not None
+                and gate.bounds is not None
+                and any(len(c) > 1 for c in gate.bounds)
+            ):
+                out.append((gate, self._scope(step[3], step[2])))
+        return tuple(out)
 
     def _failed(self, what: str) -> None:
         count = self.failures[what] = self.failures[what] + 1

@@ -319,3 +319,68 @@ def test_a_plan_takes_its_quick_way_again_once_its_alarm_has_cleared() -> None:
         assert t < 120
     feed(t + 1, 0.5)
     assert calm()
+
+
+def test_a_merged_gate_keeps_the_loosest_rate_and_an_all_of_latest_values() -> None:
+    """A plan's merged gate computes one rate per metric and window, at the loosest of its
+    rules' thresholds, and tests a rule whose bound is an "all" of latest values (a heart rate
+    over 0 and under 40) on the scope: a reading none of them can change goes past every
+    rule, and one that can is judged."""
+    rules = load_yaml(
+        textwrap.dedent(
+            """\
+            rules:
+              - id: fast-rise
+                kind: heat
+                devices: {kinds: [heat]}
+                create:
+                  Moderate:
+                    any: [{rate: temp_c, over: 60s, op: ">=", value: 8, unit: "°C/min"}]
+              - id: slow-rise
+                kind: heat
+                devices: {kinds: [heat]}
+                create:
+                  Minor:
+                    any: [{rate: temp_c, over: 60s, op: ">=", value: 3, unit: "°C/min"}]
+              - id: slow-pulse
+                kind: vital_signs
+                scope: resident
+                devices: {kinds: [wearable]}
+                create:
+                  Severe:
+                    all:
+                      - {metric: heart_rate_bpm, op: ">", value: 0, unit: bpm}
+                      - {metric: heart_rate_bpm, op: "<", value: 40, unit: bpm}
+            """
+        ),
+        RuleSet,
+        "merged.yaml",
+    )
+    engine = Engine(rules)
+    heat = device("heat-1", "heat")
+    watch = device("watch-1", "wearable", resident="r-1")
+    seq = 0
+
+    def feed(dev: DeviceInfo, t: float, **values: float) -> list[str]:
+        nonlocal seq
+        seq += 1
+        reading = Reading(device=dev.id, seq=seq, ts=at(t), values=values)
+        return [x.rule for x in engine.feed(dev, reading, at(t)) if x.phase.value == "raised"]
+
+    def quick(dev: DeviceInfo, metric: str) -> bool:
+        plan = engine._plans[(dev.id, (metric,))]
+        assert plan.gate is not None
+        return plan.calm and not plan.gate.holds(engine.state.devices[dev.id])
+
+    raised: list[str] = []
+    for t in range(0, 120, 5):  # steady, then heating at 5 °C/min from 2 min on
+        raised += feed(heat, t, temp_c=20.0)
+        raised += feed(watch, t, heart_rate_bpm=72.0)
+    assert quick(heat, "temp_c") and quick(watch, "heart_rate_bpm")  # both past every rule
+    gate = engine._plans[(heat.id, ("temp_c",))].gate
+    assert gate is not None and [r[4] for r in gate.rates] == [3.0]  # one rate, the loosest
+    for t in range(120, 300, 5):
+        raised += feed(heat, t, temp_c=20.0 + (t - 120) / 12)
+    assert raised == ["slow-rise"]
+    raised += feed(watch, 300, heart_rate_bpm=35.0)
+    assert raised == ["slow-rise", "slow-pulse"]
