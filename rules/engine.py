@@ -129,7 +129,10 @@ class _Compiled:
 log = logging.getLogger(__name__)
 
 PLANS_LIMIT = 100_000
-_KEEP_NOTHING = (0.0, 0.0, 0.0, 0.0)  # a metric no window reads: its latest value is enough
+# (rates back to, their spacing, windows back to, bucket width, every window's length): see
+# DeviceTrack.trim. A metric no window reads: its latest value is enough.
+_Keep = tuple[float, float, float, float, tuple[float, ...]]
+_KEEP_NOTHING: _Keep = (0.0, 0.0, 0.0, 0.0, ())
 # One rule's part in a reading (see _step): how it is met, the rule, its scope key, rule id,
 # (rule id, scope key), its gate, and its ``inactive`` leaves on the reading's metrics.
 _Scored = tuple[str, str, list[str]]  # rule id, scope key, the detectors it reads
@@ -212,16 +215,8 @@ def _leaf_reads(leaf: Condition) -> set[str]:
 
 
 def _timed(leaf: Condition) -> bool:
-    """Whether the leaf's truth can change with time alone, with no new reading, in a way a
-    gate must see: a maximum over a window at or over a threshold (a minimum at or under)
-    only falls with time and rises only with a reading at or over it, so it is gated as
-    that latest value (no scan of a long window's buckets on every reading and tick)."""
+    """Whether the leaf's truth can change with time alone, with no new reading."""
     windowed = leaf.metric is not None and leaf.agg != "last" and leaf.over is not None
-    if windowed and "*" not in (leaf.metric or "") and leaf.value is not None:
-        if leaf.agg == "max" and leaf.op in (">", ">="):
-            return False
-        if leaf.agg == "min" and leaf.op in ("<", "<="):
-            return False
     return windowed or leaf.subject in _CLOCKED
 
 
@@ -706,7 +701,7 @@ class Engine:
         self._lost: set[tuple[str, str]] = set()
         # Metric -> what its track keeps (DeviceTrack.trim): its samples for rates (how far
         # back, how far apart) and its buckets for window aggregates (how far back, how wide).
-        self._keeps: dict[str, tuple[float, float, float, float]] = {}
+        self._keeps: dict[str, _Keep] = {}
         self._tolerance: dict[str, float] = {}
         self._doses: dict[str, Condition] = {}
         # CO metric -> the dose leaves modelled from it, by dose key.
@@ -764,6 +759,7 @@ class Engine:
                 min(over) * RATE_SPACING,
                 max(windows),
                 min(windows) * BUCKET_FRACTION,
+                tuple(sorted(set(windows))),
             )
         self._doses_of = {}
         for key, leaf in self._doses.items():

@@ -96,10 +96,12 @@ class DeviceTrack(msgspec.Struct):
         spacing: float = 0.0,
         window: float = 0.0,
         width: float = 0.0,
+        windows: tuple[float, ...] = (),
     ) -> None:
         """Keep the new value as the rules need it: in the samples for rates up to ``rates``
         seconds back (at least ``spacing`` apart), in the buckets for window aggregates up to
-        ``window`` back (each ``width`` wide); and follow how long it has been steady."""
+        ``window`` back (each ``width`` wide; ``windows``: every window's length, which no
+        merge of old buckets may straddle); and follow how long it has been steady."""
         track = self.metrics[name]
         history, buckets = track.history, track.buckets
         if window > 0:
@@ -112,7 +114,7 @@ class DeviceTrack(msgspec.Struct):
             if drop:
                 del buckets[:drop]
             if started and len(buckets) > COMPACT_AT and _due(buckets[-2].first, track.at, width):
-                _merge_old(buckets, track.at)
+                _merge_old(buckets, track.at, windows)
         elif buckets:
             buckets.clear()
         if rates > 0:
@@ -162,19 +164,25 @@ def _last_of(bucket: Bucket) -> float:
     return bucket.last
 
 
-def _merge_old(buckets: list[Bucket], now: float) -> None:
+def _merge_old(buckets: list[Bucket], now: float, windows: tuple[float, ...] = ()) -> None:
     """Merge runs of adjacent buckets that span no more than BUCKET_FRACTION of their age.
 
     A window reads whole buckets from the first whose last sample is inside it, so a bucket
     that old may take it back at most that fraction of its length further: the same bound as
     the newest buckets' width. Only windows of very different lengths on one metric need it
     (``mean over 1min`` beside ``max over 7d``: 100 buckets a minute, kept for 7 days, were
-    ~600,000 a device); then it keeps ~300 per tenfold of their ratio."""
+    ~600,000 a device); then it keeps a few hundred per tenfold of their ratio. No merge
+    straddles the start of one of ``windows``: a bucket that has left a window, merged with
+    one still in it, would bring its samples back into it (a maximum would rise with time).
+    """
     merged: list[Bucket] = []
+    starts = [now - length for length in windows]
     for bucket in buckets:
         if merged:
             run = merged[-1]
-            if bucket.last - run.first <= BUCKET_FRACTION * (now - bucket.last):
+            if bucket.last - run.first <= BUCKET_FRACTION * (now - bucket.last) and not any(
+                run.last <= start < bucket.last for start in starts
+            ):
                 run.last = max(run.last, bucket.last)
                 run.count += bucket.count
                 run.total += bucket.total
@@ -214,18 +222,21 @@ RATE_SPACING = 0.01
 
 
 # Past this many buckets (or rate samples) a metric's windows differ greatly in length: the
-# old ones are merged (_merge_old, _thin_old) once per COMPACT_EVERY buckets' width of time,
-# so at most that many are started between two merges, however often the device reports.
-# The presets keep ~100 and never get there.
+# old ones are merged (_merge_old, _thin_old) about once every COMPACT_EVERY new ones (or
+# COMPACT_EVERY widths of time, whichever is longer), so a merge's pass over them costs a
+# new bucket a few steps however often, or seldom, the device reports. The presets keep
+# ~100 and never get there.
 COMPACT_AT = 256
 COMPACT_EVERY = 64
 
 
 def _due(before: float, at: float, width: float) -> bool:
-    """Whether a new bucket (sample) at ``at``, after one at ``before``, merges old ones."""
+    """Whether a new bucket (sample) at ``at``, after one begun at ``before``, merges old
+    ones: when a multiple of the period falls between the two, the period being COMPACT_EVERY
+    times the longer of the width and this gap between buckets."""
     if width <= 0:
         return False
-    period = COMPACT_EVERY * width
+    period = COMPACT_EVERY * max(width, at - before)
     return at // period != before // period
 
 
