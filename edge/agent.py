@@ -166,6 +166,7 @@ class EdgeAgent:
             config.site, config.gateway, config.devices, self.codec, config.discovery
         )
         self.counters: Counter[str] = Counter()
+        self._telemetry_seen: Counter[str] = Counter()  # telemetry failures, by what failed
         # Devices discovery took in before this start (their retained statuses may be gone
         # from a broker that restarted without its store).
         saved_devices = self._load_discovered()
@@ -404,7 +405,10 @@ class EdgeAgent:
                     await asyncio.shield(self._save_state_soon())
             finally:  # and the telemetry is flushed even so
                 if self.telemetry is not None:
-                    await self._flush_telemetry(self.telemetry, everything=True)
+                    try:
+                        await self._flush_telemetry(self.telemetry, everything=True)
+                    except Exception:  # a stop must not end with it (the state is saved)
+                        self._telemetry_failed("the last flush")
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)
@@ -688,7 +692,10 @@ class EdgeAgent:
 
     def _telemetry_failed(self, what: str) -> None:
         failed = self.counters["telemetry_errors"] = self.counters["telemetry_errors"] + 1
-        if failed == 1 or failed % 10_000 == 0:  # not once a reading into a full journal
+        # Each kind logged once, then every 10,000th: not once a reading into a full journal,
+        # nor a failing flush hidden behind readings' failures.
+        seen = self._telemetry_seen[what] = self._telemetry_seen[what] + 1
+        if seen == 1 or seen % 10_000 == 0:
             log.exception("edge: telemetry failed on %s (%d times); the rest runs on", what, failed)
 
     async def _act(self, reading: Reading, transitions: list[Transition], now: datetime) -> None:
@@ -794,9 +801,12 @@ class EdgeAgent:
             unseen and await self._send_at_once(event.id, event.key, self._alert_topic, payload)
         ):
             self._kick.set()
-        if self.telemetry is not None:
-            self.telemetry.alert(event)
         self._plan_local_warning(event, transition)
+        if self.telemetry is not None:
+            try:  # the dashboards' point must not cost the alarm its local warning
+                self.telemetry.alert(event)
+            except Exception:
+                self._telemetry_failed("an alert's point")
 
     def _store_alert(
         self,

@@ -78,3 +78,30 @@ async def test_a_flush_that_fails_is_counted_and_the_next_one_runs(
         with pytest.raises(asyncio.CancelledError):
             await flushes
         agent.close()
+
+
+@pytest.mark.anyio
+async def test_an_alert_whose_point_fails_keeps_its_local_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alert's point came before the local warning's timer (the gateway's own warning when
+    the hub does not answer): raising, it left a life-safety alarm without one."""
+    agent = _agent(tmp_path)
+    try:
+        assert agent.telemetry is not None
+
+        def broken(*args: object) -> None:
+            raise ValueError("a message InfluxDB's Point cannot take")
+
+        monkeypatch.setattr(agent.telemetry, "alert", broken)
+        start = datetime.now(UTC)
+        for seq, after in enumerate((0.0, 3.0), 1):  # 60 %LEL held: Extreme
+            now = start + timedelta(seconds=after)
+            leak = Reading(device="gas-b1-101", seq=seq, ts=now, values={"gas_lel": 60.0})
+            await agent._act(leak, agent._judge(leak, now), now)
+        assert sorted(agent._local_warnings) == ["gas-lel:gas-b1-101"]
+        assert agent.counters["telemetry_errors"] == 1
+    finally:
+        for task in agent._local_warnings.values():
+            task.cancel()
+        agent.close()
