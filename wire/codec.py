@@ -156,10 +156,11 @@ class Codec:
                 Reason.PAYLOAD_TOO_LARGE,
                 f"{size} bytes is over the limit of {self.limits.max_payload_bytes}",
             )
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise WireError(Reason.NOT_UTF8, f"byte {exc.start} is not UTF-8") from exc
+        if not payload.isascii():  # the usual reading is ASCII: no str made to check it
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise WireError(Reason.NOT_UTF8, f"byte {exc.start} is not UTF-8") from exc
         try:
             return decoder.decode(payload)
         except RecursionError as exc:
