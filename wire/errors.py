@@ -27,6 +27,8 @@ class Reason(StrEnum):
     TIMESTAMP_TOO_OLD = "timestamp_too_old"
     BAD_TOPIC = "bad_topic"
     DEVICE_MISMATCH = "device_mismatch"
+    SITE_MISMATCH = "site_mismatch"  # a payload naming another site than its topic's
+    RETAINED = "retained"  # a retained copy of what is never published retained (a replay)
     # Reasons the edge decides with state the codec does not have.
     UNKNOWN_DEVICE = "unknown_device"
     DUPLICATE = "duplicate"
