@@ -34,6 +34,7 @@ class DeviceHealth:
     config: DeviceConfig
     state: str = "unknown"  # online / offline / unknown
     last_seq: int | None = None
+    last_ts: datetime | None = None  # the device's stamp on the reading with last_seq
     last_seen: datetime | None = None
     last_values: dict[str, float] = field(default_factory=dict)
     actuators: dict[str, str] = field(default_factory=dict)
@@ -149,15 +150,21 @@ class Ingest:
         # so a device (or gateway) whose clock is wrong must not make its gas readings vanish.
         # The skew is counted, and the device-health preset alarms on it (clock_skew).
         if parsed.channel is Channel.READING:
-            readings = self.codec.decode_readings(payload, now, check_time=False)
+            readings, faults = self.codec.decode_readings_apart(payload, now, check_time=False)
             for reading in readings:
                 if self.codec.skewed(reading.ts, now):
                     self.counters["clock_skewed"] += 1
-            accepted, dropped = self._in_sequence(health, readings, now)
-            if dropped is None:
+            sent = len(readings) + len(faults)
+            accepted = self._in_sequence(health, readings, now, faults)
+            if not faults:
                 return Accepted(readings=accepted)
-            self.counters[f"rejected.{Reason.TOO_MANY_ITEMS}"] += 1
-            letter = Rejection(Reason.TOO_MANY_ITEMS, dropped, topic, payload)
+            # Each fault counted once: here, or the one raised by accept().
+            for fault in faults if accepted else faults[1:]:
+                self.counters[f"rejected.{fault.reason}"] += 1
+            left_out = _left_out(faults, sent)
+            if not accepted:
+                raise left_out
+            letter = Rejection(left_out.reason, left_out.detail, topic, payload)
             return Accepted(readings=accepted, dropped=letter)
         if parsed.channel is Channel.STATUS:
             if not payload:  # a cleared retained status
@@ -283,62 +290,69 @@ class Ingest:
             )
 
     def _in_sequence(
-        self, health: DeviceHealth, readings: list[Reading], now: datetime
-    ) -> tuple[list[Reading], str | None]:
-        """The readings accepted, and what was left out of them (metrics past the limit)."""
+        self, health: DeviceHealth, readings: list[Reading], now: datetime, faults: list[WireError]
+    ) -> list[Reading]:
+        """The readings accepted; what was left out of them is added to ``faults``. In a batch
+        a bad reading is left out alone, and in a reading a value outside its sensor's
+        physical range alone (a smoke detector's broken thermistor must not blind its smoke
+        channel); a reading whose values are all left out is left out."""
         accepted: list[Reading] = []
-        first_fault: WireError | None = None
-        dropped: str | None = None
         for reading in readings:
             try:
                 self._check_device(reading.device, health.config.id)
-                self._check_range(reading)
-                values = reading.values
-                if len(health.last_values) + len(values) > METRICS_PER_DEVICE:
-                    values = self._known_metrics(health, reading)
-                self._check_seq(health, reading.seq)
+                self._check_seq(health, reading.seq, reading.ts)
             except WireError as exc:
-                # In a batch, one replayed reading must not take the good ones down with it.
-                first_fault = first_fault or exc
-                if len(readings) > 1:
-                    self.counters[f"rejected.{exc.reason}"] += 1
+                faults.append(exc)
+                continue
+            # Received, whatever its values: a reading left out below is no gap, and its
+            # sequence number repeated is a duplicate.
+            health.last_seq, health.last_ts = reading.seq, reading.ts
+            try:
+                values = self._in_range(reading, faults)
+                if len(health.last_values) + len(values) > METRICS_PER_DEVICE:
+                    values = self._known_metrics(health, reading.device, values, faults)
+            except WireError as exc:
+                faults.append(exc)
                 continue
             if values is not reading.values:
-                dropped = dropped or (
-                    f"{reading.device} has sent {METRICS_PER_DEVICE} different metrics, the"
-                    f" limit: {', '.join(sorted(set(reading.values) - set(values)))} left out"
-                )
                 reading = msgspec.structs.replace(reading, values=values)
-            health.last_seq = reading.seq
             health.last_seen = now
             health.state = "online"
-            health.last_values.update(reading.values)
+            health.last_values.update(values)
             self.counters["readings"] += 1
             accepted.append(reading)
-        if not accepted and first_fault is not None:
-            raise first_fault
-        return accepted, dropped
+        return accepted
 
     @staticmethod
-    def _check_range(reading: Reading) -> None:
-        # A value the sensor cannot physically produce is a fault; taken as a reading, a
-        # negative %LEL could clear a gas alarm.
-        for name, value in reading.values.items():
+    def _in_range(reading: Reading, faults: list[WireError]) -> dict[str, float]:
+        """The reading's values inside their sensors' physical ranges. A value a sensor cannot
+        produce is a fault; taken as a reading, a negative %LEL could clear a gas alarm."""
+        values = reading.values
+        outside: list[str] = []
+        for name, value in values.items():
             known = metric(name)
             if known is not None and not known.low <= value <= known.high:
-                raise WireError(
-                    Reason.VALUE_OUT_OF_RANGE,
+                outside.append(
                     f"{name} = {value} is outside the sensor's physical range "
-                    f"{known.low:g}..{known.high:g} {known.unit}",
+                    f"{known.low:g}..{known.high:g} {known.unit}"
                 )
+        if not outside:
+            return values
+        fault = WireError(Reason.VALUE_OUT_OF_RANGE, "; ".join(outside))
+        if len(outside) == len(values):
+            raise fault
+        faults.append(fault)
+        return {n: v for n, v in values.items() if metric(n) is None or _inside(n, v)}
 
     @staticmethod
-    def _known_metrics(health: DeviceHealth, reading: Reading) -> dict[str, float]:
-        """The reading's values, less names new to the device past METRICS_PER_DEVICE: its
-        metrics are kept (last values, the rules' tracks) for as long as the gateway runs, and
-        firmware naming ever new ones must not grow them for months, nor take the known ones
-        (a gas level) down with them. None left: rejected."""
-        known, values = health.last_values, reading.values
+    def _known_metrics(
+        health: DeviceHealth, device: str, values: dict[str, float], faults: list[WireError]
+    ) -> dict[str, float]:
+        """``values``, less names new to the device past METRICS_PER_DEVICE: its metrics are
+        kept (last values, the rules' tracks) for as long as the gateway runs, and firmware
+        naming ever new ones must not grow them for months, nor take the known ones (a gas
+        level) down with them. None left: rejected."""
+        known = health.last_values
         room = METRICS_PER_DEVICE - len(known)
         kept: dict[str, float] = {}
         for name, value in values.items():
@@ -347,23 +361,41 @@ class Ingest:
             elif room > 0:
                 kept[name] = value
                 room -= 1
+        limit = f"{device} has sent {METRICS_PER_DEVICE} different metrics, the limit"
         if not kept:
-            raise WireError(
-                Reason.TOO_MANY_ITEMS,
-                f"{reading.device} has sent {METRICS_PER_DEVICE} different metrics, the"
-                " limit; this reading names only new ones",
-            )
-        return values if len(kept) == len(values) else kept
+            raise WireError(Reason.TOO_MANY_ITEMS, f"{limit}; this reading names only new ones")
+        if len(kept) == len(values):
+            return values
+        left = ", ".join(sorted(set(values) - set(kept)))
+        faults.append(WireError(Reason.TOO_MANY_ITEMS, f"{limit}: {left} left out"))
+        return kept
 
-    def _check_seq(self, health: DeviceHealth, seq: int) -> None:
+    def _check_seq(self, health: DeviceHealth, seq: int, ts: datetime) -> None:
         last = health.last_seq
         if last is not None and seq <= last:
-            if seq == last:
+            # Stamped later than the last one received, it is no copy nor a late message:
+            # the device has restarted (and its first readings after the reboot were lost).
+            # Else within the reorder window it is a repeat or a late message; far behind,
+            # or back at 0, a restart all the same.
+            later = health.last_ts is not None and ts > health.last_ts
+            if seq == last and not later:
                 raise WireError(Reason.DUPLICATE, f"seq {seq} was already received")
-            # Within the reorder window it is a late message; far behind, or back at 0, the
-            # device has restarted (its first reading after the reboot may have been lost).
-            if seq > 0 and last - seq <= REORDER_WINDOW:
+            if seq > 0 and last - seq <= REORDER_WINDOW and not later:
                 raise WireError(Reason.OUT_OF_ORDER, f"seq {seq} arrived after seq {last}")
             self.counters["device_restarts"] += 1
         elif last is not None and seq > last + 1:
             self.counters["seq_gaps"] += seq - last - 1
+
+
+def _inside(name: str, value: float) -> bool:
+    known = metric(name)
+    return known is None or known.low <= value <= known.high
+
+
+def _left_out(faults: list[WireError], readings: int) -> WireError:
+    """One letter for what a message had left out: the first fault's reason, and each
+    fault's detail."""
+    if len(faults) == 1:
+        return faults[0]
+    details = "; ".join(fault.detail for fault in faults)
+    return WireError(faults[0].reason, f"{len(faults)} faults in {readings} readings: {details}")

@@ -114,6 +114,11 @@ class Codec:
         self._readings: msgspec.json.Decoder[Reading | list[Reading]] = msgspec.json.Decoder(
             Reading | batch
         )
+        raw_batch = Annotated[
+            list[msgspec.Raw], msgspec.Meta(min_length=1, max_length=self.limits.max_batch)
+        ]
+        self._raw_batch: msgspec.json.Decoder[list[msgspec.Raw]] = msgspec.json.Decoder(raw_batch)
+        self._reading: msgspec.json.Decoder[Reading] = msgspec.json.Decoder(Reading)
 
     def encode(self, message: msgspec.Struct) -> bytes:
         # msgspec writes NaN as null, which would smuggle a non-number past the receiver.
@@ -142,6 +147,40 @@ class Codec:
         for reading in readings:
             self._check(reading, now, check_time=check_time)
         return readings
+
+    def decode_readings_apart(
+        self, payload: bytes, now: datetime, *, check_time: bool = True
+    ) -> tuple[list[Reading], list[WireError]]:
+        """``decode_readings``, but a batch with bad readings in it keeps its good ones: the
+        readings, and a fault for each one left out (naming its place in the batch). A fault
+        of the message as a whole (not JSON, too large, not readings at all) still raises."""
+        decoded: Reading | list[Reading] | None = None
+        try:
+            decoded = self._parse(payload, self._readings)
+            if isinstance(decoded, Reading):
+                self._check(decoded, now, check_time=check_time)
+                return [decoded], []
+            for reading in decoded:
+                self._check(reading, now, check_time=check_time)
+            return decoded, []
+        except WireError as exc:
+            # msgspec names where a batch's element failed: "... - at `$[1].values`"; a
+            # batch's element may also fail the checks after decoding
+            if "- at `$[" not in exc.detail and not (
+                isinstance(decoded, list) and len(decoded) > 1
+            ):
+                raise
+        readings: list[Reading] = []
+        faults: list[WireError] = []
+        for index, item in enumerate(self._parse(payload, self._raw_batch)):
+            try:
+                reading = self._parse(bytes(item), self._reading)
+                self._check(reading, now, check_time=check_time)
+            except WireError as exc:
+                faults.append(WireError(exc.reason, f"reading [{index}]: {exc.detail}"))
+                continue
+            readings.append(reading)
+        return readings, faults
 
     def skewed(self, ts: datetime, now: datetime) -> bool:
         """Is ``ts`` outside the window a receiver that checks time would accept?"""

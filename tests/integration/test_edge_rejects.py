@@ -64,14 +64,18 @@ async def test_each_malformed_payload_is_dead_lettered_with_its_own_reason(
         async with running(publisher.link.run()):
             assert await publisher.link.wait_connected(10)
             seq = 0
+            sent: dict[int, bytes] = {}  # each good reading as sent, to send again
             for topic, payload, _ in cases:
+                # A copy of the last reading (a redelivery), and of one before it (late); a
+                # repeated seq stamped later would be a device's restart, not a copy.
                 if payload == b"DUP":
-                    payload = good(seq)
+                    payload = sent[seq]
                 elif payload == b"OLD":
-                    payload = good(seq - 1)
+                    payload = sent[seq - 1]
                 await publisher.link.publish(topic, payload, qos=1)
                 seq += 1
-                await publisher.link.publish(reading_topic, good(seq), qos=1)
+                sent[seq] = good(seq)
+                await publisher.link.publish(reading_topic, sent[seq], qos=1)
             last = seq
             health = agent.ingest.devices[GAS]
             await wait_for(lambda: health.last_seq == last, what="the last good reading")

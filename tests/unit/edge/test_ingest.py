@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
@@ -46,6 +46,33 @@ def test_a_restarted_device_is_not_locked_out_even_if_its_first_reading_was_lost
         assert isinstance(accept(target, seq, lel=40.0), Accepted)
     assert target.counters["device_restarts"] == 1
     assert target.devices["gas-1"].last_values["gas_lel"] == 40.0
+
+
+def test_a_restarted_device_within_the_reorder_window_is_heard_at_once() -> None:
+    """A device whose counter was at 30 reboots and its seq 0 is lost: 1, 2, ... are within
+    the reorder window, so they were each taken as a late copy, and the device was blind
+    until it passed 30 (half an hour at one a minute). Stamped later than seq 30, they are no
+    copies: a restart. A true copy (a redelivery: the same stamp) is still a duplicate, and a
+    late one (stamped earlier) still out of order."""
+    target = ingest()
+    for seq in range(31):
+        assert isinstance(target.accept(TOPIC, stamped(seq, 0.5, seq), NOW), Accepted)
+    for seq in range(1, 4):
+        result = target.accept(TOPIC, stamped(seq, 40.0, 100 + seq), NOW)
+        assert isinstance(result, Accepted), result
+    assert target.counters["device_restarts"] == 1
+    assert target.devices["gas-1"].last_values["gas_lel"] == 40.0
+    copy = target.accept(TOPIC, stamped(3, 40.0, 103), NOW)
+    assert isinstance(copy, Rejection) and copy.reason is Reason.DUPLICATE
+    late = target.accept(TOPIC, stamped(2, 40.0, 102), NOW)
+    assert isinstance(late, Rejection) and late.reason is Reason.OUT_OF_ORDER
+    assert target.counters["device_restarts"] == 1
+
+
+def stamped(seq: int, lel: float, seconds: float, **more: float) -> bytes:
+    ts = NOW + timedelta(seconds=seconds)
+    reading = Reading(device="gas-1", seq=seq, ts=ts, values={"gas_lel": lel, **more})
+    return msgspec.json.encode(reading)
 
 
 def test_values_outside_the_sensors_physical_range_are_rejected() -> None:
@@ -116,3 +143,43 @@ def test_a_device_naming_ever_new_metrics_is_stopped_at_the_limit(
     assert sorted(target.devices["gas-1"].last_values) == ["gas_lel", "t_1", "t_2", "t_3"]
     assert target.counters["rejected.too_many_items"] == 2
     assert target.counters["readings"] == 3
+
+
+def test_a_bad_reading_in_a_batch_is_left_out_alone_with_a_letter_and_each_fault_counted_once() -> (
+    None
+):
+    """One reading of a batch with a value of the wrong type took the whole batch down (the
+    batch is decoded in one go); the readings left out of a partly good batch were counted but
+    got no dead letter; a batch with every reading bad counted its first fault twice; and a
+    reading left out for its values made the next one count a gap."""
+    target = ingest()
+    bad_type = payload(2).replace(b'"gas_lel":1.0', b'"gas_lel":"high"')
+    batch = b"[" + payload(1) + b"," + bad_type + b"," + payload(3, lel=-5.0) + b"]"
+    result = target.accept(TOPIC, batch, NOW)
+    assert isinstance(result, Accepted) and [r.seq for r in result.readings] == [1]
+    assert result.dropped is not None and result.dropped.reason is Reason.WRONG_TYPE
+    assert result.dropped.detail.startswith("2 faults in 3 readings: reading [1]: Expected")
+    assert "gas_lel = -5.0 is outside" in result.dropped.detail
+    assert target.counters["rejected.wrong_type"] == 1
+    assert target.counters["rejected.value_out_of_range"] == 1
+    # seq 3 arrived (left out for its value): no gap before seq 4
+    assert isinstance(target.accept(TOPIC, payload(4), NOW), Accepted)
+    assert target.counters["seq_gaps"] == 1  # seq 2, which could not be read
+    every = b"[" + payload(4) + b"," + payload(5, lel=101.0) + b"]"
+    result = target.accept(TOPIC, every, NOW)
+    assert isinstance(result, Rejection) and result.reason is Reason.DUPLICATE
+    assert result.detail.startswith("2 faults in 2 readings: seq 4 was already received")
+    assert target.counters["rejected.duplicate"] == 1
+    assert target.counters["rejected.value_out_of_range"] == 2
+
+
+def test_a_value_outside_its_range_is_left_out_and_the_others_are_judged() -> None:
+    """A smoke detector's broken thermistor (400 °C) took its smoke channel down with it."""
+    target = ingest()
+    result = target.accept(TOPIC, stamped(1, 30.0, 0, temp_c=400.0), NOW)
+    assert isinstance(result, Accepted)
+    assert [r.values for r in result.readings] == [{"gas_lel": 30.0}]
+    assert result.dropped is not None and result.dropped.reason is Reason.VALUE_OUT_OF_RANGE
+    assert result.dropped.detail.startswith("temp_c = 400.0 is outside")
+    assert target.counters["rejected.value_out_of_range"] == 1
+    assert target.devices["gas-1"].last_values == {"gas_lel": 30.0}
