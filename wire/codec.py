@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from wire.errors import Reason, WireError
+from wire.errors import Reason, WireError, shown
 from wire.models import SCHEMA_VERSION, Reading
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -223,7 +223,7 @@ class Codec:
         if envelope.v != SCHEMA_VERSION:
             raise WireError(
                 Reason.UNSUPPORTED_VERSION,
-                f"schema version {envelope.v!r}; this receiver reads v{SCHEMA_VERSION}",
+                f"schema version {shown(envelope.v)}; this receiver reads v{SCHEMA_VERSION}",
             )
 
     def _check(self, message: msgspec.Struct, now: datetime, *, check_time: bool = True) -> None:
@@ -231,7 +231,7 @@ class Codec:
         if version != SCHEMA_VERSION:
             raise WireError(
                 Reason.UNSUPPORTED_VERSION,
-                f"schema version {version}; this receiver reads v{SCHEMA_VERSION}",
+                f"schema version {shown(version)}; this receiver reads v{SCHEMA_VERSION}",
             )
         ts = getattr(message, "ts", None)
         if check_time and isinstance(ts, datetime):

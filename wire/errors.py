@@ -42,3 +42,10 @@ class WireError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value``'s repr for an error's detail, cut to ``limit`` characters: a letter keeps
+    256, and a long junk value must not push out what the detail says is wrong with it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from wire.errors import Reason, WireError
+from wire.errors import Reason, WireError, shown
 
 ROOT = "anmin"
 VERSION = "v1"
@@ -82,7 +82,7 @@ def check_id(value: str, what: str) -> str:
     if not _ID.fullmatch(value):
         raise WireError(
             Reason.BAD_TOPIC,
-            f"{what} id {value!r} must match {ID_PATTERN} (letters, digits, '_', '.', '-')",
+            f"{what} id {shown(value)} must match {ID_PATTERN} (letters, digits, '_', '.', '-')",
         )
     return value
 
@@ -106,7 +106,7 @@ def parse(topic: str) -> Topic:
     """Parse a concrete topic; raise ``WireError(BAD_TOPIC)`` when it is not in the tree."""
     levels = topic.split("/")
     if len(levels) < 4 or levels[0] != ROOT or levels[1] != VERSION:
-        raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} is not under {PREFIX}/")
+        raise WireError(Reason.BAD_TOPIC, f"topic {shown(topic)} is not under {PREFIX}/")
     site = check_id(levels[2], "site")
     rest = levels[3:]
     if rest == ["broadcast"]:
@@ -121,7 +121,7 @@ def parse(topic: str) -> Topic:
             return Topic(channel, site, gateway)
     if len(rest) == 4 and rest[1] == "dev" and rest[3] in _LEAF_DEVICE:
         return Topic(_LEAF_DEVICE[rest[3]], site, gateway, check_id(rest[2], "device"))
-    raise WireError(Reason.BAD_TOPIC, f"topic {topic!r} does not fit the anmin/v1 tree")
+    raise WireError(Reason.BAD_TOPIC, f"topic {shown(topic)} does not fit the anmin/v1 tree")
 
 
 # Builders for the topics one process publishes to.

@@ -63,3 +63,14 @@ def test_builders_refuse_ids_that_would_break_the_tree() -> None:
             topics.reading("s", "g", bad_id)
     with pytest.raises(WireError):
         topics.gateway_topic(Channel.READING, "s", "g")
+
+
+def test_a_long_junk_value_does_not_push_the_explanation_out_of_a_letter() -> None:
+    """A dead letter keeps 256 characters of a detail: the junk is cut, the reason kept."""
+    for junk, ends in (
+        ("anmin/v1/s1/gw-1/dev/" + "x" * 1000 + "/reading/extra", "does not fit the anmin/v1 tree"),
+        ("elsewhere/" + "y" * 1000, "is not under anmin/v1/"),
+    ):
+        with pytest.raises(WireError) as caught:
+            topics.parse(junk)
+        assert caught.value.detail.endswith(ends) and len(caught.value.detail) < 160
