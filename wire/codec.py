@@ -41,8 +41,9 @@ _VALIDATION_REASONS: tuple[tuple[re.Pattern[str], Reason], ...] = (
     (re.compile(r"missing required field"), Reason.MISSING_FIELD),
     (re.compile(r"unknown field"), Reason.UNKNOWN_FIELD),
     (re.compile(r"Number out of range"), Reason.NON_FINITE_NUMBER),
-    (re.compile(r"Expected `str` of length"), Reason.STRING_TOO_LONG),
-    (re.compile(r"Expected `(array|object)` of length"), Reason.TOO_MANY_ITEMS),
+    # Too long, too many: "<="; too short or empty (">=") falls through to invalid_value.
+    (re.compile(r"Expected `str` of length <="), Reason.STRING_TOO_LONG),
+    (re.compile(r"Expected `(array|object)` of length <="), Reason.TOO_MANY_ITEMS),
     (re.compile(r"Expected `(int|float)` [<>]=?"), Reason.VALUE_OUT_OF_RANGE),
     # Only at the top level: a payload that is a number, a string or null.
     (re.compile(r"^Expected `object( \| array)?`, got `\w+`$"), Reason.NOT_AN_OBJECT),

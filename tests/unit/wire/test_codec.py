@@ -57,6 +57,10 @@ BAD_READINGS: dict[str, tuple[bytes, Reason]] = {
         Reason.TOO_MANY_ITEMS,
     ),
     "batch too big": (b"[" + b",".join([reading()] * 65) + b"]", Reason.TOO_MANY_ITEMS),
+    # too short is not too long (both were "of length")
+    "empty batch": (b"[]", Reason.INVALID_VALUE),
+    "empty id": (b'{"device":"","seq":1,"ts":' + TS + b',"values":{}}', Reason.INVALID_VALUE),
+    "empty metric name": (reading(b'{"":1}'), Reason.INVALID_VALUE),
     "bad timestamp": (
         b'{"device":"gas-1","seq":1,"ts":"yesterday","values":{}}',
         Reason.INVALID_VALUE,
