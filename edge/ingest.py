@@ -17,6 +17,7 @@ import msgspec
 
 from edge.config import DEFAULT_INTERVAL_S, DeviceConfig, DeviceKind, DiscoveryConfig
 from wire import Codec, DeviceStatus, Reading, Reason, Receipt, WireError, topics
+from wire.errors import shown
 from wire.metrics import metric
 from wire.topics import Channel
 
@@ -142,9 +143,13 @@ class Ingest:
         ):
             return self._announced(device_id, topic, payload, now)
         if health is None:
+            fix = "add it under devices:"
+            if self.discovery is not None:
+                kinds = ", ".join(sorted(self.discovery.kinds))
+                fix += f", or have it announce its kind ({kinds}) in a retained status"
             raise WireError(
                 Reason.UNKNOWN_DEVICE,
-                f"device {device_id!r} is not in this gateway's config; add it under devices:",
+                f"device {shown(device_id)} is neither configured nor discovered; {fix}",
             )
         # No timestamp window: the rules judge a reading by its arrival on the gateway's clock,
         # so a device (or gateway) whose clock is wrong must not make its gas readings vanish.
