@@ -44,6 +44,7 @@ from wire import (
     Heartbeat,
     Phase,
     Reading,
+    Reason,
     Receipt,
     Severity,
     WireError,
@@ -108,6 +109,7 @@ ENCODE_SLICE = 100  # devices' rule state encoded per turn of the loop, before a
 # carries the alarms (measured: 40,000 letters at 5,000/s held an alarm back by 7-9 s).
 DEADLETTER_EVERY_S = 10.0
 DEADLETTER_KEYS = 4096  # (topic, reason) pairs remembered; the oldest are forgotten first
+DEADLETTER_DETAIL = 256  # a dead letter's detail is cut to this many characters
 UPLINK_BATCH = 100  # outbox entries read per pass
 HEALTH_SLICE = 1000  # devices whose silence the health pass checks per turn of the loop
 UPLINK_BURST = 20  # new alerts sent at once; more go 10 ms apart
@@ -613,6 +615,8 @@ class EdgeAgent:
     async def _on_message(self, message: Incoming) -> None:
         now = self.clock()
         try:
+            if message.retain:  # rare: only what a broker replays at a (re)subscribe
+                self._refuse_replay(message.topic)
             if message.topic == self._ack_topic:
                 await self._on_ack(message.payload, now)
             elif message.topic == self._hub_online_topic:
@@ -630,6 +634,36 @@ class EdgeAgent:
             # Never let one message stop the loop that carries every alarm.
             self.counters["internal_errors"] += 1
             log.exception("edge: failed to handle a message on %s", message.topic)
+
+    def _refuse_replay(self, topic: str) -> None:
+        """Raise ``WireError(RETAINED)`` for a retained reading, device receipt or broadcast.
+
+        None of them is ever published retained (docs/wire.md), so one delivered retained is a
+        broker's stored copy, replayed at every (re)subscribe: an SOS from days ago must not
+        raise an alarm after a restart, nor an old warning be played again. A message that
+        matches an established subscription always comes with retain=0 (MQTT). Statuses are
+        retained by design and go on."""
+        if topic == self._broadcast_topic:
+            what = "broadcast"
+        else:
+            try:
+                channel = topics.parse(topic).channel
+            except WireError:
+                return  # the normal path reports the topic
+            if channel is Channel.READING:
+                what = "reading"
+            elif channel is Channel.DEVICE_RECEIPT:
+                what = "receipt"
+            else:
+                return
+        detail = (
+            f"a retained {what} is a stale copy the broker replays at every subscribe "
+            f"({what}s are never published retained); clear it with "
+        )
+        clear = f"mosquitto_pub -r -n -t '{topic}'"
+        if len(detail) + len(clear) > DEADLETTER_DETAIL:  # a long topic: the letter has it
+            clear = "mosquitto_pub -r -n -t <this letter's topic>"
+        raise WireError(Reason.RETAINED, detail + clear)
 
     async def _on_device(self, message: Incoming, now: datetime) -> None:
         result = self.ingest.accept(message.topic, message.payload, now)
@@ -1148,6 +1182,14 @@ class EdgeAgent:
 
     async def _on_broadcast(self, message: Incoming, now: datetime) -> None:
         broadcast = self.codec.decode(message.payload, Broadcast, now, check_time=False)
+        if broadcast.site != self.config.site:
+            # Never played here: a hub (or anyone) publishing another site's warning on this
+            # site's topic would sound it in the wrong buildings.
+            raise WireError(
+                Reason.SITE_MISMATCH,
+                f"payload names site {broadcast.site!r}, but it came on the broadcast topic "
+                f"of site {self.config.site!r}",
+            )
         if broadcast.buildings and self.config.building not in broadcast.buildings:
             return
         speakers = self._speakers()
@@ -1238,13 +1280,21 @@ class EdgeAgent:
         self._letters_sent.move_to_end(key)
         while len(self._letters_sent) > DEADLETTER_KEYS:
             forgotten, _ = self._letters_sent.popitem(last=False)
-            self._letters_withheld.pop(forgotten, None)
+            held = self._letters_withheld.pop(forgotten, None)
+            if held is not None:
+                # Sent early rather than lost: junk on ever new topics pushing a key out must
+                # not hide how often a device went wrong (the hub counts 1 + repeats).
+                withheld, latest = held
+                self._publish_dead_letter(latest, now, withheld - 1)
+        self._publish_dead_letter(rejection, now, repeats)
+
+    def _publish_dead_letter(self, rejection: Rejection, now: datetime, repeats: int) -> None:
         letter = DeadLetter(
             site=self.config.site,
             gateway=self.config.gateway,
             topic=rejection.topic[:1024],
             reason=rejection.reason.value,
-            detail=rejection.detail[:256],
+            detail=rejection.detail[:DEADLETTER_DETAIL],
             ts=now,
             size=len(rejection.payload),
             excerpt=rejection.payload[:120].decode("utf-8", errors="replace"),
