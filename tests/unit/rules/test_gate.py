@@ -67,7 +67,7 @@ rules:
     devices: {kinds: [heat, co]}
     create:
       Moderate:
-        all:  # a maximum over a window: gated as its latest value (rules.engine._timed)
+        all:  # a maximum over a window (it only falls with time), beside a latest value
           - {metric: temp_c, agg: max, over: 10min, op: ">=", value: 45, unit: "°C"}
           - {metric: co_ppm, op: ">=", value: 25, unit: ppm}
   - id: cold-lately-and-co
