@@ -35,7 +35,7 @@ class DeviceHealth:
     config: DeviceConfig
     state: str = "unknown"  # online / offline / unknown
     last_seq: int | None = None
-    last_ts: datetime | None = None  # the device's stamp on the reading with last_seq
+    last_ts: datetime | None = None  # the latest stamp on a reading received (see _check_seq)
     last_seen: datetime | None = None
     last_values: dict[str, float] = field(default_factory=dict)
     actuators: dict[str, str] = field(default_factory=dict)
@@ -298,9 +298,7 @@ class Ingest:
         self, health: DeviceHealth, readings: list[Reading], now: datetime, faults: list[WireError]
     ) -> list[Reading]:
         """The readings accepted; what was left out of them is added to ``faults``. In a batch
-        a bad reading is left out alone, and in a reading a value outside its sensor's
-        physical range alone (a smoke detector's broken thermistor must not blind its smoke
-        channel); a reading whose values are all left out is left out."""
+        a bad reading is left out alone."""
         accepted: list[Reading] = []
         for reading in readings:
             try:
@@ -310,10 +308,14 @@ class Ingest:
                 faults.append(exc)
                 continue
             # Received, whatever its values: a reading left out below is no gap, and its
-            # sequence number repeated is a duplicate.
-            health.last_seq, health.last_ts = reading.seq, reading.ts
+            # sequence number repeated is a duplicate. The stamp only ever rises: a device
+            # clock set back must not make copies of earlier readings look later (_check_seq).
+            health.last_seq = reading.seq
+            if health.last_ts is None or reading.ts > health.last_ts:
+                health.last_ts = reading.ts
             try:
-                values = self._in_range(reading, faults)
+                self._in_range(reading)
+                values = reading.values
                 if len(health.last_values) + len(values) > METRICS_PER_DEVICE:
                     values = self._known_metrics(health, reading.device, values, faults)
             except WireError as exc:
@@ -329,25 +331,20 @@ class Ingest:
         return accepted
 
     @staticmethod
-    def _in_range(reading: Reading, faults: list[WireError]) -> dict[str, float]:
-        """The reading's values inside their sensors' physical ranges. A value a sensor cannot
-        produce is a fault; taken as a reading, a negative %LEL could clear a gas alarm."""
-        values = reading.values
-        outside: list[str] = []
-        for name, value in values.items():
+    def _in_range(reading: Reading) -> None:
+        """Every value inside its sensor's physical range, else the reading is left out whole.
+        A value a sensor cannot produce is a fault; taken as a reading, a negative %LEL could
+        clear a gas alarm. Not that channel alone: the device's rules would go on judging the
+        broken channel's last good value as current, and it would stay online; left out
+        whole, its readings stop and it falls silent (device-silent tells the installer)."""
+        for name, value in reading.values.items():
             known = metric(name)
             if known is not None and not known.low <= value <= known.high:
-                outside.append(
+                raise WireError(
+                    Reason.VALUE_OUT_OF_RANGE,
                     f"{name} = {value} is outside the sensor's physical range "
-                    f"{known.low:g}..{known.high:g} {known.unit}"
+                    f"{known.low:g}..{known.high:g} {known.unit}",
                 )
-        if not outside:
-            return values
-        fault = WireError(Reason.VALUE_OUT_OF_RANGE, "; ".join(outside))
-        if len(outside) == len(values):
-            raise fault
-        faults.append(fault)
-        return {n: v for n, v in values.items() if metric(n) is None or _inside(n, v)}
 
     @staticmethod
     def _known_metrics(
@@ -378,7 +375,7 @@ class Ingest:
     def _check_seq(self, health: DeviceHealth, seq: int, ts: datetime) -> None:
         last = health.last_seq
         if last is not None and seq <= last:
-            # Stamped later than the last one received, it is no copy nor a late message:
+            # Stamped later than any reading received, it is no copy nor a late message:
             # the device has restarted (and its first readings after the reboot were lost).
             # Else within the reorder window it is a repeat or a late message; far behind,
             # or back at 0, a restart all the same.
@@ -390,11 +387,6 @@ class Ingest:
             self.counters["device_restarts"] += 1
         elif last is not None and seq > last + 1:
             self.counters["seq_gaps"] += seq - last - 1
-
-
-def _inside(name: str, value: float) -> bool:
-    known = metric(name)
-    return known is None or known.low <= value <= known.high
 
 
 def _left_out(faults: list[WireError], readings: int) -> WireError:

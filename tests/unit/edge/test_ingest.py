@@ -173,13 +173,30 @@ def test_a_bad_reading_in_a_batch_is_left_out_alone_with_a_letter_and_each_fault
     assert target.counters["rejected.value_out_of_range"] == 2
 
 
-def test_a_value_outside_its_range_is_left_out_and_the_others_are_judged() -> None:
-    """A smoke detector's broken thermistor (400 °C) took its smoke channel down with it."""
+def test_a_value_outside_its_range_leaves_its_reading_out_whole() -> None:
+    """Not that channel alone: the rules would go on judging the broken channel's last good
+    value as current and the device would stay online; left out whole, its readings stop and
+    it falls silent, which device-silent reports."""
     target = ingest()
-    result = target.accept(TOPIC, stamped(1, 30.0, 0, temp_c=400.0), NOW)
-    assert isinstance(result, Accepted)
-    assert [r.values for r in result.readings] == [{"gas_lel": 30.0}]
-    assert result.dropped is not None and result.dropped.reason is Reason.VALUE_OUT_OF_RANGE
-    assert result.dropped.detail.startswith("temp_c = 400.0 is outside")
+    assert isinstance(target.accept(TOPIC, stamped(1, 0.5, 0), NOW), Accepted)
+    result = target.accept(TOPIC, stamped(2, 30.0, 1, temp_c=400.0), NOW)
+    assert isinstance(result, Rejection) and result.reason is Reason.VALUE_OUT_OF_RANGE
+    assert result.detail.startswith("temp_c = 400.0 is outside")
     assert target.counters["rejected.value_out_of_range"] == 1
-    assert target.devices["gas-1"].last_values == {"gas_lel": 30.0}
+    assert target.devices["gas-1"].last_values == {"gas_lel": 0.5}
+    assert target.devices["gas-1"].last_seq == 2  # received all the same: no gap after it
+
+
+def test_copies_of_earlier_readings_stay_copies_after_the_devices_clock_is_set_back() -> None:
+    """The restart test (a lower seq stamped later) reads the latest stamp ever received: a
+    device clock 10 minutes fast, then corrected, must not make a redelivered copy of an
+    earlier reading (a 0 %LEL after a 40) look like a restart and be judged as current."""
+    target = ingest()
+    for seq in range(11):  # 10 minutes fast
+        assert isinstance(target.accept(TOPIC, stamped(seq, 0.0, 600 + seq), NOW), Accepted)
+    assert isinstance(target.accept(TOPIC, stamped(11, 40.0, 11), NOW), Accepted)  # corrected
+    for seq, lel, at in ((10, 0.0, 610), (11, 40.0, 11), (9, 0.0, 609)):
+        copy = target.accept(TOPIC, stamped(seq, lel, at), NOW)
+        assert isinstance(copy, Rejection), (seq, copy)
+    assert target.counters["device_restarts"] == 0
+    assert target.devices["gas-1"].last_values["gas_lel"] == 40.0
