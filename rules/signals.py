@@ -164,7 +164,7 @@ def _last_of(bucket: Bucket) -> float:
     return bucket.last
 
 
-def _merge_old(buckets: list[Bucket], now: float, windows: tuple[float, ...] = ()) -> None:
+def _merge_old(buckets: list[Bucket], now: float, windows: tuple[float, ...]) -> None:
     """Merge runs of adjacent buckets that span no more than BUCKET_FRACTION of their age.
 
     A window reads whole buckets from the first whose last sample is inside it, so a bucket
