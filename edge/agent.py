@@ -687,8 +687,9 @@ class EdgeAgent:
             self._background(_logged(dropped, f"device {result.forgotten} not forgotten on disk"))
             await self._settle_devices()
         # Most readings change nothing: judged without a coroutine of their own.
-        for reading in result.readings:
-            transitions = self._judge(reading, now)
+        outside = result.outside
+        for index, reading in enumerate(result.readings):
+            transitions = self._judge(reading, now, outside[index] if outside else None)
             if transitions or self._sirens:
                 await self._act(reading, transitions, now)
         if result.receipt is not None:
@@ -700,12 +701,15 @@ class EdgeAgent:
         """One reading: judged, and acted on."""
         await self._act(reading, self._judge(reading, now), now)
 
-    def _judge(self, reading: Reading, now: datetime) -> list[Transition]:
+    def _judge(
+        self, reading: Reading, now: datetime, outside: dict[str, float] | None = None
+    ) -> list[Transition]:
+        """``outside``: its values left out as outside their physical range (Engine.feed)."""
         info = self.devices[reading.device]
         # The rules' time is the gateway's clock at arrival: device clocks cannot be trusted
         # to hold an alarm back or bring it forward.
         started = time.perf_counter()
-        transitions = self.engine.feed(info, reading, now)
+        transitions = self.engine.feed(info, reading, now, outside)
         self.rule_latency.observe(time.perf_counter() - started)
         self._state_dirty = True
         if self.telemetry is not None:

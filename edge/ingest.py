@@ -18,7 +18,7 @@ import msgspec
 from edge.config import DEFAULT_INTERVAL_S, DeviceConfig, DeviceKind, DiscoveryConfig
 from wire import Codec, DeviceStatus, Reading, Reason, Receipt, WireError, topics
 from wire.errors import shown
-from wire.metrics import metric
+from wire.metrics import metric, split_by_range
 from wire.topics import Channel
 
 # How far back a sequence number may be and still count as reordered rather than a restart.
@@ -59,6 +59,9 @@ class Accepted(msgspec.Struct, frozen=True):
     # What was left out of an accepted message, for a letter: metrics past METRICS_PER_DEVICE,
     # or a watched device's move to where discovery does not take it.
     dropped: Rejection | None = None
+    # Each reading's values left out as outside their sensor's physical range (its channel
+    # is faulted: Engine.feed), aligned with ``readings``; empty when none had any.
+    outside: list[dict[str, float] | None] = []
     # A device taken in (or moved) by its own announcement (see Ingest._announced).
     discovered: DeviceConfig | None = None
     # A discovered device whose retained announcement was cleared: no longer watched.
@@ -160,7 +163,8 @@ class Ingest:
                 if self.codec.skewed(reading.ts, now):
                     self.counters["clock_skewed"] += 1
             sent = len(readings) + len(faults)
-            accepted = self._in_sequence(health, readings, now, faults)
+            outside: list[dict[str, float] | None] = []
+            accepted = self._in_sequence(health, readings, now, faults, outside)
             if not faults:
                 return Accepted(readings=accepted)
             # Each fault counted once: here, or the one raised by accept().
@@ -170,7 +174,7 @@ class Ingest:
             if not accepted:
                 raise left_out
             letter = Rejection(left_out.reason, left_out.detail, topic, payload)
-            return Accepted(readings=accepted, dropped=letter)
+            return Accepted(readings=accepted, dropped=letter, outside=outside)
         if parsed.channel is Channel.STATUS:
             if not payload:  # a cleared retained status
                 return Accepted()
@@ -295,11 +299,18 @@ class Ingest:
             )
 
     def _in_sequence(
-        self, health: DeviceHealth, readings: list[Reading], now: datetime, faults: list[WireError]
+        self,
+        health: DeviceHealth,
+        readings: list[Reading],
+        now: datetime,
+        faults: list[WireError],
+        outside: list[dict[str, float] | None],
     ) -> list[Reading]:
-        """The readings accepted; what was left out of them is added to ``faults``. In a batch
-        a bad reading is left out alone."""
+        """The readings accepted; what was left out of them is added to ``faults``, and once
+        any value is outside its physical range, each accepted reading's such values to
+        ``outside`` (see Accepted). In a batch a bad reading is left out alone."""
         accepted: list[Reading] = []
+        split = False  # outside is kept
         for reading in readings:
             try:
                 self._check_device(reading.device, health.config.id)
@@ -313,9 +324,17 @@ class Ingest:
             health.last_seq = reading.seq
             if health.last_ts is None or reading.ts > health.last_ts:
                 health.last_ts = reading.ts
+            # A value a sensor cannot produce is its channel's fault, not a reading (taken as
+            # one, a negative %LEL could clear a gas alarm): left out of the reading, and
+            # passed on beside it, so the rules fault that channel (device-out-of-range) and go
+            # on judging the device's good ones.
+            values, bad = split_by_range(reading.values)
+            if bad is not None:
+                faults.append(_out_of_range(bad))
+                if not split:
+                    outside.extend(None for _ in accepted)
+                    split = True
             try:
-                self._in_range(reading)
-                values = reading.values
                 if len(health.last_values) + len(values) > METRICS_PER_DEVICE:
                     values = self._known_metrics(health, reading.device, values, faults)
             except WireError as exc:
@@ -328,23 +347,9 @@ class Ingest:
             health.last_values.update(values)
             self.counters["readings"] += 1
             accepted.append(reading)
+            if split:
+                outside.append(bad)
         return accepted
-
-    @staticmethod
-    def _in_range(reading: Reading) -> None:
-        """Every value inside its sensor's physical range, else the reading is left out whole.
-        A value a sensor cannot produce is a fault; taken as a reading, a negative %LEL could
-        clear a gas alarm. Not that channel alone: the device's rules would go on judging the
-        broken channel's last good value as current, and it would stay online; left out
-        whole, its readings stop and it falls silent (device-silent tells the installer)."""
-        for name, value in reading.values.items():
-            known = metric(name)
-            if known is not None and not known.low <= value <= known.high:
-                raise WireError(
-                    Reason.VALUE_OUT_OF_RANGE,
-                    f"{name} = {value} is outside the sensor's physical range "
-                    f"{known.low:g}..{known.high:g} {known.unit}",
-                )
 
     @staticmethod
     def _known_metrics(
@@ -387,6 +392,21 @@ class Ingest:
             self.counters["device_restarts"] += 1
         elif last is not None and seq > last + 1:
             self.counters["seq_gaps"] += seq - last - 1
+
+
+def _out_of_range(bad: dict[str, float]) -> WireError:
+    details = []
+    for name, value in bad.items():
+        known = metric(name)
+        assert known is not None  # outside_range knows it
+        details.append(
+            f"{name} = {value} is outside the sensor's physical range "
+            f"{known.low:g}..{known.high:g} {known.unit}"
+        )
+    return WireError(
+        Reason.VALUE_OUT_OF_RANGE,
+        "; ".join(details) + " (left out; the device's rules fault that channel)",
+    )
 
 
 def _left_out(faults: list[WireError], readings: int) -> WireError:

@@ -327,7 +327,10 @@ class _Gate:
             track = metrics.get(name)
             if track is not None and test(track.last, threshold):
                 return True
+        faulted = device.faulted
         for name, low, high in self.ranges:
+            if name in faulted:
+                return True
             track = metrics.get(name)
             if track is not None and not low <= track.last <= high:
                 return True
@@ -1012,8 +1015,17 @@ class Engine:
             self._round = (fresh, left, min(began, at))
         self._now = at
 
-    def feed(self, device: DeviceInfo, reading: Reading, now: datetime) -> list[Transition]:
-        """One reading from ``device``, arriving at ``now`` (the gateway's time)."""
+    def feed(
+        self,
+        device: DeviceInfo,
+        reading: Reading,
+        now: datetime,
+        outside: Mapping[str, float] | None = None,
+    ) -> list[Transition]:
+        """One reading from ``device``, arriving at ``now`` (the gateway's time). ``outside``:
+        the values left out of it as outside their sensor's physical range
+        (``wire.metrics.outside_range``): those channels are faulted (``out_of_range``) and
+        keep their last good value for every other leaf."""
         at = now.timestamp()
         if at > self._now:
             self._now = at
@@ -1029,6 +1041,11 @@ class Engine:
         self._encoded.pop(device.id, None)
         values = reading.values
         track.record(values, at, reading.ts.timestamp())
+        names = tuple(values)
+        if outside or track.faulted:
+            track.fault(values, outside)
+            if outside:  # the rules on a faulted channel meet the reading (its range rules)
+                names += tuple(name for name in outside if name not in values)
         tolerances = self._tolerance
         star = tolerances.get("*", 0.0)
         keeps, doses = self._keeps, self._doses_of
@@ -1048,7 +1065,6 @@ class Engine:
         matching, scored = rules
         if scored:
             self._score(scored, device, track, values, at)
-        names = tuple(values)
         plan = self._plans.get((device.id, names))
         if plan is None:
             if len(self._plans) >= PLANS_LIMIT:  # odd mixes of metrics: bounded all the same

@@ -9,10 +9,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import msgspec
+
 from rules.engine import Engine
 from rules.language import Rule
 from rules.ruleset import RuleSet
 from rules.transition import Transition
+from wire.metrics import split_by_range
 from wire.replay import ReplayHeader, ReplayRecord
 
 
@@ -53,7 +56,12 @@ def run_replay(
             name = record.reading.device
             result.unknown_devices[name] = result.unknown_devices.get(name, 0) + 1
             continue
-        result.transitions.extend(engine.feed(info, record.reading, record.at))
+        reading = record.reading
+        # As the edge's ingest does: a value outside its physical range faults its channel.
+        values, bad = split_by_range(reading.values)
+        if bad is not None:
+            reading = msgspec.structs.replace(reading, values=values)
+        result.transitions.extend(engine.feed(info, reading, record.at, bad))
         result.readings += 1
         if progress is not None and result.readings % 1000 == 0:
             progress(result.readings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -73,6 +73,9 @@ class DeviceTrack(msgspec.Struct):
     metrics: dict[str, MetricTrack] = {}
     doses: dict[str, Dose] = {}
     scores: dict[str, float] = {}
+    # Channels whose latest value was outside the sensor's physical range (the value), until
+    # one inside it: the ``out_of_range`` leaf's. Their tracks keep the last good value.
+    faulted: dict[str, float] = {}
 
     def record(self, values: dict[str, float], at: float, device_ts: float) -> None:
         self.last_at = at
@@ -87,6 +90,15 @@ class DeviceTrack(msgspec.Struct):
             track.last, track.at = value, at
             if value:
                 track.nonzero_at = at
+
+    def fault(self, values: Mapping[str, float], outside: Mapping[str, float] | None) -> None:
+        """A reading's good ``values`` end their channels' faults; ``outside``, the values
+        left out of it as outside their physical range, start or go on with theirs."""
+        faulted = self.faulted
+        for name in values:
+            faulted.pop(name, None)
+        if outside:
+            faulted.update(outside)
 
     def trim(
         self,
@@ -428,6 +440,10 @@ def reading_fault(leaf: Condition, device: DeviceTrack) -> Result:
         ok = abs(device.skew_s) >= seconds(leaf.clock_skew)
         return (ok, {"skew_s": device.skew_s}, device.info.id)
     if leaf.out_of_range is not None:
+        for name, value in device.faulted.items():
+            if leaf.out_of_range in ("*", name):
+                return (True, {name: value}, device.info.id)
+        # A value fed as it came (a replay or a test that did not split it off): its track's.
         names = [leaf.out_of_range] if leaf.out_of_range != "*" else list(device.metrics)
         for name in names:
             found, track = metric(name), device.metrics.get(name)

@@ -7,6 +7,7 @@ telemetry and the dashboards share. A metric not listed here is still accepted o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -63,3 +64,26 @@ def metric(name: str) -> Metric | None:
         _, _, base = rest.partition("_")
         found = METRICS.get(base) or METRICS.get(f"door_{base}")
     return found
+
+
+def outside_range(values: Mapping[str, float]) -> dict[str, float] | None:
+    """The values outside their sensor's physical range, or None: a value a sensor cannot
+    produce is a fault of that channel, not a reading (a negative %LEL must not clear a gas
+    alarm). The edge's ingest and the rules' replay split readings with it alike."""
+    bad: dict[str, float] | None = None
+    for name, value in values.items():
+        known = metric(name)
+        if known is not None and not known.low <= value <= known.high:
+            if bad is None:
+                bad = {}
+            bad[name] = value
+    return bad
+
+
+def split_by_range(values: dict[str, float]) -> tuple[dict[str, float], dict[str, float] | None]:
+    """``values`` less those outside their physical range (the same dict when none is), and
+    those (see outside_range)."""
+    bad = outside_range(values)
+    if bad is None:
+        return values, None
+    return {name: value for name, value in values.items() if name not in bad}, bad

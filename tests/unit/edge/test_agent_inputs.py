@@ -17,6 +17,7 @@ from bus import Broker
 from bus.mqtt import Incoming
 from edge import EdgeAgent, parse
 from edge.agent import DEADLETTER_EVERY_S, DEADLETTER_KEYS
+from rules.transition import Transition
 from tests.integration.edge_support import edge_config_yaml
 from wire import (
     Broadcast,
@@ -248,3 +249,49 @@ async def test_withheld_letters_pushed_out_of_the_map_are_sent_not_lost(edge: Ha
     assert edge.letters[-2] == duplicates[1]
     assert edge.letters[-1].topic.endswith(f"/junk{DEADLETTER_KEYS - 1}/x")
     assert len(edge.letters) == 1 + DEADLETTER_KEYS + 1
+
+
+# -- D11: a value outside its sensor's physical range ------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_value_outside_its_range_faults_its_channel_and_the_good_ones_are_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, ingest left such a reading out whole, so the device-out-of-range preset could
+    never fire in the agent (the rules never saw the fault), and the reading's good gas value
+    was lost with it."""
+    base = edge_config_yaml(Broker("127.0.0.1", 9), tmp_path)
+    rules = "rules:\n  include: [gas, device-health]\n"
+    yaml = base.replace(base[base.index("rules:") : base.index("uplink_retry_s")], rules)
+    harness = _harness(tmp_path, monkeypatch, yaml=yaml)
+    raised: list[tuple[str, str]] = []
+
+    async def alarms(transitions: list[Transition]) -> None:
+        raised.extend((t.rule, t.phase.value) for t in transitions)
+
+    monkeypatch.setattr(harness.agent, "_alarms", alarms)
+    topic = topics.reading(SITE, GATEWAY, GAS)
+    try:
+        await harness.feed(topic, reading(1, T0, {"gas_lel": 1.0, "temp_c": 20.0}))
+        assert raised == []
+        harness.clock.now = T0 + timedelta(seconds=30)
+        await harness.feed(topic, reading(2, T0, {"gas_lel": 60.0, "temp_c": 400.0}))
+        assert raised == [("device-out-of-range", "raised")]  # the broken channel's fault
+        harness.clock.now = T0 + timedelta(seconds=33)  # past the gas alarm's 2 s hold
+        await harness.feed(topic, reading(3, T0, {"gas_lel": 60.0, "temp_c": 400.0}))
+        assert raised[1:] == [("gas-lel", "raised")]  # the good channel, judged all along
+        [letter] = harness.letters  # the second withheld within the letters' interval
+        assert letter.reason == "value_out_of_range" and "temp_c = 400.0" in letter.detail
+        assert harness.agent.ingest.counters["rejected.value_out_of_range"] == 2
+        track = harness.agent.engine.state.devices[GAS]
+        assert track.metrics["temp_c"].last == 20.0  # the last good value, kept
+        assert harness.agent.ingest.devices[GAS].last_values["temp_c"] == 20.0
+        raised.clear()
+        for seq in range(4, 40):  # good values again: the fault clears after its 10 min
+            harness.clock.now = T0 + timedelta(seconds=30 * seq)
+            await harness.feed(topic, reading(seq, T0, {"gas_lel": 1.0, "temp_c": 20.0}))
+        assert ("device-out-of-range", "cleared") in raised
+        assert track.faulted == {}
+    finally:
+        harness.agent.close()

@@ -75,11 +75,19 @@ def stamped(seq: int, lel: float, seconds: float, **more: float) -> bytes:
     return msgspec.json.encode(reading)
 
 
-def test_values_outside_the_sensors_physical_range_are_rejected() -> None:
+def test_a_value_outside_the_sensors_physical_range_is_left_out_and_passed_on_beside() -> None:
+    """Its reading is still received (the device is alive, and its channel is faulted by the
+    rules: Engine.feed), with a letter saying why the value was left out."""
     target = ingest()
     result = accept(target, 1, lel=-50.0)
-    assert isinstance(result, Rejection) and result.reason is Reason.VALUE_OUT_OF_RANGE
-    assert "physical range" in result.detail
+    assert isinstance(result, Accepted) and result.dropped is not None
+    assert result.dropped.reason is Reason.VALUE_OUT_OF_RANGE
+    assert "physical range" in result.dropped.detail
+    assert [r.values for r in result.readings] == [{}]
+    assert result.outside == [{"gas_lel": -50.0}]
+    assert target.counters["rejected.value_out_of_range"] == 1
+    assert target.devices["gas-1"].last_values == {}
+    assert target.devices["gas-1"].state == "online"
 
 
 def test_a_replayed_reading_in_a_batch_does_not_take_the_others_down() -> None:
@@ -156,35 +164,57 @@ def test_a_bad_reading_in_a_batch_is_left_out_alone_with_a_letter_and_each_fault
     bad_type = payload(2).replace(b'"gas_lel":1.0', b'"gas_lel":"high"')
     batch = b"[" + payload(1) + b"," + bad_type + b"," + payload(3, lel=-5.0) + b"]"
     result = target.accept(TOPIC, batch, NOW)
-    assert isinstance(result, Accepted) and [r.seq for r in result.readings] == [1]
+    # seq 3 is received without its value, which faults its channel (result.outside)
+    assert isinstance(result, Accepted) and [r.seq for r in result.readings] == [1, 3]
+    assert result.outside == [None, {"gas_lel": -5.0}]
     assert result.dropped is not None and result.dropped.reason is Reason.WRONG_TYPE
     assert result.dropped.detail.startswith("2 faults in 3 readings: reading [1]: Expected")
     assert "gas_lel = -5.0 is outside" in result.dropped.detail
     assert target.counters["rejected.wrong_type"] == 1
     assert target.counters["rejected.value_out_of_range"] == 1
-    # seq 3 arrived (left out for its value): no gap before seq 4
     assert isinstance(target.accept(TOPIC, payload(4), NOW), Accepted)
     assert target.counters["seq_gaps"] == 1  # seq 2, which could not be read
-    every = b"[" + payload(4) + b"," + payload(5, lel=101.0) + b"]"
+    wrong = payload(5).replace(b'"gas_lel":1.0', b'"gas_lel":[]')
+    every = b"[" + payload(4) + b"," + wrong + b"]"
     result = target.accept(TOPIC, every, NOW)
-    assert isinstance(result, Rejection) and result.reason is Reason.DUPLICATE
-    assert result.detail.startswith("2 faults in 2 readings: seq 4 was already received")
+    assert isinstance(result, Rejection) and result.reason is Reason.WRONG_TYPE
+    assert result.detail.startswith("2 faults in 2 readings: reading [1]: Expected")
+    assert "seq 4 was already received" in result.detail
     assert target.counters["rejected.duplicate"] == 1
-    assert target.counters["rejected.value_out_of_range"] == 2
+    assert target.counters["rejected.wrong_type"] == 2
 
 
-def test_a_value_outside_its_range_leaves_its_reading_out_whole() -> None:
-    """Not that channel alone: the rules would go on judging the broken channel's last good
-    value as current and the device would stay online; left out whole, its readings stop and
-    it falls silent, which device-silent reports."""
+def test_a_value_outside_its_range_leaves_that_channel_out_and_keeps_the_good_ones() -> None:
+    """Left out whole before, the reading's good gas value was lost with it, and the
+    device-out-of-range preset could never fire (the rules never saw the fault). In a batch
+    ``outside`` stays aligned with the readings accepted."""
     target = ingest()
     assert isinstance(target.accept(TOPIC, stamped(1, 0.5, 0), NOW), Accepted)
     result = target.accept(TOPIC, stamped(2, 30.0, 1, temp_c=400.0), NOW)
-    assert isinstance(result, Rejection) and result.reason is Reason.VALUE_OUT_OF_RANGE
-    assert result.detail.startswith("temp_c = 400.0 is outside")
+    assert isinstance(result, Accepted) and result.dropped is not None
+    assert result.dropped.reason is Reason.VALUE_OUT_OF_RANGE
+    assert result.dropped.detail.startswith("temp_c = 400.0 is outside")
+    assert [r.values for r in result.readings] == [{"gas_lel": 30.0}]
+    assert result.outside == [{"temp_c": 400.0}]
     assert target.counters["rejected.value_out_of_range"] == 1
-    assert target.devices["gas-1"].last_values == {"gas_lel": 0.5}
-    assert target.devices["gas-1"].last_seq == 2  # received all the same: no gap after it
+    assert target.devices["gas-1"].last_values == {"gas_lel": 30.0}
+    assert target.devices["gas-1"].last_seq == 2
+    batch = (
+        b"["
+        + stamped(3, 1.0, 2)
+        + b","
+        + stamped(4, 2.0, 3, temp_c=-41.0, co_ppm=9000.0)
+        + b","
+        + stamped(5, 3.0, 4)
+        + b"]"
+    )
+    result = target.accept(TOPIC, batch, NOW)
+    assert isinstance(result, Accepted) and [r.seq for r in result.readings] == [3, 4, 5]
+    assert result.outside == [None, {"temp_c": -41.0, "co_ppm": 9000.0}, None]
+    assert result.dropped is not None and "co_ppm = 9000.0 is outside" in result.dropped.detail
+    assert target.counters["rejected.value_out_of_range"] == 2
+    plain = target.accept(TOPIC, stamped(6, 1.0, 5), NOW)
+    assert isinstance(plain, Accepted) and plain.outside == [] and plain.dropped is None
 
 
 def test_copies_of_earlier_readings_stay_copies_after_the_devices_clock_is_set_back() -> None:

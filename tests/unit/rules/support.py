@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from rules import Engine, Rule, RuleSet, Transition, load_preset
 from rules.detectors import DetectorFactory
 from wire import Phase, Reading
+from wire.metrics import split_by_range
 from wire.replay import DeviceInfo
 
 T0 = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # a Monday, 10:00 in Beijing
@@ -49,18 +50,25 @@ class Sim:
         *,
         utc_offset_s: float = 8 * 3600,
         detectors: Mapping[str, DetectorFactory] | None = None,
+        split_range: bool = False,
     ) -> None:
+        """``split_range``: values outside their physical range are split off each reading as
+        the edge's ingest does (a faulted channel), not fed as they came."""
         ruleset = load_preset(rules) if isinstance(rules, str) else rules
         self.engine = Engine(ruleset, utc_offset_s=utc_offset_s, detectors=detectors)
+        self.split_range = split_range
         self.seq: dict[str, int] = {}
         self.log: list[tuple[float, Transition]] = []
         self.now = 0.0
 
     def feed(self, t: float, dev: DeviceInfo, skew_s: float = 0.0, **values: float) -> None:
         seq = self.seq[dev.id] = self.seq.get(dev.id, -1) + 1
+        bad = None
+        if self.split_range:
+            values, bad = split_by_range(values)
         reading = Reading(device=dev.id, seq=seq, ts=at(t + skew_s), values=values)
         self.now = t
-        self.log += [(t, x) for x in self.engine.feed(dev, reading, at(t))]
+        self.log += [(t, x) for x in self.engine.feed(dev, reading, at(t), bad)]
 
     def tick(self, t: float) -> None:
         self.now = t

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 
 import msgspec
+import pytest
 
-from rules import Engine, load_preset
+from rules import Engine, RuleSet, load_preset
 from tests.unit.rules.support import Sim, at, device
 
 HEAT = device("heat-1", "heat", interval_s=60)
@@ -71,14 +72,50 @@ def test_a_live_sensor_is_not_stuck() -> None:
     assert sim.log == []
 
 
-def test_out_of_range_is_a_fault_and_clears_after_good_readings() -> None:
-    sim = Sim("device-health")
+@pytest.mark.parametrize("split_range", [False, True])
+def test_out_of_range_is_a_fault_and_clears_after_good_readings(split_range: bool) -> None:
+    """Fed as it came, or split off as the edge's ingest does: one fault, the same times."""
+    sim = Sim("device-health", split_range=split_range)
     sim.run(
         HEAT, lambda t: {"temp_c": 400.0 if 600 <= t < 900 else 21 + math.sin(t / 500)}, 0, 3000, 60
     )
     assert [c for c in sim.changes() if c[1] == "device-out-of-range"] == [
         (600, "device-out-of-range", "raised", "Moderate"),
         (1500, "device-out-of-range", "cleared", "Moderate"),
+    ]
+
+
+def test_a_faulted_channel_keeps_its_last_good_value_and_its_alarm() -> None:
+    """A gas sensor that turns to reading -5 %LEL during a leak: its channel is faulted, and
+    the gas alarm stands on the last good value (taken as a reading, -5 would have cleared
+    it). The fault outlives readings without that channel and a restart, and ends with a
+    good value."""
+    gas = device("gas-1", "gas", interval_s=30)
+    rules = RuleSet(include=["gas", "device-health"])
+    sim = Sim(rules, split_range=True)
+    for t in range(0, 60, 10):
+        sim.feed(t, gas, gas_lel=40.0, battery_pct=90.0)
+    assert [c[1:3] for c in sim.changes()] == [("gas-lel", "raised")]
+    for t in range(60, 300, 10):
+        sim.feed(t, gas, gas_lel=-5.0, battery_pct=90.0)
+    assert [c[1:3] for c in sim.changes()] == [
+        ("gas-lel", "raised"),
+        ("device-out-of-range", "raised"),
+    ]
+    track = sim.engine.state.devices["gas-1"]
+    assert track.metrics["gas_lel"].last == 40.0 and track.faulted == {"gas_lel": -5.0}
+    [fault] = sim.raised("device-out-of-range")
+    assert fault.evidence == {"gas_lel": -5.0} and fault.at == at(60)
+    sim.engine = Engine.restore(rules, sim.engine.snapshot(), utc_offset_s=8 * 3600)
+    for t in range(300, 1200, 30):  # the battery alone: the fault stands
+        sim.feed(t, gas, battery_pct=90.0)
+    assert sim.engine.state.devices["gas-1"].faulted == {"gas_lel": -5.0}
+    assert len(sim.log) == 2
+    for t in range(1200, 2100, 30):
+        sim.feed(t, gas, gas_lel=0.5, battery_pct=90.0)
+    assert [c[1:3] for c in sim.changes()][2:] == [
+        ("gas-lel", "cleared"),
+        ("device-out-of-range", "cleared"),
     ]
 
 

@@ -19,7 +19,7 @@ from rules.language import Rule
 from rules.ruleset import preset_names
 from tests.unit.rules.support import at, device
 from wire import Reading
-from wire.metrics import metric
+from wire.metrics import metric, split_by_range
 from wire.replay import DeviceInfo
 
 EXTRA = """\
@@ -234,8 +234,13 @@ def _run(
                 last_tick = max(last_tick + 1.0, t - 5.0)
                 out += engine.tick(at(last_tick))
             seq[dev.id] = seq.get(dev.id, 0) + 1
+            # Half the faulty values split off as the edge's ingest does (a faulted channel),
+            # half fed as they came (a replay's or a test's).
+            bad = None
+            if n % 2:
+                values, bad = split_by_range(values)
             reading = Reading(device=dev.id, seq=seq[dev.id], ts=at(t + skew), values=values)
-            out += engine.feed(dev, reading, at(t))
+            out += engine.feed(dev, reading, at(t), bad)
             if n == 3000:  # a restart: the gate must not trust what it judged before
                 engine = Engine.restore(rules, engine.snapshot(), utc_offset_s=8 * 3600)
             if n == 5000:  # an edited rule restarts its timers
