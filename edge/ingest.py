@@ -186,6 +186,12 @@ class Ingest:
             return Accepted(status=status)
         receipt = self.codec.decode(payload, Receipt, now, check_time=False)
         self._check_device(receipt.speaker, device_id)
+        if health.config.kind != "speaker":  # else the hub would count it as a delivery
+            raise WireError(
+                Reason.INVALID_VALUE,
+                f"device {device_id!r} is a {health.config.kind} device, not a speaker: only"
+                " speakers send broadcast receipts; check its firmware's topics",
+            )
         self.counters["receipts"] += 1
         return Accepted(receipt=receipt)
 

@@ -10,7 +10,7 @@ import pytest
 from edge import ingest as ingest_module
 from edge.config import DeviceConfig
 from edge.ingest import Accepted, Ingest, Rejection
-from wire import Codec, Reading, Reason, topics
+from wire import Codec, Reading, Reason, Receipt, topics, uuid7
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 TOPIC = topics.reading("s1", "gw-1", "gas-1")
@@ -230,3 +230,27 @@ def test_copies_of_earlier_readings_stay_copies_after_the_devices_clock_is_set_b
         assert isinstance(copy, Rejection), (seq, copy)
     assert target.counters["device_restarts"] == 0
     assert target.devices["gas-1"].last_values["gas_lel"] == 40.0
+
+
+def test_only_a_speaker_sends_receipts() -> None:
+    """A gas sensor publishing on its receipt topic was forwarded, and the hub counted it as
+    a delivery of the broadcast it named."""
+    target = Ingest(
+        "s1",
+        "gw-1",
+        [DeviceConfig(id="gas-1", kind="gas"), DeviceConfig(id="spk-1", kind="speaker")],
+        Codec(),
+    )
+    for device, taken in (("gas-1", False), ("spk-1", True)):
+        receipt = Receipt(
+            broadcast_id=uuid7(), speaker=device, outcome="played", ts=NOW, content_hash="0" * 64
+        )
+        topic = topics.device_receipt("s1", "gw-1", device)
+        result = target.accept(topic, msgspec.json.encode(receipt), NOW)
+        if taken:
+            assert isinstance(result, Accepted) and result.receipt == receipt
+        else:
+            assert isinstance(result, Rejection) and result.reason is Reason.INVALID_VALUE
+            assert "not a speaker" in result.detail
+    assert target.counters["rejected.invalid_value"] == 1
+    assert target.counters["receipts"] == 1
