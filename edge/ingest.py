@@ -18,7 +18,7 @@ import msgspec
 from edge.config import DEFAULT_INTERVAL_S, DeviceConfig, DeviceKind, DiscoveryConfig
 from wire import Codec, DeviceStatus, Reading, Reason, Receipt, WireError, topics
 from wire.errors import shown
-from wire.metrics import metric, split_by_range
+from wire.metrics import metric, outside_range, split_by_range
 from wire.topics import Channel
 
 # How far back a sequence number may be and still count as reordered rather than a restart.
@@ -39,6 +39,9 @@ class DeviceHealth:
     last_seen: datetime | None = None
     last_values: dict[str, float] = field(default_factory=dict)
     actuators: dict[str, str] = field(default_factory=dict)
+    # Metrics it has sent only outside their physical range (so none in last_values): they
+    # count against METRICS_PER_DEVICE all the same, as the rules keep their faults.
+    faulty: set[str] = field(default_factory=set)
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -60,8 +63,8 @@ class Accepted(msgspec.Struct, frozen=True):
     # or a watched device's move to where discovery does not take it.
     dropped: Rejection | None = None
     # Each reading's values left out as outside their sensor's physical range (its channel
-    # is faulted: Engine.feed), aligned with ``readings``; empty when none had any.
-    outside: list[dict[str, float] | None] = []
+    # is faulted: Engine.feed), aligned with ``readings``; None when none had any.
+    outside: list[dict[str, float] | None] | None = None
     # A device taken in (or moved) by its own announcement (see Ingest._announced).
     discovered: DeviceConfig | None = None
     # A discovered device whose retained announcement was cleared: no longer watched.
@@ -163,8 +166,7 @@ class Ingest:
                 if self.codec.skewed(reading.ts, now):
                     self.counters["clock_skewed"] += 1
             sent = len(readings) + len(faults)
-            outside: list[dict[str, float] | None] = []
-            accepted = self._in_sequence(health, readings, now, faults, outside)
+            accepted, outside = self._in_sequence(health, readings, now, faults)
             if not faults:
                 return Accepted(readings=accepted)
             # Each fault counted once: here, or the one raised by accept().
@@ -310,13 +312,12 @@ class Ingest:
         readings: list[Reading],
         now: datetime,
         faults: list[WireError],
-        outside: list[dict[str, float] | None],
-    ) -> list[Reading]:
-        """The readings accepted; what was left out of them is added to ``faults``, and once
-        any value is outside its physical range, each accepted reading's such values to
-        ``outside`` (see Accepted). In a batch a bad reading is left out alone."""
+    ) -> tuple[list[Reading], list[dict[str, float] | None] | None]:
+        """The readings accepted, and each one's values outside their physical range (see
+        Accepted; None when none had any); what was left out is added to ``faults``. In a
+        batch a bad reading is left out alone."""
         accepted: list[Reading] = []
-        split = False  # outside is kept
+        outside: list[dict[str, float] | None] | None = None
         for reading in readings:
             try:
                 self._check_device(reading.device, health.config.id)
@@ -330,22 +331,27 @@ class Ingest:
             health.last_seq = reading.seq
             if health.last_ts is None or reading.ts > health.last_ts:
                 health.last_ts = reading.ts
-            # A value a sensor cannot produce is its channel's fault, not a reading (taken as
-            # one, a negative %LEL could clear a gas alarm): left out of the reading, and
-            # passed on beside it, so the rules fault that channel (device-out-of-range) and go
-            # on judging the device's good ones.
-            values, bad = split_by_range(reading.values)
-            if bad is not None:
-                faults.append(_out_of_range(bad))
-                if not split:
-                    outside.extend(None for _ in accepted)
-                    split = True
+            values = reading.values
+            faulty = health.faulty
             try:
-                if len(health.last_values) + len(values) > METRICS_PER_DEVICE:
+                if len(health.last_values) + len(faulty) + len(values) > METRICS_PER_DEVICE:
                     values = self._known_metrics(health, reading.device, values, faults)
             except WireError as exc:
                 faults.append(exc)
                 continue
+            # A value a sensor cannot produce is its channel's fault, not a reading (taken as
+            # one, a negative %LEL could clear a gas alarm): left out of the reading, and
+            # passed on beside it, so the rules fault that channel (device-out-of-range) and go
+            # on judging the device's good ones.
+            bad = outside_range(values)
+            if bad is not None:
+                values, _ = split_by_range(values)
+                faults.append(_out_of_range(bad))
+                faulty.update(name for name in bad if name not in health.last_values)
+                if outside is None:
+                    outside = [None] * len(accepted)
+            if faulty:  # a name with a good value at last is in last_values below
+                faulty.difference_update(values)
             if values is not reading.values:
                 reading = msgspec.structs.replace(reading, values=values)
             health.last_seen = now
@@ -353,9 +359,9 @@ class Ingest:
             health.last_values.update(values)
             self.counters["readings"] += 1
             accepted.append(reading)
-            if split:
+            if outside is not None:
                 outside.append(bad)
-        return accepted
+        return accepted, outside
 
     @staticmethod
     def _known_metrics(
@@ -365,11 +371,11 @@ class Ingest:
         kept (last values, the rules' tracks) for as long as the gateway runs, and firmware
         naming ever new ones must not grow them for months, nor take the known ones (a gas
         level) down with them. None left: rejected."""
-        known = health.last_values
-        room = METRICS_PER_DEVICE - len(known)
+        known, faulty = health.last_values, health.faulty
+        room = METRICS_PER_DEVICE - len(known) - len(faulty)
         kept: dict[str, float] = {}
         for name, value in values.items():
-            if name in known:
+            if name in known or name in faulty:
                 kept[name] = value
             elif room > 0:
                 kept[name] = value

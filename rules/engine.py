@@ -1063,7 +1063,9 @@ class Engine:
         if rules is None:
             rules = self._matching[device.id] = self._rules_for(device)
         matching, scored = rules
-        if scored:
+        if scored and not outside:
+            # A reading with a faulted channel neither teaches nor scores: a detector fixes its
+            # channels from the first reading it learns, and would go blind to the broken one.
             self._score(scored, device, track, values, at)
         plan = self._plans.get((device.id, names))
         if plan is None:

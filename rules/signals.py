@@ -440,11 +440,14 @@ def reading_fault(leaf: Condition, device: DeviceTrack) -> Result:
         ok = abs(device.skew_s) >= seconds(leaf.clock_skew)
         return (ok, {"skew_s": device.skew_s}, device.info.id)
     if leaf.out_of_range is not None:
+        wanted = leaf.out_of_range  # "*", a metric, or a locker's "door_*_open"
         for name, value in device.faulted.items():
-            if leaf.out_of_range in ("*", name):
+            if fnmatchcase(name, wanted):
                 return (True, {name: value}, device.info.id)
         # A value fed as it came (a replay or a test that did not split it off): its track's.
-        names = [leaf.out_of_range] if leaf.out_of_range != "*" else list(device.metrics)
+        names = (
+            [wanted] if "*" not in wanted else [n for n in device.metrics if fnmatchcase(n, wanted)]
+        )
         for name in names:
             found, track = metric(name), device.metrics.get(name)
             if (

@@ -214,7 +214,7 @@ def test_a_value_outside_its_range_leaves_that_channel_out_and_keeps_the_good_on
     assert result.dropped is not None and "co_ppm = 9000.0 is outside" in result.dropped.detail
     assert target.counters["rejected.value_out_of_range"] == 2
     plain = target.accept(TOPIC, stamped(6, 1.0, 5), NOW)
-    assert isinstance(plain, Accepted) and plain.outside == [] and plain.dropped is None
+    assert isinstance(plain, Accepted) and plain.outside is None and plain.dropped is None
 
 
 def test_copies_of_earlier_readings_stay_copies_after_the_devices_clock_is_set_back() -> None:
@@ -254,3 +254,44 @@ def test_only_a_speaker_sends_receipts() -> None:
             assert "not a speaker" in result.detail
     assert target.counters["rejected.invalid_value"] == 1
     assert target.counters["receipts"] == 1
+
+
+def _named(seq: int, values: dict[str, float]) -> bytes:
+    ts = NOW + timedelta(seconds=seq)
+    return msgspec.json.encode(Reading(device="gas-1", seq=seq, ts=ts, values=values))
+
+
+def test_names_sent_only_outside_their_range_count_against_the_metric_limit() -> None:
+    """Split off before the limit was applied, ever new faulty names (any ``door_N_open``
+    is a registered name) were each passed on to the rules, which keep every fault."""
+    target = ingest()
+    passed: set[str] = set()
+    for n in range(1, 501):
+        result = target.accept(TOPIC, _named(n, {"gas_lel": 1.0, f"door_{n}_open": 5.0}), NOW)
+        assert isinstance(result, Accepted) and result.readings[0].values == {"gas_lel": 1.0}
+        for bad in result.outside or []:
+            passed.update(bad or {})
+    assert len(passed) == ingest_module.METRICS_PER_DEVICE - 1  # and gas_lel
+    assert target.counters["rejected.too_many_items"] == 500 - len(passed)
+
+
+def test_a_channel_first_sent_outside_its_range_is_known_when_it_reads_well() -> None:
+    """Its name was in no last value, so once the device had sent 64 other names, its first
+    good value was left out as a new name, and the rules' fault on it never ended."""
+    target = ingest()
+    first = target.accept(TOPIC, _named(1, {"gas_lel": 1.0, "temp_c": 999.0}), NOW)
+    assert isinstance(first, Accepted) and first.outside == [{"temp_c": 999.0}]
+    assert first.dropped is not None and "(left out; the device's rules" in first.dropped.detail
+    limit = ingest_module.METRICS_PER_DEVICE
+    doors = [f"door_{i}_open" for i in range(limit - 2)]  # with gas_lel and temp_c: the limit
+    for seq, start in enumerate(range(0, len(doors), 30), start=2):
+        names = dict.fromkeys(doors[start : start + 30], 0.0)
+        assert isinstance(target.accept(TOPIC, _named(seq, names), NOW), Accepted)
+    good = target.accept(TOPIC, _named(10, {"gas_lel": 1.0, "temp_c": 20.0}), NOW)
+    assert isinstance(good, Accepted) and good.dropped is None
+    assert good.readings[0].values == {"gas_lel": 1.0, "temp_c": 20.0}
+    assert target.devices["gas-1"].faulty == set()
+    new = target.accept(TOPIC, _named(11, {"gas_lel": 1.0, "co_ppm": -1.0}), NOW)
+    assert isinstance(new, Accepted) and new.outside is None  # a new name past the limit
+    assert new.dropped is not None and new.dropped.reason is Reason.TOO_MANY_ITEMS
+    assert "physical range" not in new.dropped.detail  # never checked: not passed on

@@ -8,7 +8,9 @@ import math
 import msgspec
 import pytest
 
-from rules import Engine, RuleSet, load_preset
+from rules import Engine, Rule, RuleSet, load_preset
+from rules.detect.base import Protected
+from rules.detect.zscore import RobustZ
 from tests.unit.rules.support import Sim, at, device
 
 HEAT = device("heat-1", "heat", interval_s=60)
@@ -277,3 +279,46 @@ def test_inactivity_needs_a_sensor_for_it_even_with_a_routine_learned() -> None:
     for h in range(31, 31 + 24 * 5, 24):
         sim.tick(h * 3600)
     assert [a for a in sim.engine.active() if a[0] == "inactivity"] == []
+
+
+def _rule(leaf: dict[str, object], kind: str = "x") -> Rule:
+    return msgspec.convert(
+        {
+            "id": "r",
+            "kind": kind,
+            "create": {"Moderate": {"all": [leaf]}},
+            "actions": [{"do": "notify", "to": ["installer"]}],
+            "message": "m",
+        },
+        Rule,
+    )
+
+
+def test_a_reading_with_a_faulted_channel_does_not_teach_a_detector() -> None:
+    """A detector fixes its channels from the first reading it learns: one with every value
+    split off left it with none, blind to the pump for good (its model is saved)."""
+    pump = device("pump-1", "pump", interval_s=10)
+    sim = Sim([_rule({"score": "robust_z", "op": ">=", "value": 0.5})], split_range=True)
+    sim.feed(0, pump, vibration_mm_s=-3.0, pressure_bar=-7.0)  # every value out of range
+    t = 10
+    for i in range(1500):
+        sim.feed(t, pump, vibration_mm_s=2 + 0.1 * math.sin(i / 7), pressure_bar=3.0)
+        t += 10
+    for _ in range(5):
+        sim.feed(t, pump, vibration_mm_s=60.0, pressure_bar=30.0)
+        t += 10
+    detector = sim.engine._detectors[("pump-1", "robust_z")]
+    assert isinstance(detector, Protected) and isinstance(detector.model, RobustZ)
+    assert detector.model.channels.names == ("pressure_bar", "vibration_mm_s")
+    assert [x.rule for _, x in sim.log] == ["r"]
+
+
+def test_out_of_range_with_a_door_pattern_fires_on_a_faulted_door() -> None:
+    """The leaf matched a faulted channel by name alone: ``door_*_open`` never fired."""
+    lock = device("lock-1", "locker")
+    for split in (True, False):
+        sim = Sim([_rule({"out_of_range": "door_*_open"})], split_range=split)
+        sim.feed(0, lock, door_3_open=0.0)
+        sim.feed(60, lock, door_3_open=7.0)
+        assert [x.rule for _, x in sim.log] == ["r"]
+        assert sim.log[0][1].evidence == {"door_3_open": 7.0}
