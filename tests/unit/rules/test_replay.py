@@ -218,3 +218,25 @@ def test_the_legacy_gas_file_still_checks(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "gas low 12.0 / high 30.0 %LEL" in result.output
     assert "gas-lel" in result.output
+
+
+def test_a_replay_faults_a_channel_out_of_its_range_as_the_gateway_does() -> None:
+    """A gas sensor reading -5 %LEL during a leak: the replay splits the value off as the
+    edge's ingest does, so the gas alarm stands on the last good value (fed as it came, -5
+    cleared it) and device-out-of-range is raised."""
+    header = ReplayHeader(scenario="unit-test", seed=1, start=T0, end=at(600), devices=[GAS])
+    records = [
+        ReplayRecord(
+            at=at(t),
+            site="s1",
+            gateway="gw-1",
+            reading=Reading(
+                device=GAS.id, seq=t, ts=at(t), values={"gas_lel": 30.0 if t < 60 else -5.0}
+            ),
+        )
+        for t in range(0, 600, 10)
+    ]
+    ruleset = load_yaml("include: [gas, device-health]\n", RuleSet, "rules.yaml")
+    result = run_replay(ruleset, header, records)
+    changes = [(x.rule, x.phase.value) for x in result.transitions]
+    assert changes == [("gas-lel", "raised"), ("device-out-of-range", "raised")]
