@@ -40,6 +40,8 @@ def _config(port: int, data: Path, metrics_port: int, gateway: str, owns: set[in
             line = f"gateway: {gateway}"
         elif line.startswith("  - {id: d") and int(line[len("  - {id: d") :][:4]) not in owns:
             continue
+        elif line.startswith(f"  - {{id: {throughput.PROBE}") and 0 not in owns:
+            continue  # the probe (never sent here) with the agent of unit 0's flat
         out.append(line)
     return "\n".join(out) + "\n"
 
