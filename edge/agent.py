@@ -19,19 +19,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from bus.mqtt import Tls
-from edge.config import BrokerConfig, DeviceConfig, EdgeConfig
+from edge.config import PRIVATE_KINDS, BrokerConfig, DeviceConfig, EdgeConfig
 from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
 from edge.snapshots import Snapshots
-from edge.telemetry import PRIVATE_KINDS, Telemetry
 from edge.warnings import local_warning
+
+if TYPE_CHECKING:
+    from edge.telemetry import Telemetry
 from rules import Engine, RuleSet, Transition
 from rules.engine import AlertTrack, EngineError, EngineState
 from wire import (
@@ -223,6 +225,10 @@ class EdgeAgent:
         self._sirens: dict[str, str] = {}
         self.telemetry: Telemetry | None = None
         if config.telemetry is not None:
+            # Imported only here: influxdb_client imports its whole generated API client
+            # (~40 MB of RSS, 393 modules), which a gateway without InfluxDB never uses.
+            from edge.telemetry import Telemetry
+
             self.telemetry = Telemetry(config, self.data_dir)
         self._local_warnings: dict[str, asyncio.Task[None]] = {}
         self._siren_sent: dict[str, datetime] = {}

@@ -55,6 +55,8 @@ DeviceKind = Literal[
     "pump",
 ]
 
+# Elder-care devices: their series leave the gateway per building only (DESIGN.md, principle 5).
+PRIVATE_KINDS: frozenset[str] = frozenset({"pir", "door", "bed", "wearable", "sos"})
 
 DEFAULT_INTERVAL_S = 60.0
 

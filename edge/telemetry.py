@@ -32,7 +32,7 @@ import urllib3
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
-from edge.config import DeviceConfig, EdgeConfig, TelemetryConfig
+from edge.config import PRIVATE_KINDS, DeviceConfig, EdgeConfig, TelemetryConfig
 from edge.sqlite import connect
 from wire import AlertEvent, Reading
 
@@ -42,8 +42,6 @@ log = logging.getLogger(__name__)
 SENSOR = "sensor"  # tags: site, gateway, building, unit, device, kind, metric
 GATEWAY = "gateway"  # tags: site, gateway; fields: counters and gauges of the agent
 ALERT = "alert"  # tags: site, gateway, building, unit, device, kind, severity, phase
-# Elder-care devices: their series are written per building only (DESIGN.md, principle 5).
-PRIVATE_KINDS = frozenset({"pir", "door", "bed", "wearable", "sos"})
 
 # Points made line protocol between two turns of the agent's loop (~1-2 ms of its time).
 LINES_PER_TURN = 100

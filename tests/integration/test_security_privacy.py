@@ -20,7 +20,8 @@ import pytest
 from bus.broker import Mosquitto
 from bus.influx import Influxd
 from edge import EdgeAgent, parse
-from edge.telemetry import PRIVATE_KINDS, InfluxWriter, TelemetryBuffer
+from edge.config import PRIVATE_KINDS
+from edge.telemetry import InfluxWriter, TelemetryBuffer
 from tests.conftest import wait_for
 from tests.integration.edge_support import BUILDING, GATEWAY, SITE, Recorder, running
 from wire import Reading, topics

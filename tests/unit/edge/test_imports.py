@@ -1,0 +1,39 @@
+"""What a gateway's agent imports: influxdb_client (~40 MB of RSS: it imports its whole
+generated API client) only when telemetry is configured."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+PROBE = """
+import sys
+from bus import Broker
+from edge import EdgeAgent, parse
+from tests.integration.edge_support import edge_config_yaml
+text = edge_config_yaml(Broker("127.0.0.1", 9), __import__("pathlib").Path(sys.argv[1]))
+if sys.argv[2] == "telemetry":
+    text += "telemetry: {url: 'http://127.0.0.1:9', database: anmin}\\n"
+agent = EdgeAgent(parse(text))
+print("influxdb_client" in sys.modules, agent.telemetry is not None)
+agent.close()
+"""
+
+
+def _imports(tmp_path: Path, telemetry: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / telemetry), telemetry],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_influxdb_client_is_imported_only_for_telemetry(tmp_path: Path) -> None:
+    assert _imports(tmp_path, "none") == "False False"
+    assert _imports(tmp_path, "telemetry") == "True True"
