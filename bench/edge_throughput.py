@@ -63,8 +63,11 @@ PROBE_RULES = """\
 """
 
 
-def config(broker_port: int, data_dir: Path, metrics_port: int, devices: int) -> str:
+def config(
+    broker_port: int, data_dir: Path, metrics_port: int, devices: int, parts: int = 1
+) -> str:
     lines = [
+        f"parts: {parts}",
         f"site: {SITE}",
         f"gateway: {GATEWAY}",
         f"building: {BUILDING}",
@@ -254,6 +257,33 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (an agent in parts: the parent and a process a part)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                out += _tree(int(child))
+    return out
+
+
+def memory_mb(pid: int) -> tuple[float, float]:
+    """RSS and PSS of ``pid`` and its descendants, in MB: RSS counts the pages the processes
+    share once in each; PSS shares them out, so its sum is what they take together."""
+    rss = pss = 0.0
+    for each in _tree(pid):
+        rss += rss_mb(each)
+        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1]) / 1024
+    return rss, pss
+
+
+def _memory(pid: int) -> str:
+    rss, pss = memory_mb(pid)
+    return f"RSS {rss:.0f} MB, PSS {pss:.0f} MB"
+
+
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -397,6 +427,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--background", type=float, default=5000.0, help="readings/s")
     parser.add_argument("--bare-count", type=int, default=200_000, help="baseline messages")
+    parser.add_argument("--parts", type=int, default=1, help="the agent's processes (parts:)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     with tempfile.TemporaryDirectory() as tmp, Mosquitto(persistence=False) as broker:
@@ -424,7 +455,7 @@ def main() -> None:
 
         metrics_port = free_port()
         path = Path(tmp) / "edge.yaml"
-        path.write_text(config(port, Path(tmp) / "data", metrics_port, args.devices))
+        path.write_text(config(port, Path(tmp) / "data", metrics_port, args.devices, args.parts))
         agent = subprocess.Popen(
             [sys.executable, "-m", "anmin", "edge", "run", "--config", str(path)],
             stdin=subprocess.DEVNULL,
@@ -440,8 +471,8 @@ def main() -> None:
                         raise
                     time.sleep(0.2)
             print(
-                f"agent RSS at start ({args.devices} devices, every preset): "
-                f"{rss_mb(agent.pid):.0f} MB"
+                f"agent ({args.parts} part(s)) at start ({args.devices} devices, every preset):"
+                f" {_memory(agent.pid)}"
             )
             best = measure(
                 "edge agent",
@@ -452,7 +483,7 @@ def main() -> None:
                 lambda: processed(metrics_port),
             )
             p99 = latency("edge agent", port, args.devices, args.background, args.samples)
-            print(f"agent RSS after the run: {rss_mb(agent.pid):.0f} MB")
+            print(f"agent after the run: {_memory(agent.pid)}")
         finally:
             agent.terminate()
             agent.wait(timeout=30)

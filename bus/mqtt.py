@@ -332,10 +332,14 @@ class MqttLink:
         keepalive: int = 15,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 5.0,
+        stale: Sequence[str] = (),
     ) -> None:
+        """``stale``: filters unsubscribed at each connect before subscribing, which a
+        persistent session may hold from an earlier run that subscribed otherwise."""
         self.broker = broker
         self.client_id = client_id
         self.subscriptions = list(subscriptions)
+        self.stale = list(stale)
         self.handler = handler
         self.will = will
         self.persistent = persistent
@@ -515,6 +519,8 @@ class MqttLink:
                 async with client:
                     reraise_lost_cancel()
                     self._client = client
+                    if self.stale:
+                        await client.unsubscribe(self.stale)
                     if self.subscriptions:
                         # One SUBSCRIBE for all: retained messages arrive as soon as it is
                         # acknowledged, and wait (unacknowledged) until dispatch starts.
@@ -546,6 +552,16 @@ class MqttLink:
                 self.connected.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max_s)
+
+    async def subscribe(self, subscriptions: Sequence[tuple[str, int]]) -> None:
+        """More subscriptions: now, if connected, and at every connect from now on."""
+        new = [s for s in subscriptions if s not in self.subscriptions]
+        self.subscriptions.extend(new)
+        client = self._client
+        if new and client is not None:
+            # A connection lost meanwhile subscribes them all again when it is back.
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.subscribe(new)
 
     def _where(self) -> tuple[str, int]:
         return self.broker.host, self.broker.port

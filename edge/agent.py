@@ -29,6 +29,7 @@ from edge.config import PRIVATE_KINDS, BrokerConfig, DeviceConfig, EdgeConfig
 from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
+from edge.parts import PART_DIR, Part, part_dir
 from edge.snapshots import Snapshots
 from edge.warnings import local_warning
 
@@ -78,9 +79,15 @@ _DISCOVERED_ENCODER = msgspec.msgpack.Encoder()
 
 def discovered_on_disk(data_dir: Path) -> list[DeviceConfig]:
     """The devices discovery took in, as the agent saved them (read only, beside a running
-    agent: ``anmin edge devices``); none if nothing was saved yet. Damaged entries are
-    left out."""
-    path = data_dir / "outbox.sqlite3"
+    agent: ``anmin edge devices``), every part's; none if nothing was saved yet. Damaged
+    entries are left out."""
+    found = _discovered_in(data_dir / "outbox.sqlite3")
+    for path in sorted(data_dir.glob(PART_DIR.format("*") + "/outbox.sqlite3")):
+        found += _discovered_in(path)
+    return sorted(found, key=lambda device: device.id)
+
+
+def _discovered_in(path: Path) -> list[DeviceConfig]:
     if not path.exists():
         return []
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -97,7 +104,31 @@ def discovered_on_disk(data_dir: Path) -> list[DeviceConfig]:
     for (blob,) in rows:
         with contextlib.suppress(msgspec.DecodeError):
             out.append(_DISCOVERED.decode(blob))
-    return sorted(out, key=lambda device: device.id)
+    return out
+
+
+BOARD_EVERY_S = 1.0  # how often a part leaves its figures for the part that speaks
+BOARD_FRESH_S = 10.0  # figures older than this are a part's that is stuck or gone
+# A part's figures summed over the parts but these: the gateway's own, and the worst.
+PEER_OWN = {"uptime_s"}
+PEER_MAX = {"uplink_lag_s"}
+
+
+class PartFigures(msgspec.Struct, frozen=True):
+    """One part's figures on the board (edge/parts.py)."""
+
+    at: float  # wall clock, written
+    stats: dict[str, float]
+    latency: list[int]  # Latency.counts
+    latency_sum: float
+
+
+_FIGURES = msgspec.msgpack.Decoder(PartFigures)
+_FIGURES_ENCODER = msgspec.msgpack.Encoder()
+
+
+class Retired(Exception):  # not an error: a retiring part's normal end
+    """A retiring part has sent everything it held (edge/parts.py)."""
 
 
 STATE_SAVE_S = 5.0  # how often the rules' state is saved between alerts
@@ -158,17 +189,33 @@ class EdgeAgent:
         data_dir: Path | None = None,
         codec: Codec | None = None,
         observer: Callable[[Observed], None] | None = None,
+        part: Part | None = None,
     ) -> None:
+        """``part``: this process's place when the agent runs as several (edge/parts.py)."""
         self.config = config
         self.clock = clock
         self.codec = codec or Codec()
         self.observer = observer
+        self.part = part
         self.data_dir = data_dir or Path(config.data_dir)
+        if part is not None:
+            self.data_dir = part_dir(self.data_dir, part.index)
         self.outbox = Outbox(self.data_dir / "outbox.sqlite3")
         self.snapshots = Snapshots(self.data_dir / "rules.sqlite3")
-        self.ingest = Ingest(
-            config.site, config.gateway, config.devices, self.codec, config.discovery
-        )
+        devices = config.devices
+        if part is None:
+            self.ingest = Ingest(config.site, config.gateway, devices, self.codec, config.discovery)
+        else:
+            self.ingest = Ingest(
+                config.site,
+                config.gateway,
+                [d for d in devices if part.owns(d)],
+                self.codec,
+                config.discovery,
+                owns=part.owns,
+                elsewhere=[d for d in devices if not part.owns(d)],
+            )
+            self.ingest.reports_unknown = part.speaks
         self.counters: Counter[str] = Counter()
         self._telemetry_seen: Counter[str] = Counter()  # telemetry failures, by what failed
         # Devices discovery took in before this start (their retained statuses may be gone
@@ -229,7 +276,7 @@ class EdgeAgent:
             # (~40 MB of RSS, 393 modules), which a gateway without InfluxDB never uses.
             from edge.telemetry import Telemetry
 
-            self.telemetry = Telemetry(config, self.data_dir)
+            self.telemetry = Telemetry(config, self.data_dir, None if part is None else part.index)
         self._local_warnings: dict[str, asyncio.Task[None]] = {}
         self._siren_sent: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -239,6 +286,7 @@ class EdgeAgent:
         self._hub_broadcast_causes: dict[str, None] = {}
         self._last_replay_ms = 0  # when the replay loop last looked (a clock set back: below)
         self.started = time.monotonic()
+        self.retired = False  # a retiring part that sent all it held (_retire_when_drained)
         # Every outbox call goes through this one thread, so writes commit in the order the
         # loop made them. The whole rule state is saved from a thread of its own: an alarm's
         # commit never waits behind it.
@@ -272,6 +320,17 @@ class EdgeAgent:
             (self._hub_online_topic, 1),
         ]
         local_subs = [(topics.gateway_devices_filter(site, gateway), 1)]
+        stale: list[str] = []
+        suffix = ""
+        if part is not None:
+            # Its own devices' topics, and every status (discovery: an announcement may
+            # name a flat of this part). Readings of devices no part knows go unheard.
+            local_subs = [(topics.gateway_statuses_filter(site, gateway), 1)]
+            for health in self.ingest.devices.values():
+                local_subs += self._device_subscriptions(health.config.id)
+            stale = [topics.gateway_devices_filter(site, gateway)]  # a single agent's, before
+            suffix = "" if part.index == 0 else f"-p{part.index}"
+        speaks = part is None or part.speaks
         heartbeat_topic = topics.gateway_topic(Channel.HEARTBEAT, site, gateway)
 
         def will() -> LastWill:
@@ -281,24 +340,33 @@ class EdgeAgent:
         # A persistent session: the broker keeps QoS 1 readings for us across short outages.
         self.local = MqttLink(
             _broker(config.broker),
-            client_id=f"edge-{site}-{gateway}",
+            client_id=f"edge-{site}-{gateway}{suffix}",
             subscriptions=local_subs if config.uplink else local_subs + upstream_subs,
             handler=self._on_message,
             persistent=True,
-            will=None if config.uplink else will,
+            will=None if config.uplink or not speaks else will,
             on_connect=self._on_upstream_connect if config.uplink is None else None,
+            stale=stale,
         )
         self.upstream = self.local
         if config.uplink is not None:
             self.upstream = MqttLink(
                 _broker(config.uplink),
-                client_id=f"edge-{site}-{gateway}-uplink",
+                client_id=f"edge-{site}-{gateway}-uplink{suffix}",
                 subscriptions=upstream_subs,
                 handler=self._on_message,
                 persistent=True,
-                will=will,
+                will=will if speaks else None,
                 on_connect=self._on_upstream_connect,
             )
+
+    def _device_subscriptions(self, device: str) -> list[tuple[str, int]]:
+        """A part's subscriptions for one device of its own (its status: every part's)."""
+        site, gateway = self.config.site, self.config.gateway
+        return [
+            (topics.reading(site, gateway, device), 1),
+            (topics.device_receipt(site, gateway, device), 1),
+        ]
 
     def _info(self, device: DeviceConfig) -> DeviceInfo:
         """What the rules know of a device: where it is and what it is."""
@@ -347,6 +415,8 @@ class EdgeAgent:
             self.outbox.save_state, DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
         )
         self._background(_logged(stored, f"discovered device {device.id} not saved"))
+        if self.part is not None:
+            self._background(self.local.subscribe(self._device_subscriptions(device.id)))
         info = self._info(device)
         moved = device.id in self.devices
         self.devices[device.id] = info
@@ -386,7 +456,13 @@ class EdgeAgent:
                 log.exception("edge: clears of devices taken out not stored")
 
     def _speakers(self) -> list[str]:
+        """This part's speakers (a broadcast from the hub reaches every part)."""
         return [h.config.id for h in self.ingest.devices.values() if h.config.kind == "speaker"]
+
+    def _building_speakers(self) -> list[str]:
+        """Every speaker of the building, the other parts' too: what a local warning sounds
+        on (their receipts come back through their own parts)."""
+        return self._speakers() + self.ingest.speakers_elsewhere()
 
     # -- running -------------------------------------------------------------------------
 
@@ -394,29 +470,42 @@ class EdgeAgent:
         """Run until cancelled."""
         try:
             await self._settle_devices()  # before any reading: its clears go first
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.local.run())
-                if self.upstream is not self.local:
-                    tasks.create_task(self.upstream.run())
-                tasks.create_task(self._uplink_loop())
-                tasks.create_task(self._replay_loop())
-                tasks.create_task(self._heartbeat_loop())
-                tasks.create_task(self._housekeeping_loop())
-                if self.telemetry is not None:
-                    tasks.create_task(self._telemetry_loop(self.telemetry))
+            await self._run_tasks()
+        except* Retired:
+            self.retired = True
         finally:
-            for task in self._local_warnings.values():
-                task.cancel()
-            try:
-                # Shielded, so that a second cancellation does not drop it.
-                if self._state_dirty:
-                    await asyncio.shield(self._save_state_soon())
-            finally:  # and the telemetry is flushed even so
-                if self.telemetry is not None:
-                    try:
-                        await self._flush_telemetry(self.telemetry, everything=True)
-                    except Exception:  # a stop must not end with it (the state is saved)
-                        self._telemetry_failed("the last flush")
+            await self._stopped()
+
+    async def _run_tasks(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.local.run())
+            if self.upstream is not self.local:
+                tasks.create_task(self.upstream.run())
+            tasks.create_task(self._uplink_loop())
+            tasks.create_task(self._replay_loop())
+            if self.part is None or self.part.speaks:
+                tasks.create_task(self._heartbeat_loop())
+            else:
+                tasks.create_task(self._board_loop())
+            if self.part is not None and self.part.retiring:
+                tasks.create_task(self._retire_when_drained())
+            tasks.create_task(self._housekeeping_loop())
+            if self.telemetry is not None:
+                tasks.create_task(self._telemetry_loop(self.telemetry))
+
+    async def _stopped(self) -> None:
+        for task in self._local_warnings.values():
+            task.cancel()
+        try:
+            # Shielded, so that a second cancellation does not drop it.
+            if self._state_dirty:
+                await asyncio.shield(self._save_state_soon())
+        finally:  # and the telemetry is flushed even so
+            if self.telemetry is not None:
+                try:
+                    await self._flush_telemetry(self.telemetry, everything=True)
+                except Exception:  # a stop must not end with it (the state is saved)
+                    self._telemetry_failed("the last flush")
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)
@@ -428,7 +517,85 @@ class EdgeAgent:
             self.telemetry.close()
 
     def stats(self) -> dict[str, float]:
-        """Counters and gauges: for the heartbeat, /metrics and the telemetry."""
+        """Counters and gauges: for the heartbeat, /metrics and the telemetry. The part that
+        speaks for the gateway adds the other parts' (edge/parts.py)."""
+        out = self._own_stats()
+        if self.part is None or not self.part.speaks or self.part.board is None:
+            return out
+        reporting = 1
+        for figures in self._peer_figures():
+            reporting += 1
+            for name, value in figures.stats.items():
+                if name in PEER_OWN:
+                    continue
+                if name in PEER_MAX:
+                    out[name] = max(out.get(name, 0.0), value)
+                else:
+                    out[name] = out.get(name, 0.0) + value
+        out["parts"] = float(self.part.count)
+        # Parts whose figures are fresh, this one included: fewer than "parts" is a part
+        # stuck or gone (its service restarts the whole agent if it ends).
+        out["parts_reporting"] = float(reporting)
+        return out
+
+    def latency(self) -> Latency:
+        """The rules' latency per reading, every part's (see stats)."""
+        if self.part is None or not self.part.speaks or self.part.board is None:
+            return self.rule_latency
+        merged = Latency()
+        merged.counts = list(self.rule_latency.counts)
+        merged.sum, merged.count = self.rule_latency.sum, self.rule_latency.count
+        for figures in self._peer_figures():
+            if len(figures.latency) == len(merged.counts):
+                merged.counts = [a + b for a, b in zip(merged.counts, figures.latency, strict=True)]
+                merged.sum += figures.latency_sum
+                merged.count += sum(figures.latency)
+        return merged
+
+    def _peer_figures(self) -> list[PartFigures]:
+        """The other parts' figures from the board, those written in the last BOARD_FRESH_S."""
+        assert self.part is not None and self.part.board is not None
+        out = []
+        now = time.time()
+        for index in range(1, self.part.board.parts):
+            blob = self.part.board.read(index)
+            if blob is None:
+                continue
+            try:
+                figures = _FIGURES.decode(blob)
+            except msgspec.DecodeError:
+                continue
+            if 0 <= now - figures.at <= BOARD_FRESH_S:
+                out.append(figures)
+        return out
+
+    async def _board_loop(self) -> None:
+        """A part that does not speak for the gateway leaves its figures on the board."""
+        assert self.part is not None
+        board = self.part.board
+        while board is not None:
+            figures = PartFigures(
+                at=time.time(),
+                stats=self._own_stats(),
+                latency=list(self.rule_latency.counts),
+                latency_sum=self.rule_latency.sum,
+            )
+            if not board.write(self.part.index, _FIGURES_ENCODER.encode(figures)):
+                self.counters["board_overflows"] += 1
+            await asyncio.sleep(BOARD_EVERY_S)
+
+    async def _retire_when_drained(self) -> None:
+        """A part left from a run with more parts: its devices are with other parts now
+        (their standing alarms cleared by run()'s settling, as for devices moved). Once its
+        outbox (and telemetry buffer) is empty, it ends run()."""
+        while True:
+            await asyncio.sleep(1.0)
+            buffered = 0 if self.telemetry is None else self.telemetry.buffer.depth()
+            if self.outbox.depth() == 0 and buffered == 0 and not self._unmarked:
+                log.info("edge: part %s drained; it ends", self.data_dir)
+                raise Retired
+
+    def _own_stats(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.ingest.counters + self.counters)
         out["outbox_depth"] = self.outbox.depth()
         out["outbox_dropped"] = self.outbox.dropped
@@ -589,7 +756,8 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(interval)
             try:
-                telemetry.gateway_point(self.stats(), self.clock())
+                if self.part is None or self.part.speaks:  # the gateway's, every part's
+                    telemetry.gateway_point(self.stats(), self.clock())
                 await self._flush_telemetry(telemetry)
             except Exception:  # ended, the task would end the agent with it (its TaskGroup)
                 self._telemetry_failed("a flush")
@@ -932,7 +1100,8 @@ class EdgeAgent:
         speaker = next((a for a in transition.actions if a.do == "speaker"), None)
         if speaker is not None:
             self.counters["local_announcements"] += 1
-            self._background(self._play(local_warning(event, self.clock(), speaker.text)))
+            warning = local_warning(event, self.clock(), speaker.text)
+            self._background(self._play(warning, self._building_speakers()))
         if event.phase is Phase.CLEARED:
             pending = self._local_warnings.pop(event.key, None)
             if pending is not None:
@@ -956,7 +1125,7 @@ class EdgeAgent:
         self.counters["local_warnings"] += 1
         warning = local_warning(event, self.clock())
         self._observe("broadcast", f"local warning (hub unreachable): {warning.headline}")
-        await self._play(warning)
+        await self._play(warning, self._building_speakers())
 
     async def _command(
         self,
@@ -1013,7 +1182,8 @@ class EdgeAgent:
         await self._io(self.outbox.reset_backoff)
         self._kick.set()
         self._replay_kick.set()
-        await self._publish_heartbeat()
+        if self.part is None or self.part.speaks:
+            await self._publish_heartbeat()
 
     async def _uplink_loop(self) -> None:
         """New alerts: each goes to the hub as soon as it is durable, in the order raised."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -145,6 +146,9 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     local_warning_after_s: Annotated[float, Meta(ge=0.1, le=600)] = 15.0
     # A device silent for this many reporting intervals is offline.
     silent_after: Annotated[float, Meta(ge=1, le=1000)] = 3.0
+    # Processes the agent runs as, each with its share of the flats (edge/parts.py): more
+    # readings a second on a gateway with the cores for it. 1 on a Raspberry Pi.
+    parts: Annotated[int, Meta(ge=1, le=16)] = 1
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -152,6 +156,56 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             if device.id in seen:
                 raise ValueError(f"device id {device.id!r} is listed twice under devices")
             seen.add(device.id)
+
+
+def part_key(device: DeviceConfig) -> str:
+    """What decides a device's part: its flat, else its resident, else the device alone."""
+    if device.unit is not None:
+        return f"unit/{device.unit}"
+    if device.resident is not None:
+        return f"resident/{device.resident}"
+    return f"device/{device.id}"
+
+
+def part_of(device: DeviceConfig, count: int) -> int:
+    """The part that runs ``device`` (crc32: the same on every start and machine)."""
+    if count <= 1:
+        return 0
+    return zlib.crc32(part_key(device).encode()) % count
+
+
+def parts_problems(config: EdgeConfig) -> list[tuple[str, str]]:
+    """What ``parts`` cannot run in this config, as (where, what and how to fix it)."""
+    if config.parts <= 1:
+        return []
+    out: list[tuple[str, str]] = []
+    for rule in config.rules.resolved():
+        if rule.scope == "building":
+            out.append(
+                (
+                    "parts",
+                    f"rule {rule.id!r} has scope building, and with parts: {config.parts} each"
+                    " part sees only its own flats; give it scope unit, resident or device, or"
+                    " set parts: 1",
+                )
+            )
+    residents: dict[str, dict[int, str]] = {}
+    for device in config.devices:
+        if device.resident is not None:
+            where = residents.setdefault(device.resident, {})
+            where.setdefault(part_of(device, config.parts), device.id)
+    for resident, where in sorted(residents.items()):
+        if len(where) > 1:
+            named = ", ".join(f"{device} (part {part})" for part, device in sorted(where.items()))
+            out.append(
+                (
+                    "devices",
+                    f"resident {resident!r}'s devices fall in different parts: {named}; a"
+                    " resident's rules need all of them in one part: give them the unit the"
+                    " resident lives in, or set parts: 1",
+                )
+            )
+    return out
 
 
 ENV_PREFIX = "ANMIN_EDGE_"
@@ -200,14 +254,16 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> EdgeConfig:
             rules_path = path.parent / rules_path
         config = msgspec.structs.replace(config, rules=load_rules(rules_path))
     overrides = env_overrides(environment)
-    if not overrides:
-        return config
-    data = msgspec.to_builtins(config)
-    try:
-        return msgspec.convert(_merge(data, overrides), EdgeConfig, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        names = ", ".join(sorted(n for n in environment if n.startswith(ENV_PREFIX)))
-        raise ConfigError(str(path), None, "", f"{exc} (set by {names})") from exc
+    if overrides:
+        data = msgspec.to_builtins(config)
+        try:
+            config = msgspec.convert(_merge(data, overrides), EdgeConfig, strict=False)
+        except (msgspec.ValidationError, ValueError) as exc:
+            names = ", ".join(sorted(n for n in environment if n.startswith(ENV_PREFIX)))
+            raise ConfigError(str(path), None, "", f"{exc} (set by {names})") from exc
+    for where, problem in parts_problems(config):
+        raise ConfigError(str(path), None, where, problem)
+    return config
 
 
 def parse(text: str, source: str = "<edge config>") -> EdgeConfig:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import get_args
@@ -71,6 +71,9 @@ class Accepted(msgspec.Struct, frozen=True):
     forgotten: str | None = None
 
 
+_ELSEWHERE = Accepted()  # what another part's device sends, here (see Ingest.owns)
+
+
 class Ingest:
     def __init__(
         self,
@@ -79,7 +82,14 @@ class Ingest:
         devices: list[DeviceConfig],
         codec: Codec,
         discovery: DiscoveryConfig | None = None,
+        *,
+        owns: Callable[[DeviceConfig], bool] | None = None,
+        elsewhere: Iterable[DeviceConfig] = (),
     ) -> None:
+        """``owns``: with the agent in parts (edge/parts.py), whether a device is this part's;
+        ``elsewhere``: the listed devices of the other parts. Every part hears every status;
+        those of other parts' devices pass here unremarked, and an unknown device is reported
+        by the part that speaks for the gateway (``reports_unknown``)."""
         self.site = site
         self.gateway = gateway
         self.codec = codec
@@ -91,6 +101,12 @@ class Ingest:
         # until they announce again, or their announcement is cleared (set by the agent).
         self.unreadable: set[str] = set()
         self.counters: Counter[str] = Counter()
+        self.owns = owns
+        self.elsewhere: dict[str, str] = {d.id: d.kind for d in elsewhere}
+        self.reports_unknown = True
+        # Devices discovery takes in for another part (their statuses pass unremarked): at
+        # most UNKNOWN_REMEMBERED, oldest forgotten first.
+        self._discovered_elsewhere: dict[str, str] = {}  # id -> kind
         # Unknown devices already reported, oldest first (one dead letter for a device's
         # readings and receipts, one for its statuses, which say why an announcement was
         # refused): at most UNKNOWN_REMEMBERED (junk under ever new device ids must not grow
@@ -104,6 +120,8 @@ class Ingest:
         try:
             return self._accept(topic, payload, now)
         except WireError as exc:
+            if exc.reason is Reason.UNKNOWN_DEVICE and not self.reports_unknown:
+                return Rejection(exc.reason, exc.detail, topic, payload, report=False)
             self.counters[f"rejected.{exc.reason}"] += 1
             report = True
             if exc.reason is Reason.UNKNOWN_DEVICE:
@@ -133,6 +151,18 @@ class Ingest:
         if parsed.channel is Channel.CMD:
             return Accepted()  # our own commands to devices, echoed by the subscription
         health = self.devices.get(device_id)
+        if health is None and device_id in self.elsewhere:
+            return _ELSEWHERE  # another part's listed device (a part hears every status)
+        on_status = parsed.channel is Channel.STATUS
+        # Another part's discovered device; an announcement may move it here (_announced).
+        if (
+            health is None
+            and device_id in self._discovered_elsewhere
+            and not (on_status and payload)
+        ):
+            if on_status:  # its announcement cleared
+                del self._discovered_elsewhere[device_id]
+            return _ELSEWHERE
         if parsed.channel is Channel.STATUS and not payload and self._discovered(device_id):
             # A cleared retained announcement: what an installer does to forget one.
             self.discovered.pop(device_id, None)
@@ -237,6 +267,8 @@ class Ingest:
                 self.counters[f"rejected.{exc.reason}"] += 1
                 refused = Rejection(exc.reason, exc.detail, topic, payload)
             else:
+                if self.owns is not None and not self.owns(config):
+                    return self._elsewhere(device_id, config)
                 if health is None:
                     health = self.devices[device_id] = DeviceHealth(config)
                     self.counters["devices_discovered"] += 1
@@ -249,6 +281,8 @@ class Ingest:
                 self.discovered[device_id] = config
                 self.unreadable.discard(device_id)  # its entry is written anew
         elif health is None:
+            if device_id in self._discovered_elsewhere:
+                return _ELSEWHERE  # another part's, going offline
             raise WireError(
                 Reason.UNKNOWN_DEVICE,
                 f"device {device_id!r} is not listed under devices: and this status does not"
@@ -259,6 +293,29 @@ class Ingest:
         health.actuators = dict(status.actuators)
         self.counters[f"status.{status.state}"] += 1
         return Accepted(status=status, discovered=discovered, dropped=refused)
+
+    def _elsewhere(self, device_id: str, config: DeviceConfig) -> Accepted:
+        """A device announced into another part's flat: that part takes it in. One this
+        part had taken in (it moved flats) is forgotten here."""
+        self._discovered_elsewhere.pop(device_id, None)  # to the end: the newest
+        self._discovered_elsewhere[device_id] = config.kind
+        while len(self._discovered_elsewhere) > UNKNOWN_REMEMBERED:
+            del self._discovered_elsewhere[next(iter(self._discovered_elsewhere))]
+        if device_id not in self.discovered:
+            return _ELSEWHERE
+        del self.discovered[device_id]
+        self.devices.pop(device_id, None)
+        self.counters["devices_moved_to_another_part"] += 1
+        return Accepted(forgotten=device_id)
+
+    def speakers_elsewhere(self) -> list[str]:
+        """The other parts' speakers (a local warning sounds on all the building's)."""
+        return [
+            device
+            for known in (self.elsewhere, self._discovered_elsewhere)
+            for device, kind in known.items()
+            if kind == "speaker"
+        ]
 
     def _discovered(self, device_id: str) -> bool:
         """Taken in by discovery, or kept for it from an entry that could not be read."""

@@ -44,7 +44,7 @@ class AgentCollector(Collector):
         self.loop = loop
 
     def _read(self) -> tuple[dict[str, float], list[tuple[str, float]], float]:
-        latency = self.agent.rule_latency
+        latency = self.agent.latency()
         return self.agent.stats(), latency.cumulative(), latency.sum
 
     async def _read_on_loop(self) -> tuple[dict[str, float], list[tuple[str, float]], float]:

@@ -87,6 +87,9 @@ class Downsampler:
     gateway: str
     interval_s: int = 10
     k_anonymity: int = 3
+    # With the agent in parts, each part's building aggregate is tagged with its part: the
+    # same series and time from two parts would overwrite each other in InfluxDB.
+    part: int | None = None
     suppressed: int = 0
     # Open windows by their start (epoch s), then by series: the windows of one interval end
     # together, so a flush takes whole intervals, not window by window (10,000 devices: ms).
@@ -166,6 +169,8 @@ class Downsampler:
             point = point.tag("device", key.device)
         if key.unit:
             point = point.tag("unit", key.unit)
+        if key.private and self.part is not None:
+            point = point.tag("part", str(self.part))
         return point  # type: ignore[no-any-return]  # influxdb_client's builder is untyped
 
 
@@ -373,12 +378,17 @@ class Taken:
 class Telemetry:
     """What the agent holds: the downsampler, the pending points and the writer."""
 
-    def __init__(self, config: EdgeConfig, data_dir: Path) -> None:
+    def __init__(self, config: EdgeConfig, data_dir: Path, part: int | None = None) -> None:
+        """``part``: this agent's part, when it runs as several (edge/parts.py)."""
         settings = config.telemetry or TelemetryConfig()
         self.site = config.site
         self.gateway = config.gateway
         self.downsampler = Downsampler(
-            config.site, config.gateway, settings.interval_s, k_anonymity=settings.k_anonymity
+            config.site,
+            config.gateway,
+            settings.interval_s,
+            k_anonymity=settings.k_anonymity,
+            part=part,
         )
         self.retention_days = settings.retention_days
         # None: not yet known (InfluxDB not reached); then True or False once it answered.

@@ -161,6 +161,11 @@ def gateway_devices_filter(site: str, gateway: str) -> str:
     return f"{PREFIX}/{check_id(site, 'site')}/{check_id(gateway, 'gateway')}/dev/#"
 
 
+def gateway_statuses_filter(site: str, gateway: str) -> str:
+    """Every status of the gateway's devices (a part of the edge agent hears them all)."""
+    return f"{PREFIX}/{check_id(site, 'site')}/{check_id(gateway, 'gateway')}/dev/+/status"
+
+
 def device_commands_filter(site: str, gateway: str, device: str) -> str:
     return command(site, gateway, device)
 

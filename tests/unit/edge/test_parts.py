@@ -1,0 +1,207 @@
+"""The agent in parts (edge/parts.py): which part runs a device, what a config with parts
+may not hold, the board the parts leave their figures on, and ingest's view of the devices
+of other parts."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import pytest
+
+from edge.config import DeviceConfig, DiscoveryConfig, load, parse, part_of, parts_problems
+from edge.ingest import Accepted, Ingest, Rejection
+from edge.parts import SLOT_BYTES, Board, Part, part_dir, retiring_parts
+from rules import ConfigError
+from wire import Codec, DeviceStatus, topics
+
+SITE, GATEWAY = "s1", "gw-1"
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def _device(id: str, unit: str | None = None, resident: str | None = None) -> DeviceConfig:
+    return DeviceConfig(id=id, kind="gas", unit=unit, resident=resident)
+
+
+def test_a_flat_is_never_split_and_flats_spread_over_the_parts() -> None:
+    flats = {
+        str(unit): [_device(f"d{unit}-{i}", str(unit)) for i in range(5)] for unit in range(50)
+    }
+    for devices in flats.values():
+        assert len({part_of(d, 2) for d in devices}) == 1
+    spread = Counter(part_of(devices[0], 2) for devices in flats.values())
+    assert set(spread) == {0, 1} and min(spread.values()) >= 15, spread
+    assert {part_of(d, 1) for ds in flats.values() for d in ds} == {0}
+
+
+def test_a_device_without_a_flat_goes_with_its_resident_else_alone() -> None:
+    wearable = _device("wear-1", resident="grandma-li")
+    assert part_of(wearable, 3) == part_of(_device("bed-1", resident="grandma-li"), 3)
+    # The same on every start: crc32, not Python's salted hash.
+    assert part_of(_device("pump-1"), 7) == part_of(_device("pump-1"), 7)
+
+
+def _config(extra: str, devices: str = "") -> str:
+    return (
+        f"site: {SITE}\ngateway: {GATEWAY}\nbuilding: b1\n{extra}\ndevices:\n{devices or '  []'}\n"
+    )
+
+
+BUILDING_RULE = """\
+rules:
+  rules:
+    - id: two-smoke
+      kind: fire
+      scope: building
+      devices: {kinds: [smoke]}
+      create:
+        Severe: {all: [{metric: smoke_obs, op: ">=", value: 10, unit: "%/m"}]}
+      clear: {all: [{metric: smoke_obs, op: "<", value: 1, unit: "%/m"}]}
+"""
+
+
+def test_parts_refuse_a_building_rule_and_say_how_to_fix_it() -> None:
+    config = parse(_config("parts: 2\n" + BUILDING_RULE))
+    ((where, problem),) = parts_problems(config)
+    assert where == "parts"
+    assert "two-smoke" in problem and "scope building" in problem and "parts: 1" in problem
+    assert parts_problems(parse(_config("parts: 1\n" + BUILDING_RULE))) == []
+
+
+def test_parts_refuse_a_resident_split_across_parts(tmp_path: Path) -> None:
+    units = [str(u) for u in range(20)]
+    # Two flats in different parts, one resident's devices in both.
+    a = next(u for u in units if part_of(_device("x", u), 2) == 0)
+    b = next(u for u in units if part_of(_device("x", u), 2) == 1)
+    devices = (
+        f'  - {{id: bed-1, kind: bed, unit: "{a}", resident: li}}\n'
+        f'  - {{id: pir-1, kind: pir, unit: "{b}", resident: li}}\n'
+    )
+    path = tmp_path / "edge.yaml"
+    path.write_text(_config("parts: 2", devices))
+    with pytest.raises(ConfigError) as refused:
+        load(path, env={})
+    message = str(refused.value)
+    assert str(path) in message and "resident 'li'" in message and "bed-1" in message
+    assert "pir-1" in message and "unit" in message
+    path.write_text(_config("parts: 1", devices))
+    assert load(path, env={}).parts == 1
+
+
+def test_the_board_carries_each_parts_figures_across_a_fork() -> None:
+    board = Board(3)
+    assert board.read(1) is None
+    assert board.write(2, b"x" * 10)
+    assert not board.write(1, b"x" * SLOT_BYTES), "too big for a slot"
+    pid = os.fork()
+    if pid == 0:  # a part: writes its figures, then again, and ends
+        board.write(1, b"first")
+        board.write(1, b"second figures")
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert board.read(1) == b"second figures"
+    assert board.read(2) == b"x" * 10
+    assert board.read(0) is None
+
+
+def test_parts_left_on_disk_by_more_parts_are_found(tmp_path: Path) -> None:
+    for index in (1, 2, 3):
+        part_dir(tmp_path, index).mkdir()
+    (tmp_path / "part-x").mkdir()
+    (tmp_path / "part-4").write_text("not a directory")
+    assert retiring_parts(tmp_path, 2) == [2, 3]
+    assert retiring_parts(tmp_path, 4) == []
+    assert part_dir(tmp_path, 0) == tmp_path
+    assert Part(2, 2).retiring and not Part(1, 2).retiring and Part(0, 2).speaks
+
+
+def _units(index: int, count: int = 2) -> list[str]:
+    return [str(u) for u in range(40) if part_of(_device("x", str(u)), count) == index]
+
+
+def _ingest(index: int, devices: list[DeviceConfig], discovery: bool = True) -> Ingest:
+    part = Part(index, 2)
+    ingest = Ingest(
+        SITE,
+        GATEWAY,
+        [d for d in devices if part.owns(d)],
+        Codec(),
+        DiscoveryConfig() if discovery else None,
+        owns=part.owns,
+        elsewhere=[d for d in devices if not part.owns(d)],
+    )
+    ingest.reports_unknown = part.speaks
+    return ingest
+
+
+def _status(
+    device: str,
+    state: Literal["online", "offline"] = "online",
+    kind: str | None = None,
+    unit: str | None = None,
+) -> bytes:
+    return msgspec.json.encode(
+        DeviceStatus(device=device, state=state, ts=NOW, kind=kind, unit=unit)
+    )
+
+
+def test_a_part_passes_over_the_statuses_of_the_other_parts_devices() -> None:
+    mine, theirs = _units(0)[0], _units(1)[0]
+    devices = [_device("gas-a", mine), _device("gas-b", theirs)]
+    ingest = _ingest(0, devices)
+    seen = ingest.accept(topics.status(SITE, GATEWAY, "gas-b"), _status("gas-b"), NOW)
+    assert seen == Accepted() and not ingest.counters
+    own = ingest.accept(topics.status(SITE, GATEWAY, "gas-a"), _status("gas-a"), NOW)
+    assert isinstance(own, Accepted) and own.status is not None
+    assert ingest.counters["status.online"] == 1
+
+
+def test_only_the_part_that_speaks_reports_an_unknown_device() -> None:
+    topic = topics.status(SITE, GATEWAY, "stray")
+    payload = _status("stray", state="offline")
+    speaking, other = _ingest(0, [], discovery=False), _ingest(1, [], discovery=False)
+    reported = speaking.accept(topic, payload, NOW)
+    assert isinstance(reported, Rejection) and reported.report
+    assert speaking.counters["rejected.unknown_device"] == 1
+    quiet = other.accept(topic, payload, NOW)
+    assert isinstance(quiet, Rejection) and not quiet.report and not other.counters
+
+
+def test_an_announcement_is_taken_in_by_the_part_of_its_flat_alone() -> None:
+    mine, theirs = _units(0)[0], _units(1)[0]
+    here, there = _ingest(0, []), _ingest(1, [])
+    topic = topics.status(SITE, GATEWAY, "pir-9")
+    announce = _status("pir-9", kind="pir", unit=theirs)
+    assert here.accept(topic, announce, NOW) == Accepted()
+    taken = there.accept(topic, announce, NOW)
+    assert isinstance(taken, Accepted) and taken.discovered is not None
+    # Its last will passes unremarked in the other part, as its flat's part takes it.
+    offline = _status("pir-9", state="offline")
+    assert here.accept(topic, offline, NOW) == Accepted() and not here.counters
+    # It moves flats, into this part: taken in here, forgotten there.
+    moved = _status("pir-9", kind="pir", unit=mine)
+    into = here.accept(topic, moved, NOW)
+    assert isinstance(into, Accepted) and into.discovered is not None
+    out = there.accept(topic, moved, NOW)
+    assert isinstance(out, Accepted) and out.forgotten == "pir-9"
+    assert "pir-9" not in there.devices and "pir-9" in here.devices
+
+
+def test_a_local_warning_knows_the_speakers_of_every_part() -> None:
+    mine, theirs = _units(0)[0], _units(1)[0]
+    devices = [
+        DeviceConfig(id="spk-a", kind="speaker", unit=mine),
+        DeviceConfig(id="spk-b", kind="speaker", unit=theirs),
+        _device("gas-b", theirs),
+    ]
+    ingest = _ingest(0, devices)
+    other = _units(1)[1]
+    announce = _status("spk-c", kind="speaker", unit=other)
+    ingest.accept(topics.status(SITE, GATEWAY, "spk-c"), announce, NOW)
+    assert sorted(ingest.speakers_elsewhere()) == ["spk-b", "spk-c"]
+    assert list(ingest.devices) == ["spk-a"]
