@@ -25,6 +25,7 @@ import msgspec
 
 from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from bus.mqtt import Tls
+from bus.tasks import stop
 from edge.config import PRIVATE_KINDS, BrokerConfig, DeviceConfig, EdgeConfig
 from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
@@ -328,7 +329,12 @@ class EdgeAgent:
             local_subs = [(topics.gateway_statuses_filter(site, gateway), 1)]
             for health in self.ingest.devices.values():
                 local_subs += self._device_subscriptions(health.config.id)
-            stale = [topics.gateway_devices_filter(site, gateway)]  # a single agent's, before
+            # What a persistent session may hold from a run with other parts: the single
+            # agent's filter, and the topics of the devices now in other parts.
+            stale = [topics.gateway_devices_filter(site, gateway)]
+            for other in config.devices:
+                if not part.owns(other):
+                    stale += [topic for topic, _ in self._device_subscriptions(other.id)]
             suffix = "" if part.index == 0 else f"-p{part.index}"
         speaks = part is None or part.speaks
         heartbeat_topic = topics.gateway_topic(Channel.HEARTBEAT, site, gateway)
@@ -506,6 +512,17 @@ class EdgeAgent:
                     await self._flush_telemetry(self.telemetry, everything=True)
                 except Exception:  # a stop must not end with it (the state is saved)
                     self._telemetry_failed("the last flush")
+
+    async def forget_sessions(self) -> None:
+        """End this agent's persistent MQTT sessions at the broker (a retired part's: the
+        broker would otherwise queue its devices' readings for it for ever)."""
+        for link in {self.local, self.upstream}:
+            clean = MqttLink(link.broker, client_id=link.client_id, persistent=False)
+            task = asyncio.create_task(clean.run())
+            try:
+                await clean.wait_connected(10)
+            finally:
+                await stop(task)
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)

@@ -152,6 +152,7 @@ def _run_agent(
     finally:
         agent.close()
     if agent.retired:  # a part left from a run with more parts, now drained
+        asyncio.run(agent.forget_sessions())
         shutil.rmtree(agent.data_dir)
         return 0
     if part is None and parts is None:
