@@ -108,7 +108,7 @@ def _discovered_in(path: Path) -> list[DeviceConfig]:
     return out
 
 
-BOARD_EVERY_S = 1.0  # how often a part leaves its figures for the part that speaks
+BOARD_EVERY_S = 0.5  # how often a part leaves its figures for the part that speaks
 BOARD_FRESH_S = 10.0  # figures older than this are a part's that is stuck or gone
 # A part's figures summed over the parts but these: the gateway's own, and the worst.
 PEER_OWN = {"uptime_s"}
