@@ -1362,15 +1362,16 @@ class EdgeAgent:
                 log.exception("edge: heartbeat failed")
 
     async def _publish_heartbeat(self) -> None:
+        stats = self.stats()  # every part's, in parts
         beat = Heartbeat(
             site=self.config.site,
             gateway=self.config.gateway,
             state="online",
             ts=self.clock(),
             uptime_s=time.monotonic() - self.started,
-            outbox_depth=self.outbox.depth(),
-            devices_online=sum(1 for d in self.ingest.devices.values() if d.state == "online"),
-            counters={k: int(v) for k, v in self.stats().items()},
+            outbox_depth=int(stats["outbox_depth"]),
+            devices_online=int(stats["devices_online"]),
+            counters={k: int(v) for k, v in stats.items()},
         )
         topic = topics.gateway_topic(Channel.HEARTBEAT, self.config.site, self.config.gateway)
         await self.upstream.publish(topic, self.codec.encode(beat), qos=0, retain=True)

@@ -169,6 +169,7 @@ async def test_two_parts_raise_every_flats_alarm_as_one_gateway(
                         beat is not None
                         and beat.counters.get("parts_reporting") == 2
                         and beat.outbox_depth == 0
+                        and beat.devices_online == 2  # one sensor of each part reported
                         and beat.counters.get("readings", 0) >= gateway.seq
                     )
 
