@@ -26,7 +26,14 @@ import msgspec
 from bus import Broker, Incoming, LastWill, MqttLink, NotConnected
 from bus.mqtt import Tls
 from bus.tasks import stop
-from edge.config import PRIVATE_KINDS, BrokerConfig, DeviceConfig, EdgeConfig
+from edge.config import (
+    PRIVATE_KINDS,
+    BrokerConfig,
+    DeviceConfig,
+    EdgeConfig,
+    part_of,
+    parts_problems,
+)
 from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
@@ -36,7 +43,7 @@ from edge.warnings import local_warning
 
 if TYPE_CHECKING:
     from edge.telemetry import Telemetry
-from rules import Engine, RuleSet, Transition
+from rules import ConfigError, Engine, RuleSet, Transition
 from rules.engine import AlertTrack, EngineError, EngineState
 from wire import (
     Ack,
@@ -85,7 +92,10 @@ def discovered_on_disk(data_dir: Path) -> list[DeviceConfig]:
     found = _discovered_in(data_dir / "outbox.sqlite3")
     for path in sorted(data_dir.glob(PART_DIR.format("*") + "/outbox.sqlite3")):
         found += _discovered_in(path)
-    return sorted(found, key=lambda device: device.id)
+    one: dict[str, DeviceConfig] = {}
+    for device in found:  # a device that moved parts: part 0's entry, else the first found
+        one.setdefault(device.id, device)
+    return sorted(one.values(), key=lambda device: device.id)
 
 
 def _discovered_in(path: Path) -> list[DeviceConfig]:
@@ -110,6 +120,7 @@ def _discovered_in(path: Path) -> list[DeviceConfig]:
 
 BOARD_EVERY_S = 0.5  # how often a part leaves its figures for the part that speaks
 BOARD_FRESH_S = 10.0  # figures older than this are a part's that is stuck or gone
+HAND_ON_WAIT_S = 30.0  # how long a reading for another part waits for that part to subscribe
 # A part's figures summed over the parts but these: the gateway's own, and the worst.
 PEER_OWN = {"uptime_s"}
 PEER_MAX = {"uplink_lag_s"}
@@ -118,7 +129,8 @@ PEER_MAX = {"uplink_lag_s"}
 class PartFigures(msgspec.Struct, frozen=True):
     """One part's figures on the board (edge/parts.py)."""
 
-    at: float  # wall clock, written
+    at: float  # time.monotonic() when written (one clock for every process of the machine)
+    connections: int  # its local MQTT link's: at least 1 once it has subscribed
     stats: dict[str, float]
     latency: list[int]  # Latency.counts
     latency_sum: float
@@ -222,7 +234,18 @@ class EdgeAgent:
         # Devices discovery took in before this start (their retained statuses may be gone
         # from a broker that restarted without its store).
         saved_devices = self._load_discovered()
-        self.ingest.take_in(saved_devices)
+        if part is not None:
+            # Every part's, as the parts were forked (a change of parts moves some): each
+            # takes in its own, keeps it in its own directory, and knows the others'.
+            here = {device.id for device in saved_devices}
+            saved_devices += [d for d in part.discovered if d.id not in here]
+            for device in self.ingest.take_in(saved_devices):
+                if device.id not in here:
+                    self.outbox.save_state(
+                        DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
+                    )
+        else:
+            self.ingest.take_in(saved_devices)
         self._drop_not_taken_in(saved_devices)
         # The rules' state survives a restart: hold timers keep running, alarms stay raised,
         # learned routines are kept.
@@ -288,6 +311,7 @@ class EdgeAgent:
         self._last_replay_ms = 0  # when the replay loop last looked (a clock set back: below)
         self.started = time.monotonic()
         self.retired = False  # a retiring part that sent all it held (_retire_when_drained)
+        self._handing: asyncio.Queue[Incoming] | None = None  # see _hand_on
         # Every outbox call goes through this one thread, so writes commit in the order the
         # loop made them. The whole rule state is saved from a thread of its own: an alarm's
         # commit never waits behind it.
@@ -491,7 +515,7 @@ class EdgeAgent:
             tasks.create_task(self._replay_loop())
             if self.part is None or self.part.speaks:
                 tasks.create_task(self._heartbeat_loop())
-            else:
+            if self.part is not None:
                 tasks.create_task(self._board_loop())
             if self.part is not None and self.part.retiring:
                 tasks.create_task(self._retire_when_drained())
@@ -540,8 +564,12 @@ class EdgeAgent:
         if self.part is None or not self.part.speaks or self.part.board is None:
             return out
         reporting = 1
-        for figures in self._peer_figures():
-            reporting += 1
+        now = time.monotonic()
+        for index, figures in self._peer_figures():
+            # A part's last figures count even when stale (counters must never go down);
+            # that they are stale shows in parts_reporting.
+            if index < self.part.count and 0 <= now - figures.at <= BOARD_FRESH_S:
+                reporting += 1
             for name, value in figures.stats.items():
                 if name in PEER_OWN:
                     continue
@@ -562,37 +590,41 @@ class EdgeAgent:
         merged = Latency()
         merged.counts = list(self.rule_latency.counts)
         merged.sum, merged.count = self.rule_latency.sum, self.rule_latency.count
-        for figures in self._peer_figures():
+        for _, figures in self._peer_figures():
             if len(figures.latency) == len(merged.counts):
                 merged.counts = [a + b for a, b in zip(merged.counts, figures.latency, strict=True)]
                 merged.sum += figures.latency_sum
                 merged.count += sum(figures.latency)
         return merged
 
-    def _peer_figures(self) -> list[PartFigures]:
-        """The other parts' figures from the board, those written in the last BOARD_FRESH_S."""
+    def _peer_figures(self) -> list[tuple[int, PartFigures]]:
+        """The other parts' latest figures on the board (retiring parts' among them)."""
         assert self.part is not None and self.part.board is not None
         out = []
-        now = time.time()
-        for index in range(1, self.part.board.parts):
-            blob = self.part.board.read(index)
-            if blob is None:
-                continue
-            try:
-                figures = _FIGURES.decode(blob)
-            except msgspec.DecodeError:
-                continue
-            if 0 <= now - figures.at <= BOARD_FRESH_S:
-                out.append(figures)
+        for index in range(self.part.board.parts):
+            if index != self.part.index and (figures := self._figures_of(index)) is not None:
+                out.append((index, figures))
         return out
 
+    def _figures_of(self, index: int) -> PartFigures | None:
+        assert self.part is not None and self.part.board is not None
+        blob = self.part.board.read(index)
+        if blob is None:
+            return None
+        try:
+            return _FIGURES.decode(blob)
+        except msgspec.DecodeError:
+            return None
+
     async def _board_loop(self) -> None:
-        """A part that does not speak for the gateway leaves its figures on the board."""
+        """Every part leaves its figures on the board: for the part that speaks for the
+        gateway, and for a part handing on a reading (_hand_on_loop)."""
         assert self.part is not None
         board = self.part.board
         while board is not None:
             figures = PartFigures(
-                at=time.time(),
+                at=time.monotonic(),
+                connections=self.local.connections,
                 stats=self._own_stats(),
                 latency=list(self.rule_latency.counts),
                 latency_sum=self.rule_latency.sum,
@@ -601,6 +633,38 @@ class EdgeAgent:
                 self.counters["board_overflows"] += 1
             await asyncio.sleep(BOARD_EVERY_S)
 
+    def _hand_on(self, message: Incoming) -> None:
+        """Another part's reading or receipt, held for this part by its persistent session
+        from a run with other parts (a change of ``parts``): published again, for the part
+        that has the device now (this part no longer subscribes to its topic)."""
+        if self._handing is None:
+            self._handing = asyncio.Queue()
+            self._background(self._hand_on_loop(self._handing))
+        self._handing.put_nowait(message)
+
+    async def _hand_on_loop(self, queue: asyncio.Queue[Incoming]) -> None:
+        assert self.part is not None
+        while True:
+            message = await queue.get()
+            device = topics.parse(message.topic).device
+            owner = self.ingest.owner(device) if device is not None else None
+            if owner is not None:
+                index = part_of(owner, self.part.count)
+                # Not before that part has subscribed: a new part's session does not exist
+                # at the broker until then, and what is published before is not kept for it.
+                deadline = time.monotonic() + HAND_ON_WAIT_S
+                while time.monotonic() < deadline:
+                    figures = self._figures_of(index)
+                    if figures is not None and figures.connections > 0:
+                        break
+                    await asyncio.sleep(0.05)
+            try:
+                await self.local.publish(message.topic, message.payload, qos=message.qos or 1)
+                self.counters["handed_on"] += 1
+            except NotConnected:
+                self.counters["handed_on_failed"] += 1
+                log.error("edge: a reading on %s for another part not handed on", message.topic)
+
     async def _retire_when_drained(self) -> None:
         """A part left from a run with more parts: its devices are with other parts now
         (their standing alarms cleared by run()'s settling, as for devices moved). Once its
@@ -608,9 +672,14 @@ class EdgeAgent:
         while True:
             await asyncio.sleep(1.0)
             buffered = 0 if self.telemetry is None else self.telemetry.buffer.depth()
-            if self.outbox.depth() == 0 and buffered == 0 and not self._unmarked:
+            # Asked on the outbox's thread: behind every write queued before (a clear).
+            depth = await self._io(self.outbox.depth)
+            if depth == 0 and buffered == 0 and not self._unmarked and not self._handing_left():
                 log.info("edge: part %s drained; it ends", self.data_dir)
                 raise Retired
+
+    def _handing_left(self) -> bool:
+        return self._handing is not None and not self._handing.empty()
 
     def _own_stats(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.ingest.counters + self.counters)
@@ -644,7 +713,12 @@ class EdgeAgent:
     async def reload_rules(self, ruleset: RuleSet) -> int:
         """Run new rules without a restart: unchanged rules keep their state (hold timers,
         learned routines, open alerts); removed rules clear their alerts. Returns how many
-        rules now run."""
+        rules now run. In parts, rules a part cannot run whole (``parts_problems``, against
+        the parts and devices running) are refused: ConfigError, and the old rules run on."""
+        if self.part is not None:
+            running = msgspec.structs.replace(self.config, rules=ruleset)
+            for where, problem in parts_problems(running):
+                raise ConfigError("the reloaded rules", None, where, problem)
         await self._alarms(self.engine.reload(ruleset, self.clock()))
         await self._settle_devices()  # an edit that moved devices out of a rule's scope
         self._state_dirty = True
@@ -861,6 +935,9 @@ class EdgeAgent:
         if isinstance(result, Rejection):
             if result.report:
                 self._dead_letter(result, now)
+            return
+        if result.hand_on:
+            self._hand_on(message)
             return
         if result.dropped is not None:  # metrics left out, or a move refused; the rest counts
             self._dead_letter(result.dropped, now)

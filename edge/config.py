@@ -189,6 +189,8 @@ def parts_problems(config: EdgeConfig) -> list[tuple[str, str]]:
                     " set parts: 1",
                 )
             )
+    if not any(rule.scope == "resident" for rule in config.rules.resolved()):
+        return out  # no rule reads a resident's devices together
     residents: dict[str, dict[int, str]] = {}
     for device in config.devices:
         if device.resident is not None:

@@ -25,6 +25,8 @@ from wire.topics import Channel
 REORDER_WINDOW = 64
 METRICS_PER_DEVICE = 64  # different metric names one device may send, all told
 _KINDS: tuple[DeviceKind, ...] = get_args(DeviceKind)
+# What a part hands on to the part that owns the device (see Accepted.hand_on).
+_HANDED = frozenset({Channel.READING, Channel.DEVICE_RECEIPT})
 UNKNOWN_REMEMBERED = 10_000  # unknown devices reported once each (see Ingest._unknown_reported)
 
 
@@ -69,9 +71,13 @@ class Accepted(msgspec.Struct, frozen=True):
     discovered: DeviceConfig | None = None
     # A discovered device whose retained announcement was cleared: no longer watched.
     forgotten: str | None = None
+    # In parts: another part's reading or receipt, which this part's persistent session held
+    # from a run with other parts (the agent hands it on to that part).
+    hand_on: bool = False
 
 
 _ELSEWHERE = Accepted()  # what another part's device sends, here (see Ingest.owns)
+_HAND_ON = Accepted(hand_on=True)
 
 
 class Ingest:
@@ -102,11 +108,11 @@ class Ingest:
         self.unreadable: set[str] = set()
         self.counters: Counter[str] = Counter()
         self.owns = owns
-        self.elsewhere: dict[str, str] = {d.id: d.kind for d in elsewhere}
+        self.elsewhere: dict[str, DeviceConfig] = {d.id: d for d in elsewhere}
         self.reports_unknown = True
         # Devices discovery takes in for another part (their statuses pass unremarked): at
         # most UNKNOWN_REMEMBERED, oldest forgotten first.
-        self._discovered_elsewhere: dict[str, str] = {}  # id -> kind
+        self._discovered_elsewhere: dict[str, DeviceConfig] = {}
         # Unknown devices already reported, oldest first (one dead letter for a device's
         # readings and receipts, one for its statuses, which say why an announcement was
         # refused): at most UNKNOWN_REMEMBERED (junk under ever new device ids must not grow
@@ -120,7 +126,7 @@ class Ingest:
         try:
             return self._accept(topic, payload, now)
         except WireError as exc:
-            if exc.reason is Reason.UNKNOWN_DEVICE and not self.reports_unknown:
+            if self.owns is not None and not self._reports(topic):
                 return Rejection(exc.reason, exc.detail, topic, payload, report=False)
             self.counters[f"rejected.{exc.reason}"] += 1
             report = True
@@ -141,6 +147,23 @@ class Ingest:
                     self._unknown_reported[key] = None
             return Rejection(exc.reason, exc.detail, topic, payload, report)
 
+    def _reports(self, topic: str) -> bool:
+        """In parts: whether this part reports (and counts) what is wrong with a message on
+        ``topic``. Its own devices' faults, it does; another part's device's, that part
+        does; a device no part has (a status of one unknown, or junk), the part that speaks
+        for the gateway does: every part hears every status."""
+        try:
+            device = self._parse(topic).device
+        except WireError:
+            return self.reports_unknown
+        if device is not None and device in self.devices:
+            return True
+        if device is not None and (
+            device in self.elsewhere or device in self._discovered_elsewhere
+        ):
+            return False
+        return self.reports_unknown
+
     def _accept(self, topic: str, payload: bytes, now: datetime) -> Accepted:
         parsed = self._parse(topic)
         if parsed.site != self.site or parsed.gateway != self.gateway:
@@ -151,8 +174,9 @@ class Ingest:
         if parsed.channel is Channel.CMD:
             return Accepted()  # our own commands to devices, echoed by the subscription
         health = self.devices.get(device_id)
+        passes = _HAND_ON if parsed.channel in _HANDED else _ELSEWHERE
         if health is None and device_id in self.elsewhere:
-            return _ELSEWHERE  # another part's listed device (a part hears every status)
+            return passes  # another part's listed device (a part hears every status)
         on_status = parsed.channel is Channel.STATUS
         # Another part's discovered device; an announcement may move it here (_announced).
         if (
@@ -162,7 +186,7 @@ class Ingest:
         ):
             if on_status:  # its announcement cleared
                 del self._discovered_elsewhere[device_id]
-            return _ELSEWHERE
+            return passes
         if parsed.channel is Channel.STATUS and not payload and self._discovered(device_id):
             # A cleared retained announcement: what an installer does to forget one.
             self.discovered.pop(device_id, None)
@@ -235,6 +259,10 @@ class Ingest:
         if discovery is None:
             return taken
         for config in configs:
+            if self.owns is not None and not self.owns(config):
+                if config.id not in self.elsewhere and config.kind in discovery.kinds:
+                    self._note_elsewhere(config)  # another part's, saved there or here
+                continue
             if (
                 config.id not in self.devices
                 and config.kind in discovery.kinds
@@ -259,6 +287,9 @@ class Ingest:
         if status.kind is not None and status.state == "online":
             try:
                 config = self._discovered_config(device_id, status)
+                if self.owns is not None and not self.owns(config):
+                    return self._elsewhere(device_id, config)  # another part's limit
+                self._check_room(device_id)
             except WireError as exc:
                 if health is None:
                     raise
@@ -267,8 +298,6 @@ class Ingest:
                 self.counters[f"rejected.{exc.reason}"] += 1
                 refused = Rejection(exc.reason, exc.detail, topic, payload)
             else:
-                if self.owns is not None and not self.owns(config):
-                    return self._elsewhere(device_id, config)
                 if health is None:
                     health = self.devices[device_id] = DeviceHealth(config)
                     self.counters["devices_discovered"] += 1
@@ -297,10 +326,7 @@ class Ingest:
     def _elsewhere(self, device_id: str, config: DeviceConfig) -> Accepted:
         """A device announced into another part's flat: that part takes it in. One this
         part had taken in (it moved flats) is forgotten here."""
-        self._discovered_elsewhere.pop(device_id, None)  # to the end: the newest
-        self._discovered_elsewhere[device_id] = config.kind
-        while len(self._discovered_elsewhere) > UNKNOWN_REMEMBERED:
-            del self._discovered_elsewhere[next(iter(self._discovered_elsewhere))]
+        self._note_elsewhere(config)
         if device_id not in self.discovered:
             return _ELSEWHERE
         del self.discovered[device_id]
@@ -308,13 +334,23 @@ class Ingest:
         self.counters["devices_moved_to_another_part"] += 1
         return Accepted(forgotten=device_id)
 
+    def _note_elsewhere(self, config: DeviceConfig) -> None:
+        self._discovered_elsewhere.pop(config.id, None)  # to the end: the newest
+        self._discovered_elsewhere[config.id] = config
+        while len(self._discovered_elsewhere) > UNKNOWN_REMEMBERED:
+            del self._discovered_elsewhere[next(iter(self._discovered_elsewhere))]
+
+    def owner(self, device_id: str) -> DeviceConfig | None:
+        """Another part's device, as this part knows it (listed, or announced)."""
+        return self.elsewhere.get(device_id) or self._discovered_elsewhere.get(device_id)
+
     def speakers_elsewhere(self) -> list[str]:
         """The other parts' speakers (a local warning sounds on all the building's)."""
         return [
             device
             for known in (self.elsewhere, self._discovered_elsewhere)
-            for device, kind in known.items()
-            if kind == "speaker"
+            for device, config in known.items()
+            if config.kind == "speaker"
         ]
 
     def _discovered(self, device_id: str) -> bool:
@@ -325,6 +361,17 @@ class Ingest:
         """A device taken in or forgotten: once unknown again, it is reported again."""
         self._unknown_reported.pop(device_id, None)
         self._unknown_reported.pop(f"{device_id}/status", None)
+
+    def _check_room(self, device_id: str) -> None:
+        """Raise if discovery is full (in parts: this part's own share of devices)."""
+        discovery = self.discovery
+        assert discovery is not None
+        if device_id not in self.discovered and len(self.discovered) >= discovery.max_devices:
+            raise WireError(
+                Reason.UNKNOWN_DEVICE,
+                f"device {device_id!r} is not taken in: discovery.max_devices"
+                f" ({discovery.max_devices}) devices are already; list it under devices:",
+            )
 
     def _discovered_config(self, device_id: str, status: DeviceStatus) -> DeviceConfig:
         discovery = self.discovery
@@ -340,12 +387,6 @@ class Ingest:
                 Reason.UNKNOWN_DEVICE,
                 f"device {device_id!r} announces kind {kind!r}, which discovery does not take"
                 f" in (discovery.kinds: {', '.join(discovery.kinds)}); list it under devices:",
-            )
-        if device_id not in self.discovered and len(self.discovered) >= discovery.max_devices:
-            raise WireError(
-                Reason.UNKNOWN_DEVICE,
-                f"device {device_id!r} is not taken in: discovery.max_devices"
-                f" ({discovery.max_devices}) devices are already; list it under devices:",
             )
         return DeviceConfig(
             id=device_id,

@@ -28,6 +28,8 @@ GAUGES = {
     "devices_offline",
     "uptime_s",
     "telemetry_buffered_batches",
+    "parts",
+    "parts_reporting",
 }
 
 

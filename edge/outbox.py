@@ -12,6 +12,7 @@ alert does not linger on the gateway's card in free pages or old WAL frames.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -54,6 +55,20 @@ CREATE TABLE IF NOT EXISTS rule_state (
     stamp INTEGER NOT NULL DEFAULT 0
 )
 """
+
+
+def entries_on_disk(path: Path) -> int:
+    """How many entries an outbox file holds, read only (none if there is no file)."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (count,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+    except sqlite3.OperationalError:  # a file from before any entry
+        return 0
+    finally:
+        db.close()
+    return int(count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ import signal
 import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 PART_DIR = "part-{}"  # part p's data under data_dir (p >= 1; part 0 keeps data_dir itself)
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 SLOT_BYTES = 64 * 1024  # one part's figures on the board
-_HEADER = struct.Struct("<QI")  # sequence (odd while written), length
+_HEADER = struct.Struct("<QII")  # sequence (odd while written), length, crc32 of the blob
 
 
 def part_dir(data_dir: Path, index: int) -> Path:
@@ -49,6 +50,8 @@ class Part:
     index: int
     count: int
     board: Board | None = None
+    # The devices discovery took in, every part's, read before the parts were forked.
+    discovered: tuple[DeviceConfig, ...] = ()
 
     @property
     def retiring(self) -> bool:
@@ -66,7 +69,8 @@ class Part:
 class Board:
     """The parts' figures, where part 0 reads them: an anonymous shared mapping made before
     the parts are forked, one slot a part. A slot is written whole under a sequence number
-    that is odd while it is written (a seqlock), so a reader never takes half of one.
+    that is odd while it is written (a seqlock) and a checksum, so a reader never takes half
+    of one.
 
     Chosen over a pipe: a writer never blocks on a reader that is busy, and part 0 reads the
     latest figures only when it needs them (a heartbeat, a scrape)."""
@@ -80,25 +84,27 @@ class Board:
         if len(blob) > SLOT_BYTES - _HEADER.size:
             return False
         at = index * SLOT_BYTES
-        (sequence, _) = _HEADER.unpack_from(self._map, at)
-        _HEADER.pack_into(self._map, at, sequence + 1, 0)  # odd: being written
+        (sequence, _, _) = _HEADER.unpack_from(self._map, at)
+        _HEADER.pack_into(self._map, at, sequence + 1, 0, 0)  # odd: being written
         self._map[at + _HEADER.size : at + _HEADER.size + len(blob)] = blob
-        _HEADER.pack_into(self._map, at, sequence + 2, len(blob))
+        _HEADER.pack_into(self._map, at, sequence + 2, len(blob), zlib.crc32(blob))
         return True
 
     def read(self, index: int) -> bytes | None:
         """The slot's latest whole blob; None before its first, or if every try met a write."""
         at = index * SLOT_BYTES
         for _ in range(100):
-            (before, length) = _HEADER.unpack_from(self._map, at)
+            (before, length, crc) = _HEADER.unpack_from(self._map, at)
             if before == 0:
                 return None
             if before % 2:
                 time.sleep(0)
                 continue
             blob = self._map[at + _HEADER.size : at + _HEADER.size + length]
-            (after, _) = _HEADER.unpack_from(self._map, at)
-            if after == before:
+            (after, _, _) = _HEADER.unpack_from(self._map, at)
+            # The checksum too: a CPU that reorders stores (ARM: a Raspberry Pi) may show
+            # the sequence before the bytes it guards.
+            if after == before and zlib.crc32(blob) == crc:
                 return blob
         return None
 
@@ -122,11 +128,18 @@ class Parts:
     """The parts forked from this process, which runs part 0 itself (a process of its own
     for the waiting alone would hold ~20 MB of pages the others copied away from it)."""
 
-    def __init__(self, config: EdgeConfig, run_part: RunPart, retiring: Iterable[int] = ()):
+    def __init__(
+        self,
+        config: EdgeConfig,
+        run_part: RunPart,
+        retiring: Iterable[int] = (),
+        discovered: Iterable[DeviceConfig] = (),
+    ) -> None:
         indexes = [*range(1, config.parts), *retiring]
         self.count = config.parts
         self.board = Board(max([0, *indexes]) + 1)
-        self.part = Part(0, config.parts, self.board)
+        found = tuple(discovered)
+        self.part = Part(0, config.parts, self.board, found)
         self.children: dict[int, int] = {}  # pid -> part index
         self.failed = 0  # the first exit status of a part that ended on its own (not 0)
         self.stopped = False  # the parts were told to stop
@@ -139,7 +152,8 @@ class Parts:
                 _die_with(parent)
                 status = 1
                 try:
-                    status = run_part(Part(index, config.parts, self.board))
+                    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its loop takes it
+                    status = run_part(Part(index, config.parts, self.board, found))
                 except BaseException:
                     log.exception("edge: part %d failed", index)
                 finally:
@@ -182,7 +196,7 @@ class Parts:
         self.failed = self.failed or (code if code > 0 else 1)
         ended()
 
-    def wait(self, timeout_s: float = 60.0) -> int:
+    def wait(self, timeout_s: float = 20.0) -> int:
         """After part 0 stopped: stop the others, wait for them, and return the agent's exit
         status (that of the first part that failed, or 0)."""
         self.signal(signal.SIGTERM)

@@ -58,13 +58,18 @@ def edge_run(
     if settings.parts == 1 and not retiring:
         _run_agent(config, settings)
         return
-    import edge.agent  # noqa: F401  # imported before the fork: its pages shared by the parts
+    from edge.agent import discovered_on_disk  # imported before the fork: pages shared
     from edge.parts import Parts
 
     # What start-up made (modules, config, rules) is shared with the parts forked below, and
     # frozen: the collector would otherwise touch (and so copy) every page of it in each.
     gc.freeze()
-    parts = Parts(settings, lambda part: _run_agent(config, settings, part=part), retiring=retiring)
+    parts = Parts(
+        settings,
+        lambda part: _run_agent(config, settings, part=part),
+        retiring=retiring,
+        discovered=discovered_on_disk(Path(settings.data_dir)),
+    )
     try:
         _run_agent(config, settings, parts=parts)  # part 0, in this process
     finally:
@@ -98,11 +103,18 @@ def _run_agent(
 
         try:
             fresh = load(config)
+            if fresh.parts != settings.parts:
+                errors.print(
+                    f"[yellow]parts: {fresh.parts} in {config} takes a restart; the"
+                    f" {settings.parts} parts running now reload their rules[/]"
+                )
+            # Checked against the parts and devices running, not the file's: a rule each
+            # running part could not see whole must not get in by a reload.
+            count = await agent.reload_rules(fresh.rules)
         except ConfigError as exc:
             # A broken edit must not stop a running gateway: keep the rules it has.
             errors.print(f"[red]rules not reloaded:[/] {exc}")
             return
-        count = await agent.reload_rules(fresh.rules)
         errors.print(f"rules reloaded: {count} rules")
 
     async def main() -> None:
@@ -150,8 +162,18 @@ def _run_agent(
     except asyncio.CancelledError:
         pass
     finally:
+        # The loop's handlers are gone: a second SIGTERM (systemd signals every process of
+        # the service, and part 0 passes its own on) must not end the state's last save.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, signal.SIG_IGN)
         agent.close()
     if agent.retired:  # a part left from a run with more parts, now drained
+        from edge.outbox import entries_on_disk
+
+        left = entries_on_disk(agent.outbox.path)
+        if left:  # an alert stored after the last look: it goes at the next start
+            errors.print(f"[yellow]{agent.data_dir}: {left} alerts left to send; kept[/]")
+            return 0
         asyncio.run(agent.forget_sessions())
         shutil.rmtree(agent.data_dir)
         return 0

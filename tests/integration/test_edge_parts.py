@@ -228,3 +228,37 @@ async def test_a_part_left_by_more_parts_sends_what_it_held_and_goes(
         (second, "raised"),
         (second, "cleared"),
     ]
+
+
+async def test_readings_queued_across_a_change_of_parts_reach_their_new_part(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    moved = _in_part(1)  # part 0's as the single agent's, part 1's with parts: 2
+    agent = _start(_config(tmp_path, mosquitto, parts=1))
+    try:
+        async with _watching(mosquitto) as gateway:
+            await wait_for(lambda: gateway.heartbeat() is not None, what="the agent online")
+            assert _stop(agent) == 0, agent.stderr.read() if agent.stderr else ""
+            # Restarting with parts: 2, the gateway misses nothing: the device's readings
+            # wait at the broker in the single agent's session, which is part 0's now.
+            for seq in range(20):
+                await publish_surely(
+                    gateway.device,
+                    topics.reading(SITE, GATEWAY, moved),
+                    gas_reading(seq, 1.0, moved),
+                )
+            gateway.watcher.messages.clear()
+            agent = _start(_config(tmp_path, mosquitto, parts=2))
+
+            def counted(name: str) -> int:
+                beat = gateway.heartbeat()
+                return 0 if beat is None else beat.counters.get(name, 0)
+
+            # Part 0 hands them on to part 1, which has the device now, and it takes them.
+            await wait_for(lambda: counted("readings") >= 20, timeout=30, what="20 readings")
+            assert counted("handed_on") == 20
+            beat = gateway.heartbeat()
+            assert beat is not None
+            assert not [name for name in beat.counters if name.startswith("rejected.")]
+    finally:
+        assert _stop(agent) == 0, agent.stderr.read() if agent.stderr else ""

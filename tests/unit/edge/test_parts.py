@@ -4,17 +4,30 @@ of other parts."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import pytest
 
+from edge import EdgeAgent, EdgeConfig, Outbox
+from edge.agent import (
+    _DISCOVERED_ENCODER,
+    _FIGURES_ENCODER,
+    DISCOVERED,
+    PartFigures,
+    Retired,
+    discovered_on_disk,
+)
 from edge.config import DeviceConfig, DiscoveryConfig, load, parse, part_of, parts_problems
 from edge.ingest import Accepted, Ingest, Rejection
+from edge.metrics import AgentCollector
 from edge.parts import SLOT_BYTES, Board, Part, part_dir, retiring_parts
 from rules import ConfigError
 from wire import Codec, DeviceStatus, topics
@@ -82,13 +95,16 @@ def test_parts_refuse_a_resident_split_across_parts(tmp_path: Path) -> None:
         f'  - {{id: pir-1, kind: pir, unit: "{b}", resident: li}}\n'
     )
     path = tmp_path / "edge.yaml"
+    # Without a rule over a resident's devices together, the split harms nothing.
     path.write_text(_config("parts: 2", devices))
+    assert load(path, env={}).parts == 2
+    path.write_text(_config("parts: 2\nrules: {include: [elder-care]}", devices))
     with pytest.raises(ConfigError) as refused:
         load(path, env={})
     message = str(refused.value)
     assert str(path) in message and "resident 'li'" in message and "bed-1" in message
     assert "pir-1" in message and "unit" in message
-    path.write_text(_config("parts: 1", devices))
+    path.write_text(_config("parts: 1\nrules: {include: [elder-care]}", devices))
     assert load(path, env={}).parts == 1
 
 
@@ -205,3 +221,200 @@ def test_a_local_warning_knows_the_speakers_of_every_part() -> None:
     ingest.accept(topics.status(SITE, GATEWAY, "spk-c"), announce, NOW)
     assert sorted(ingest.speakers_elsewhere()) == ["spk-b", "spk-c"]
     assert list(ingest.devices) == ["spk-a"]
+
+
+def test_a_bad_status_of_a_device_no_part_has_is_reported_once() -> None:
+    topic = topics.status(SITE, GATEWAY, "x-1")
+    toaster = msgspec.json.encode(
+        {
+            **msgspec.to_builtins(DeviceStatus(device="x-1", state="online", ts=NOW)),
+            "kind": "toaster",
+        }
+    )
+    for payload in (toaster, b"{"):
+        parts = [_ingest(0, []), _ingest(1, [])]
+        results = [part.accept(topic, payload, NOW) for part in parts]
+        reported = [isinstance(r, Rejection) and r.report for r in results]
+        assert reported == [True, False], payload
+        assert sum(sum(part.counters.values()) for part in parts) == 1
+
+
+def test_a_full_part_does_not_refuse_a_device_of_another_part() -> None:
+    here = _ingest(0, [])
+    assert here.discovery is not None
+    here.discovery = DiscoveryConfig(max_devices=1)
+    first = here.accept(
+        topics.status(SITE, GATEWAY, "pir-0"), _status("pir-0", kind="pir", unit=_units(0)[0]), NOW
+    )
+    assert isinstance(first, Accepted) and first.discovered is not None
+    topic = topics.status(SITE, GATEWAY, "pir-1")
+    theirs = _status("pir-1", kind="pir", unit=_units(1)[0])
+    assert here.accept(topic, theirs, NOW) == Accepted() and not here.counters.get(
+        "rejected.unknown_device"
+    )
+    # Its own limit still holds for a device of its own.
+    full = here.accept(
+        topics.status(SITE, GATEWAY, "pir-2"), _status("pir-2", kind="pir", unit=_units(0)[1]), NOW
+    )
+    assert isinstance(full, Rejection) and "max_devices" in full.detail
+
+
+def test_a_part_hands_on_another_parts_reading_its_session_held() -> None:
+    mine, theirs = _units(0)[0], _units(1)[0]
+    ingest = _ingest(0, [_device("gas-a", mine), _device("gas-b", theirs)])
+    reading = b'{"device":"gas-b","seq":1,"ts":"2026-11-29T12:00:00Z","values":{"gas_lel":1}}'
+    handed = ingest.accept(topics.reading(SITE, GATEWAY, "gas-b"), reading, NOW)
+    assert isinstance(handed, Accepted) and handed.hand_on and not handed.readings
+    owner = ingest.owner("gas-b")
+    assert owner is not None and part_of(owner, 2) == 1
+
+
+GAS_RULES = "rules:\n  gas: {low: 10, high: 25, hold_low_s: 1, hold_high_s: 1, clear_below: 5}\n"
+
+
+def _agent_config(tmp_path: Path, extra: str = "") -> EdgeConfig:
+    a, b = _units(0)[0], _units(1)[0]
+    return parse(
+        f"site: {SITE}\ngateway: {GATEWAY}\nbuilding: b1\ndata_dir: {tmp_path / 'data'}\n"
+        f"broker: {{host: 127.0.0.1, port: 9}}\nparts: 2\ndevices:\n"
+        f'  - {{id: gas-a, kind: gas, unit: "{a}"}}\n  - {{id: gas-b, kind: gas, unit: "{b}"}}\n'
+        f"{GAS_RULES}{extra}"
+    )
+
+
+def _save_discovered(directory: Path, device: DeviceConfig) -> None:
+    box = Outbox(directory / "outbox.sqlite3")
+    box.save_state(DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device))
+    box.close()
+
+
+def test_each_part_takes_in_the_discovered_devices_of_its_flats_from_any_part(
+    tmp_path: Path,
+) -> None:
+    config = _agent_config(tmp_path, "discovery: {}\n")
+    data = Path(config.data_dir)
+    # Saved by part 1 in a run where its flat was part 1's; part 0's now (say, parts moved).
+    ours = DeviceConfig(id="pir-0", kind="pir", unit=_units(0)[2])
+    theirs = DeviceConfig(id="pir-1", kind="pir", unit=_units(1)[2])
+    part_dir(data, 1).mkdir(parents=True)
+    _save_discovered(part_dir(data, 1), ours)
+    _save_discovered(part_dir(data, 1), theirs)
+    found = tuple(discovered_on_disk(data))
+    assert {d.id for d in found} == {"pir-0", "pir-1"}
+    zero = EdgeAgent(config, part=Part(0, 2, discovered=found))
+    retiring = EdgeAgent(config, part=Part(2, 2, discovered=found))
+    try:
+        assert "pir-0" in zero.devices and "pir-1" not in zero.devices
+        assert not set(retiring.devices), "a retiring part runs no device"
+        # Kept in part 0's own directory from now on; part 1's other device known to it.
+        assert [d.id for d in discovered_on_disk(data) if d.id == "pir-0"] == ["pir-0"]
+        offline = zero.ingest.accept(
+            topics.status(SITE, GATEWAY, "pir-1"), _status("pir-1", state="offline"), NOW
+        )
+        assert offline == Accepted(), "another part's device is not reported unknown"
+    finally:
+        zero.close()
+        retiring.close()
+    box = Outbox(data / "outbox.sqlite3")
+    try:
+        assert box.load_state(DISCOVERED + "pir-0") is not None
+    finally:
+        box.close()
+
+
+BUILDING_GAS = """\
+  rules:
+    - id: building-gas
+      kind: gas
+      scope: building
+      devices: {kinds: [gas]}
+      create:
+        Severe: {all: [{metric: gas_lel, op: ">=", value: 10, unit: "%LEL"}]}
+      clear: {all: [{metric: gas_lel, op: "<", value: 1, unit: "%LEL"}]}
+"""
+
+
+def test_a_part_refuses_reloaded_rules_it_cannot_run_whole(tmp_path: Path) -> None:
+    config = _agent_config(tmp_path)
+    fresh = parse(
+        f"site: {SITE}\ngateway: {GATEWAY}\nbuilding: b1\nparts: 1\nrules:\n{BUILDING_GAS}"
+    )
+    agent = EdgeAgent(config, part=Part(0, 2))
+    try:
+        before = [rule.id for rule in agent.engine.rules]
+        with pytest.raises(ConfigError, match="scope building"):
+            asyncio.run(agent.reload_rules(fresh.rules))
+        assert [rule.id for rule in agent.engine.rules] == before
+    finally:
+        agent.close()
+
+
+def test_a_retiring_part_waits_for_an_alert_still_being_stored(tmp_path: Path) -> None:
+    agent = EdgeAgent(_agent_config(tmp_path), part=Part(2, 2))
+    stored = threading.Event()
+    real_add = agent.outbox.add
+
+    def slow_add(*args: Any, **kwargs: Any) -> bool:
+        time.sleep(1.2)  # a slow card: the alert is queued, not yet in the outbox
+        done = real_add(*args, **kwargs)
+        stored.set()
+        return done
+
+    agent.outbox.add = slow_add  # type: ignore[method-assign]
+
+    async def main() -> bool:
+        queued = agent._queue_io(
+            agent._store_alert, "a1", "t", b"p", key="k", unmarked={}, life_safety=True, now_ms=0
+        )
+        try:
+            async with asyncio.timeout(3):
+                await agent._retire_when_drained()
+        except TimeoutError:
+            retired = False
+        except Retired:
+            retired = True
+        await queued
+        return retired
+
+    try:
+        assert not asyncio.run(main()), "retired with an alert on its way to the outbox"
+        assert stored.is_set() and agent.outbox.depth() == 1
+        agent.outbox.remove(["a1"])  # the hub's ack
+
+        async def drained() -> bool:
+            try:
+                async with asyncio.timeout(5):
+                    await agent._retire_when_drained()
+            except Retired:
+                return True
+            return False
+
+        assert asyncio.run(drained())
+    finally:
+        agent.close()
+
+
+def test_counters_from_the_board_never_go_down_and_staleness_shows(tmp_path: Path) -> None:
+    board = Board(3)
+    agent = EdgeAgent(_agent_config(tmp_path), part=Part(0, 2, board))
+    counts = [0] * len(agent.rule_latency.counts)
+
+    def leave(index: int, at: float, readings: float) -> None:
+        figures = PartFigures(
+            at=at, connections=1, stats={"readings": readings}, latency=counts, latency_sum=0.0
+        )
+        board.write(index, _FIGURES_ENCODER.encode(figures))
+
+    try:
+        leave(1, time.monotonic(), 100.0)
+        leave(2, time.monotonic(), 7.0)  # a retiring part's: counted, not a part reporting
+        fresh = agent.stats()
+        assert fresh["readings"] == 107 and fresh["parts_reporting"] == 2
+        leave(1, time.monotonic() - 60, 100.0)  # part 1 stuck for a minute
+        stale = agent.stats()
+        assert stale["readings"] == 107 and stale["parts_reporting"] == 1
+        kinds = {family.name: family.type for family in AgentCollector(agent).collect()}
+        assert kinds["anmin_edge_parts_reporting"] == "gauge"
+        assert kinds["anmin_edge_readings"] == "counter"
+    finally:
+        agent.close()
