@@ -563,6 +563,19 @@ class MqttLink:
             with contextlib.suppress(aiomqtt.MqttError):
                 await client.subscribe(new)
 
+    async def unsubscribe(self, filters: Sequence[str]) -> None:
+        """Fewer subscriptions: now, if connected, and not at the connects to come."""
+        gone = set(filters)
+        self.subscriptions = [s for s in self.subscriptions if s[0] not in gone]
+        client = self._client
+        if gone and client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.unsubscribe(list(gone))
+
+    def subscribed(self, topic: str) -> bool:
+        """Whether ``topic`` is one of this link's filters, as given (no wildcard matching)."""
+        return any(s[0] == topic for s in self.subscriptions)
+
     def _where(self) -> tuple[str, int]:
         return self.broker.host, self.broker.port
 

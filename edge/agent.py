@@ -242,7 +242,7 @@ class EdgeAgent:
             for device in self.ingest.take_in(saved_devices):
                 if device.id not in here:
                     self.outbox.save_state(
-                        DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device)
+                        DISCOVERED + device.id, _DISCOVERED_ENCODER.encode(device), durable=True
                     )
         else:
             self.ingest.take_in(saved_devices)
@@ -311,7 +311,10 @@ class EdgeAgent:
         self._last_replay_ms = 0  # when the replay loop last looked (a clock set back: below)
         self.started = time.monotonic()
         self.retired = False  # a retiring part that sent all it held (_retire_when_drained)
-        self._handing: asyncio.Queue[Incoming] | None = None  # see _hand_on
+        # What this part hands on to another (see _hand_on), and how many are not yet out.
+        self._handing: asyncio.Queue[Incoming] = asyncio.Queue()
+        self._hander: asyncio.Task[None] | None = None
+        self._handing_left = 0
         # Every outbox call goes through this one thread, so writes commit in the order the
         # loop made them. The whole rule state is saved from a thread of its own: an alarm's
         # commit never waits behind it.
@@ -356,9 +359,11 @@ class EdgeAgent:
             # What a persistent session may hold from a run with other parts: the single
             # agent's filter, and the topics of the devices now in other parts.
             stale = [topics.gateway_devices_filter(site, gateway)]
-            for other in config.devices:
+            for other in [*config.devices, *part.discovered]:
                 if not part.owns(other):
                     stale += [topic for topic, _ in self._device_subscriptions(other.id)]
+            if part.count == 1:  # beside retiring parts: all of it, as the single agent
+                local_subs, stale = [(topics.gateway_devices_filter(site, gateway), 1)], []
             suffix = "" if part.index == 0 else f"-p{part.index}"
         speaks = part is None or part.speaks
         heartbeat_topic = topics.gateway_topic(Channel.HEARTBEAT, site, gateway)
@@ -524,6 +529,8 @@ class EdgeAgent:
                 tasks.create_task(self._telemetry_loop(self.telemetry))
 
     async def _stopped(self) -> None:
+        if self.part is not None and self.part.board is not None:
+            self._write_board()  # its last figures: a retired part's gauges at their end
         for task in self._local_warnings.values():
             task.cancel()
         try:
@@ -537,16 +544,19 @@ class EdgeAgent:
                 except Exception:  # a stop must not end with it (the state is saved)
                     self._telemetry_failed("the last flush")
 
-    async def forget_sessions(self) -> None:
+    async def forget_sessions(self) -> bool:
         """End this agent's persistent MQTT sessions at the broker (a retired part's: the
-        broker would otherwise queue its devices' readings for it for ever)."""
+        broker would otherwise queue its devices' readings for it for ever); False if a
+        broker could not be reached."""
+        ended = True
         for link in {self.local, self.upstream}:
             clean = MqttLink(link.broker, client_id=link.client_id, persistent=False)
             task = asyncio.create_task(clean.run())
             try:
-                await clean.wait_connected(10)
+                ended = await clean.wait_connected(10) and ended
             finally:
                 await stop(task)
+        return ended
 
     def close(self) -> None:
         self._disk.shutdown(wait=True)
@@ -621,49 +631,81 @@ class EdgeAgent:
         gateway, and for a part handing on a reading (_hand_on_loop)."""
         assert self.part is not None
         board = self.part.board
+        written, connections = 0.0, -1
         while board is not None:
-            figures = PartFigures(
-                at=time.monotonic(),
-                connections=self.local.connections,
-                stats=self._own_stats(),
-                latency=list(self.rule_latency.counts),
-                latency_sum=self.rule_latency.sum,
-            )
-            if not board.write(self.part.index, _FIGURES_ENCODER.encode(figures)):
-                self.counters["board_overflows"] += 1
-            await asyncio.sleep(BOARD_EVERY_S)
+            # Every BOARD_EVERY_S, and at once when this part has (re)subscribed: a part
+            # handing a reading on waits for that.
+            if self.local.connections != connections or time.monotonic() - written >= BOARD_EVERY_S:
+                connections, written = self.local.connections, time.monotonic()
+                self._write_board()
+            await asyncio.sleep(0.02)
+
+    def _write_board(self) -> None:
+        assert self.part is not None and self.part.board is not None
+        figures = PartFigures(
+            at=time.monotonic(),
+            connections=self.local.connections,
+            stats=self._own_stats(),
+            latency=list(self.rule_latency.counts),
+            latency_sum=self.rule_latency.sum,
+        )
+        if not self.part.board.write(self.part.index, _FIGURES_ENCODER.encode(figures)):
+            self.counters["board_overflows"] += 1
 
     def _hand_on(self, message: Incoming) -> None:
         """Another part's reading or receipt, held for this part by its persistent session
         from a run with other parts (a change of ``parts``): published again, for the part
         that has the device now (this part no longer subscribes to its topic)."""
-        if self._handing is None:
-            self._handing = asyncio.Queue()
-            self._background(self._hand_on_loop(self._handing))
+        if self.local.subscribed(message.topic):
+            # Still ours at the broker (a device that moved away as this part heard it):
+            # published again, it would come straight back here, for ever.
+            self.counters["handed_on_refused"] += 1
+            self._background(self.local.unsubscribe([message.topic]))
+            return
+        self._handing_left += 1
         self._handing.put_nowait(message)
+        if self._hander is None or self._hander.done():
+            self._hander = asyncio.create_task(self._hand_on_loop(self._handing))
+            self._tasks.add(self._hander)
+            self._hander.add_done_callback(self._tasks.discard)
 
     async def _hand_on_loop(self, queue: asyncio.Queue[Incoming]) -> None:
         assert self.part is not None
+        subscribed: set[int] = set()  # the parts seen subscribed
         while True:
             message = await queue.get()
-            device = topics.parse(message.topic).device
-            owner = self.ingest.owner(device) if device is not None else None
-            if owner is not None:
-                index = part_of(owner, self.part.count)
-                # Not before that part has subscribed: a new part's session does not exist
-                # at the broker until then, and what is published before is not kept for it.
-                deadline = time.monotonic() + HAND_ON_WAIT_S
-                while time.monotonic() < deadline:
-                    figures = self._figures_of(index)
-                    if figures is not None and figures.connections > 0:
-                        break
-                    await asyncio.sleep(0.05)
             try:
-                await self.local.publish(message.topic, message.payload, qos=message.qos or 1)
-                self.counters["handed_on"] += 1
-            except NotConnected:
+                await self._hand_on_one(message, subscribed)
+            except Exception:  # one must not stop the rest
                 self.counters["handed_on_failed"] += 1
-                log.error("edge: a reading on %s for another part not handed on", message.topic)
+                log.exception("edge: a message on %s for another part not handed on", message.topic)
+            finally:
+                self._handing_left -= 1
+
+    async def _hand_on_one(self, message: Incoming, subscribed: set[int]) -> None:
+        assert self.part is not None
+        device = topics.parse(message.topic).device
+        owner = self.ingest.owner(device) if device is not None else None
+        if owner is not None and (index := part_of(owner, self.part.count)) not in subscribed:
+            # Not before that part has subscribed: a new part's session does not exist at the
+            # broker until then, and what is published before is not kept for it.
+            deadline = time.monotonic() + HAND_ON_WAIT_S
+            while time.monotonic() < deadline:
+                figures = self._figures_of(index)
+                if figures is not None and figures.connections > 0:
+                    subscribed.add(index)
+                    break
+                await asyncio.sleep(0.02)
+        try:
+            # Written at once, acknowledged later: in order, and fast, so that they reach
+            # their part before the device's next reading does (one behind it is refused).
+            acked = self.local.publish_soon(message.topic, message.payload, qos=message.qos or 1)
+        except NotConnected:
+            self.counters["handed_on_failed"] += 1
+            log.error("edge: a message on %s for another part not handed on", message.topic)
+            return
+        self.counters["handed_on"] += 1
+        self._background(_logged(acked, f"a message on {message.topic} handed on, unacknowledged"))
 
     async def _retire_when_drained(self) -> None:
         """A part left from a run with more parts: its devices are with other parts now
@@ -674,12 +716,9 @@ class EdgeAgent:
             buffered = 0 if self.telemetry is None else self.telemetry.buffer.depth()
             # Asked on the outbox's thread: behind every write queued before (a clear).
             depth = await self._io(self.outbox.depth)
-            if depth == 0 and buffered == 0 and not self._unmarked and not self._handing_left():
+            if depth == 0 and buffered == 0 and not self._unmarked and not self._handing_left:
                 log.info("edge: part %s drained; it ends", self.data_dir)
                 raise Retired
-
-    def _handing_left(self) -> bool:
-        return self._handing is not None and not self._handing.empty()
 
     def _own_stats(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.ingest.counters + self.counters)
@@ -946,6 +985,9 @@ class EdgeAgent:
             if self.engine.unsettled:  # it moved: the alarms where it was
                 await self._settle_devices()
         elif result.forgotten is not None:
+            if self.part is not None:  # moved to another part's flat: its topics go too
+                filters = [t for t, _ in self._device_subscriptions(result.forgotten)]
+                self._background(self.local.unsubscribe(filters))
             self.devices.pop(result.forgotten, None)  # an unreadable one was never here
             log.info("edge: device %s forgotten (its announcement was cleared)", result.forgotten)
             self._observe("device", f"{result.forgotten} forgotten")

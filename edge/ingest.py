@@ -77,6 +77,13 @@ class Accepted(msgspec.Struct, frozen=True):
 
 
 _ELSEWHERE = Accepted()  # what another part's device sends, here (see Ingest.owns)
+
+
+class _Refused(WireError):
+    """A device of this part's flats that this part refuses (its discovery is full): this
+    part reports it, though no part has the device."""
+
+
 _HAND_ON = Accepted(hand_on=True)
 
 
@@ -126,7 +133,7 @@ class Ingest:
         try:
             return self._accept(topic, payload, now)
         except WireError as exc:
-            if self.owns is not None and not self._reports(topic):
+            if self.owns is not None and not isinstance(exc, _Refused) and not self._reports(topic):
                 return Rejection(exc.reason, exc.detail, topic, payload, report=False)
             self.counters[f"rejected.{exc.reason}"] += 1
             report = True
@@ -367,7 +374,7 @@ class Ingest:
         discovery = self.discovery
         assert discovery is not None
         if device_id not in self.discovered and len(self.discovered) >= discovery.max_devices:
-            raise WireError(
+            raise _Refused(
                 Reason.UNKNOWN_DEVICE,
                 f"device {device_id!r} is not taken in: discovery.max_devices"
                 f" ({discovery.max_devices}) devices are already; list it under devices:",

@@ -181,10 +181,10 @@ class Outbox:
             row = self._db.execute("SELECT blob FROM rule_state WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def save_state(self, name: str, blob: bytes) -> None:
+    def save_state(self, name: str, blob: bytes, *, durable: bool = False) -> None:
         """A named blob beside the parts (a discovered device), committed without waiting
-        for the disk: the next durable commit (an alarm's) syncs it with itself."""
-        with self._transaction(durable=False):
+        for the disk unless ``durable``: the next durable commit (an alarm's) syncs it."""
+        with self._transaction(durable=durable):
             self._db.execute(
                 "INSERT OR REPLACE INTO rule_state (name, stamp, blob) VALUES (?, 0, ?)",
                 (name, blob),

@@ -90,7 +90,7 @@ def _run_agent(
     from edge import EdgeAgent
 
     if parts is not None:
-        part = parts.part if parts.count > 1 else None  # beside parts left to retire: alone
+        part = parts.part
     agent = EdgeAgent(settings, part=part)
     # What start-up made (modules, config, rules, restored state) lives as long as the
     # process: out of the collector's sight, a full collection pauses the loop far less
@@ -164,7 +164,7 @@ def _run_agent(
     finally:
         # The loop's handlers are gone: a second SIGTERM (systemd signals every process of
         # the service, and part 0 passes its own on) must not end the state's last save.
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(stop_signal, signal.SIG_IGN)
         agent.close()
     if agent.retired:  # a part left from a run with more parts, now drained
@@ -174,7 +174,9 @@ def _run_agent(
         if left:  # an alert stored after the last look: it goes at the next start
             errors.print(f"[yellow]{agent.data_dir}: {left} alerts left to send; kept[/]")
             return 0
-        asyncio.run(agent.forget_sessions())
+        if not asyncio.run(agent.forget_sessions()):
+            errors.print(f"[yellow]{agent.data_dir}: no broker to end its sessions; kept[/]")
+            return 0
         shutil.rmtree(agent.data_dir)
         return 0
     if part is None and parts is None:

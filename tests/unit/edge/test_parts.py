@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import msgspec
 import pytest
 
+from bus import Incoming
 from edge import EdgeAgent, EdgeConfig, Outbox
 from edge.agent import (
     _DISCOVERED_ENCODER,
@@ -418,3 +420,101 @@ def test_counters_from_the_board_never_go_down_and_staleness_shows(tmp_path: Pat
         assert kinds["anmin_edge_readings"] == "counter"
     finally:
         agent.close()
+
+
+def test_a_full_part_reports_its_own_refusal() -> None:
+    there = _ingest(1, [])
+    there.discovery = DiscoveryConfig(max_devices=1)
+    units = _units(1)
+    there.accept(
+        topics.status(SITE, GATEWAY, "pir-0"), _status("pir-0", kind="pir", unit=units[0]), NOW
+    )
+    refused = there.accept(
+        topics.status(SITE, GATEWAY, "pir-1"), _status("pir-1", kind="pir", unit=units[1]), NOW
+    )
+    assert isinstance(refused, Rejection) and refused.report and "max_devices" in refused.detail
+    assert there.counters["rejected.unknown_device"] == 1
+
+
+def test_a_part_never_hands_on_a_topic_it_still_subscribes_to(tmp_path: Path) -> None:
+    moved = DeviceConfig(id="pir-1", kind="pir", unit=_units(1)[2])
+    agent = EdgeAgent(
+        _agent_config(tmp_path, "discovery: {}\n"), part=Part(0, 2, discovered=(moved,))
+    )
+    try:
+        reading = topics.reading(SITE, GATEWAY, "pir-1")
+        # What a persistent session may hold from when the device was this part's.
+        assert reading in agent.local.stale
+        assert topics.reading(SITE, GATEWAY, "gas-b") in agent.local.stale
+        assert topics.reading(SITE, GATEWAY, "gas-a") not in agent.local.stale
+        agent.local.subscriptions.append((reading, 1))  # it moved away as this part heard it
+
+        async def hand_on() -> None:
+            agent._hand_on(Incoming(reading, b"{}", 1, False))
+            await asyncio.sleep(0)
+
+        asyncio.run(hand_on())
+        # Published again it would come straight back here: refused, and unsubscribed.
+        assert agent.counters["handed_on_refused"] == 1 and agent._handing_left == 0
+        assert not agent.local.subscribed(reading)
+    finally:
+        agent.close()
+
+
+def test_one_part_beside_a_retiring_one_is_the_whole_agent(tmp_path: Path) -> None:
+    config = msgspec.structs.replace(_agent_config(tmp_path, "discovery: {}\n"), parts=1)
+    data = Path(config.data_dir)
+    part_dir(data, 1).mkdir(parents=True)
+    _save_discovered(part_dir(data, 1), DeviceConfig(id="pir-1", kind="pir", unit=_units(1)[2]))
+    found = tuple(discovered_on_disk(data))
+    board = Board(2)
+    zero = EdgeAgent(config, part=Part(0, 1, board, found))
+    retiring = EdgeAgent(config, part=Part(1, 1, board, found))
+    try:
+        assert set(zero.devices) == {"gas-a", "gas-b", "pir-1"} and not retiring.devices
+        assert zero.local.subscriptions[0] == (topics.gateway_devices_filter(SITE, GATEWAY), 1)
+        assert zero.local.stale == []
+    finally:
+        zero.close()
+        retiring.close()
+    assert [d.id for d in discovered_on_disk(data)] == ["pir-1"]
+
+
+def test_a_retiring_part_ends_only_once_what_it_hands_on_is_out(tmp_path: Path) -> None:
+    config = msgspec.structs.replace(_agent_config(tmp_path), parts=1)
+    board = Board(2)
+    retiring = EdgeAgent(config, part=Part(1, 1, board))
+    sent: list[str] = []
+
+    def publish_soon(topic: str, payload: bytes, **_: Any) -> Awaitable[None]:
+        sent.append(topic)
+        return asyncio.sleep(0)
+
+    retiring.local.publish_soon = publish_soon  # type: ignore[method-assign]
+    held = topics.reading(SITE, GATEWAY, "gas-a")
+
+    async def main() -> tuple[bool, list[str]]:
+        retiring._hand_on(Incoming(held, b"{}", 1, False))
+        # Part 0 has not subscribed yet (its board slot is empty): the reading waits.
+        try:
+            async with asyncio.timeout(2.5):
+                await retiring._retire_when_drained()
+        except TimeoutError:
+            waited = list(sent)
+        figures = PartFigures(
+            at=time.monotonic(), connections=1, stats={}, latency=[], latency_sum=0
+        )
+        board.write(0, _FIGURES_ENCODER.encode(figures))
+        try:
+            async with asyncio.timeout(5):
+                await retiring._retire_when_drained()
+        except Retired:
+            return True, waited
+        return False, waited
+
+    try:
+        retired, waited = asyncio.run(main())
+        assert waited == [] and sent == [held] and retired
+        assert retiring.counters["handed_on"] == 1
+    finally:
+        retiring.close()
