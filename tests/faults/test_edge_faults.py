@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from tests.integration.edge_support import (
     make_agent,
     publish_surely,
     running,
+    start_edge,
 )
 from tests.integration.edge_support import gas_reading as reading
 from tests.integration.hub_support import hub_app, hub_running
@@ -80,15 +79,6 @@ def _write_config(tmp_path: Path, mosquitto: Mosquitto) -> Path:
     return path
 
 
-def _start_agent(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "anmin", "edge", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 async def test_a_killed_agent_loses_no_alert_and_keeps_its_rule_state(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -116,7 +106,7 @@ async def test_a_killed_agent_loses_no_alert_and_keeps_its_rule_state(
         beat = codec.decode(beats[-1].payload, Heartbeat, datetime.now(UTC), check_time=False)
         return beat.counters.get("readings", 0)
 
-    first = _start_agent(config)
+    first = start_edge(config)
     seq = 0
     try:
         async with running(watcher.link.run(), device.run()):
@@ -132,7 +122,7 @@ async def test_a_killed_agent_loses_no_alert_and_keeps_its_rule_state(
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
 
-            second = _start_agent(config)
+            second = start_edge(config)
             try:
                 watcher.messages.clear()
                 await wait_for(lambda: bool(watcher.messages), what="the agent restarted")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
@@ -62,6 +64,16 @@ async def publish_surely(
             if time.monotonic() > deadline:
                 raise AssertionError(f"no broker to publish {topic} to for {within_s}s") from None
             await link.wait_connected(min(10.0, max(0.1, deadline - time.monotonic())))
+
+
+def start_edge(config: Path) -> subprocess.Popen[bytes]:
+    """``anmin edge run`` in its own process, as an installer runs it (stderr kept)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "anmin", "edge", "run", "--config", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def make_agent(

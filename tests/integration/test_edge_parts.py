@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from tests.integration.edge_support import (
     gas_reading,
     publish_surely,
     running,
+    start_edge,
 )
 from tests.integration.hub_support import hub_app, hub_running
 from wire import AlertEvent, Codec, Heartbeat, topics
@@ -125,15 +125,6 @@ async def _watching(mosquitto: Mosquitto) -> AsyncIterator[Gateway]:
         yield gateway
 
 
-def _start(config: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "anmin", "edge", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _stop(agent: subprocess.Popen[bytes]) -> int:
     if agent.poll() is None:
         agent.send_signal(signal.SIGTERM)
@@ -148,7 +139,7 @@ async def test_two_parts_raise_every_flats_alarm_as_one_gateway(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     first, second = _in_part(0), _in_part(1)
-    agent = _start(_config(tmp_path, mosquitto, parts=2))
+    agent = start_edge(_config(tmp_path, mosquitto, parts=2))
     try:
         async with _watching(mosquitto) as gateway:
             await wait_for(lambda: gateway.heartbeat() is not None, what="the agent online")
@@ -189,7 +180,7 @@ async def test_two_parts_raise_every_flats_alarm_as_one_gateway(
 
 
 async def test_a_part_that_dies_stops_the_whole_agent(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    agent = _start(_config(tmp_path, mosquitto, parts=2))
+    agent = start_edge(_config(tmp_path, mosquitto, parts=2))
     try:
         async with _watching(mosquitto) as gateway:
             await wait_for(lambda: gateway.reporting() == 2, what="both parts reporting")
@@ -206,7 +197,7 @@ async def test_a_part_left_by_more_parts_sends_what_it_held_and_goes(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     second = _in_part(1)
-    agent = _start(_config(tmp_path, mosquitto, parts=2))
+    agent = start_edge(_config(tmp_path, mosquitto, parts=2))
     try:
         async with _watching(mosquitto) as gateway:
             await wait_for(lambda: gateway.reporting() == 2, what="both parts reporting")
@@ -215,7 +206,7 @@ async def test_a_part_left_by_more_parts_sends_what_it_held_and_goes(
             part_1 = tmp_path / "edge-data" / "part-1"
             assert (part_1 / "outbox.sqlite3").exists()
 
-            agent = _start(_config(tmp_path, mosquitto, parts=1))
+            agent = start_edge(_config(tmp_path, mosquitto, parts=1))
             async with hub_running(hub_app(mosquitto, tmp_path)) as hub:
                 # Part 1 runs once more, owning nothing: its alarm clears (the device moved,
                 # to the one part now), and both events reach the hub before it goes.
@@ -234,7 +225,7 @@ async def test_readings_queued_across_a_change_of_parts_reach_their_new_part(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     moved = _in_part(1)  # part 0's as the single agent's, part 1's with parts: 2
-    agent = _start(_config(tmp_path, mosquitto, parts=1))
+    agent = start_edge(_config(tmp_path, mosquitto, parts=1))
     try:
         async with _watching(mosquitto) as gateway:
             await wait_for(lambda: gateway.heartbeat() is not None, what="the agent online")
@@ -248,7 +239,7 @@ async def test_readings_queued_across_a_change_of_parts_reach_their_new_part(
                     gas_reading(seq, 1.0, moved),
                 )
             gateway.watcher.messages.clear()
-            agent = _start(_config(tmp_path, mosquitto, parts=2))
+            agent = start_edge(_config(tmp_path, mosquitto, parts=2))
 
             def counted(name: str) -> int:
                 beat = gateway.heartbeat()

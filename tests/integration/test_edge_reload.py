@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from tests.integration.edge_support import (
     make_agent,
     publish_surely,
     running,
+    start_edge,
 )
 from wire import topics
 from wire.topics import Channel
@@ -62,23 +61,13 @@ async def test_a_reload_keeps_a_standing_alarm_and_clears_a_removed_rules_alarm(
     agent.close()
 
 
-def start_agent(config: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "anmin", "edge", "run", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 async def test_sighup_reloads_a_running_gateway(mosquitto: Mosquitto, tmp_path: Path) -> None:
     config = tmp_path / "edge.yaml"
     config.write_text(edge_config_yaml(mosquitto.broker, tmp_path / "data"))
     watcher = Recorder(
         mosquitto.broker, topics.gateway_topic(Channel.HEARTBEAT, SITE, GATEWAY), client_id="w"
     )
-    agent = start_agent(config)
+    agent = start_edge(config)
     try:
         async with running(watcher.link.run()):
             # A process that must import and connect first: generous on a loaded machine,
@@ -91,7 +80,7 @@ async def test_sighup_reloads_a_running_gateway(mosquitto: Mosquitto, tmp_path: 
             assert agent.poll() is None, agent.communicate(timeout=5)[1]
         agent.send_signal(signal.SIGHUP)
         agent.send_signal(signal.SIGTERM)
-        _, err = agent.communicate(timeout=20)
+        err = agent.communicate(timeout=20)[1].decode()
     finally:
         if agent.poll() is None:
             agent.kill()

@@ -66,25 +66,24 @@ def _config(extra: str, devices: str = "") -> str:
     )
 
 
-BUILDING_RULE = """\
-rules:
+BUILDING_GAS = """\
   rules:
-    - id: two-smoke
-      kind: fire
+    - id: building-gas
+      kind: gas
       scope: building
-      devices: {kinds: [smoke]}
+      devices: {kinds: [gas]}
       create:
-        Severe: {all: [{metric: smoke_obs, op: ">=", value: 10, unit: "%/m"}]}
-      clear: {all: [{metric: smoke_obs, op: "<", value: 1, unit: "%/m"}]}
+        Severe: {all: [{metric: gas_lel, op: ">=", value: 10, unit: "%LEL"}]}
+      clear: {all: [{metric: gas_lel, op: "<", value: 1, unit: "%LEL"}]}
 """
 
 
 def test_parts_refuse_a_building_rule_and_say_how_to_fix_it() -> None:
-    config = parse(_config("parts: 2\n" + BUILDING_RULE))
+    config = parse(_config("parts: 2\nrules:\n" + BUILDING_GAS))
     ((where, problem),) = parts_problems(config)
     assert where == "parts"
-    assert "two-smoke" in problem and "scope building" in problem and "parts: 1" in problem
-    assert parts_problems(parse(_config("parts: 1\n" + BUILDING_RULE))) == []
+    assert "building-gas" in problem and "scope building" in problem and "parts: 1" in problem
+    assert parts_problems(parse(_config("parts: 1\nrules:\n" + BUILDING_GAS))) == []
 
 
 def test_parts_refuse_a_resident_split_across_parts(tmp_path: Path) -> None:
@@ -322,18 +321,6 @@ def test_each_part_takes_in_the_discovered_devices_of_its_flats_from_any_part(
         assert box.load_state(DISCOVERED + "pir-0") is not None
     finally:
         box.close()
-
-
-BUILDING_GAS = """\
-  rules:
-    - id: building-gas
-      kind: gas
-      scope: building
-      devices: {kinds: [gas]}
-      create:
-        Severe: {all: [{metric: gas_lel, op: ">=", value: 10, unit: "%LEL"}]}
-      clear: {all: [{metric: gas_lel, op: "<", value: 1, unit: "%LEL"}]}
-"""
 
 
 def test_a_part_refuses_reloaded_rules_it_cannot_run_whole(tmp_path: Path) -> None:
