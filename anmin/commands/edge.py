@@ -204,6 +204,7 @@ def edge_check_config(config: ConfigOption) -> None:
         f"building {settings.building}; {summary}; broker "
         f"{settings.broker.host}:{settings.broker.port}; telemetry {telemetry}; "
         f"discovery {discovering}"
+        + (f"; {settings.parts} parts (docs/edge.md, Parts)" if settings.parts > 1 else "")
     )
 
 

@@ -58,3 +58,35 @@ def test_devices_lists_the_config_and_what_discovery_took_in(tmp_path: Path) -> 
     [row] = [line for line in output.splitlines() if "co-301" in line]
     assert "co" in row and "301" in row and "30 s" in row and "discovered" in row
     assert "1 listed, 1 discovered" in output
+
+
+def test_check_config_says_how_many_parts_and_what_they_cannot_run(tmp_path: Path) -> None:
+    path = config(tmp_path, discovery="parts: 2")
+    code, output = run("check-config", "--config", str(path))
+    assert code == 0 and "2 parts" in output, output
+    path.write_text(
+        path.read_text()
+        + "rules:\n  rules:\n    - id: any-gas\n      kind: gas\n      scope: building\n"
+        "      devices: {kinds: [gas]}\n      create:\n        Severe: {all: [{metric: gas_lel,"
+        ' op: ">=", value: 10, unit: "%LEL"}]}\n      clear: {all: [{metric: gas_lel, op: "<",'
+        ' value: 1, unit: "%LEL"}]}\n'
+    )
+    code, output = run("check-config", "--config", str(path))
+    assert code == 2, output
+    assert str(path) in output and "any-gas" in output and "scope building" in output
+
+
+def test_devices_lists_what_every_part_took_in(tmp_path: Path) -> None:
+    path = config(tmp_path)
+    part = tmp_path / "data" / "part-1"
+    agent = EdgeAgent(load(path, env={}), data_dir=part)  # a part's directory, as it saves
+
+    async def announced(device: DeviceConfig) -> None:
+        agent.ingest.take_in([device])
+        agent._take_in(device, datetime.now(UTC))
+        await asyncio.gather(*agent._tasks)
+
+    asyncio.run(announced(DeviceConfig(id="co-302", kind="co", unit="302")))
+    agent.close()
+    code, output = run("devices", "--config", str(path))
+    assert code == 0 and "co-302" in output and "1 listed, 1 discovered" in output, output
