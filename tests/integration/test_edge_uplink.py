@@ -142,7 +142,7 @@ async def test_alarms_raised_together_reach_the_hub_once_each_in_the_order_raise
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     """A new alert goes from the alarm's own task when nothing waits before it, else through
-    the uplink; alarms raised at once take both ways, and none is sent twice or overtaken."""
+    the uplink; alarms raised at once take either way, and none is sent twice or overtaken."""
     names = [f"gas-b1-1{i:02d}" for i in range(1, 7)]
     extra = "".join(f'  - {{id: {n}, kind: gas, unit: "{n[-3:]}"}}\n' for n in names[1:])
     config = edge_config_yaml(mosquitto.broker, tmp_path / "edge").replace(
@@ -183,5 +183,7 @@ async def test_alarms_raised_together_reach_the_hub_once_each_in_the_order_raise
         await wait_for(lambda: not agent._unmarked, what="the last send marked")
     assert sent() == stored  # once each, in the order committed
     assert agent.counters["uplink.sent"] == len(stored)
-    assert agent.counters["uplink.at_once"] >= 1
+    # Which way each took is the disk's and the uplink's timing: on a loaded machine the
+    # uplink's pass can overlap every commit, and all go through it (seen in CI). The alarm's
+    # own way is tested alone above; here, that neither way sends twice or out of order.
     agent.close()
