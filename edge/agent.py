@@ -37,7 +37,15 @@ from edge.config import (
 from edge.ingest import Ingest, Rejection
 from edge.latency import Latency
 from edge.outbox import Entry, Outbox
-from edge.parts import PART_DIR, Part, part_dir
+from edge.parts import (
+    BOARD_EVERY_S,
+    PART_DIR,
+    Part,
+    PartFigures,
+    merged_latency,
+    part_dir,
+    summed_stats,
+)
 from edge.snapshots import Snapshots
 from edge.warnings import local_warning
 
@@ -118,26 +126,7 @@ def _discovered_in(path: Path) -> list[DeviceConfig]:
     return out
 
 
-BOARD_EVERY_S = 0.5  # how often a part leaves its figures for the part that speaks
-BOARD_FRESH_S = 10.0  # figures older than this are a part's that is stuck or gone
 HAND_ON_WAIT_S = 30.0  # how long a reading for another part waits for that part to subscribe
-# A part's figures summed over the parts but these: the gateway's own, and the worst.
-PEER_OWN = {"uptime_s"}
-PEER_MAX = {"uplink_lag_s"}
-
-
-class PartFigures(msgspec.Struct, frozen=True):
-    """One part's figures on the board (edge/parts.py)."""
-
-    at: float  # time.monotonic() when written (one clock for every process of the machine)
-    connections: int  # its local MQTT link's: at least 1 once it has subscribed
-    stats: dict[str, float]
-    latency: list[int]  # Latency.counts
-    latency_sum: float
-
-
-_FIGURES = msgspec.msgpack.Decoder(PartFigures)
-_FIGURES_ENCODER = msgspec.msgpack.Encoder()
 
 
 class Retired(Exception):  # not an error: a retiring part's normal end
@@ -570,61 +559,18 @@ class EdgeAgent:
     def stats(self) -> dict[str, float]:
         """Counters and gauges: for the heartbeat, /metrics and the telemetry. The part that
         speaks for the gateway adds the other parts' (edge/parts.py)."""
-        out = self._own_stats()
-        if self.part is None or not self.part.speaks or self.part.board is None:
-            return out
-        reporting = 1
-        now = time.monotonic()
-        for index, figures in self._peer_figures():
-            # A part's last figures count even when stale (counters must never go down);
-            # that they are stale shows in parts_reporting.
-            if index < self.part.count and 0 <= now - figures.at <= BOARD_FRESH_S:
-                reporting += 1
-            for name, value in figures.stats.items():
-                if name in PEER_OWN:
-                    continue
-                if name in PEER_MAX:
-                    out[name] = max(out.get(name, 0.0), value)
-                else:
-                    out[name] = out.get(name, 0.0) + value
-        out["parts"] = float(self.part.count)
-        # Parts whose figures are fresh, this one included: fewer than "parts" is a part
-        # stuck or gone (its service restarts the whole agent if it ends).
-        out["parts_reporting"] = float(reporting)
-        return out
+        own = self._own_stats()
+        part = self.part
+        if part is None or not part.speaks or part.board is None:
+            return own
+        return summed_stats(own, part.board.others(part.index), part.count, time.monotonic())
 
     def latency(self) -> Latency:
         """The rules' latency per reading, every part's (see stats)."""
-        if self.part is None or not self.part.speaks or self.part.board is None:
+        part = self.part
+        if part is None or not part.speaks or part.board is None:
             return self.rule_latency
-        merged = Latency()
-        merged.counts = list(self.rule_latency.counts)
-        merged.sum, merged.count = self.rule_latency.sum, self.rule_latency.count
-        for _, figures in self._peer_figures():
-            if len(figures.latency) == len(merged.counts):
-                merged.counts = [a + b for a, b in zip(merged.counts, figures.latency, strict=True)]
-                merged.sum += figures.latency_sum
-                merged.count += sum(figures.latency)
-        return merged
-
-    def _peer_figures(self) -> list[tuple[int, PartFigures]]:
-        """The other parts' latest figures on the board (retiring parts' among them)."""
-        assert self.part is not None and self.part.board is not None
-        out = []
-        for index in range(self.part.board.parts):
-            if index != self.part.index and (figures := self._figures_of(index)) is not None:
-                out.append((index, figures))
-        return out
-
-    def _figures_of(self, index: int) -> PartFigures | None:
-        assert self.part is not None and self.part.board is not None
-        blob = self.part.board.read(index)
-        if blob is None:
-            return None
-        try:
-            return _FIGURES.decode(blob)
-        except msgspec.DecodeError:
-            return None
+        return merged_latency(self.rule_latency, part.board.others(part.index))
 
     async def _board_loop(self) -> None:
         """Every part leaves its figures on the board: for the part that speaks for the
@@ -649,7 +595,7 @@ class EdgeAgent:
             latency=list(self.rule_latency.counts),
             latency_sum=self.rule_latency.sum,
         )
-        if not self.part.board.write(self.part.index, _FIGURES_ENCODER.encode(figures)):
+        if not self.part.board.leave(self.part.index, figures):
             self.counters["board_overflows"] += 1
 
     def _hand_on(self, message: Incoming) -> None:
@@ -691,7 +637,8 @@ class EdgeAgent:
             # broker until then, and what is published before is not kept for it.
             deadline = time.monotonic() + HAND_ON_WAIT_S
             while time.monotonic() < deadline:
-                figures = self._figures_of(index)
+                assert self.part.board is not None
+                figures = self.part.board.figures(index)
                 if figures is not None and figures.connections > 0:
                     subscribed.add(index)
                     break

@@ -27,7 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from edge.config import DeviceConfig, EdgeConfig, part_of
+from edge.latency import Latency
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,64 @@ class Part:
         return part_of(device, self.count) == self.index
 
 
+BOARD_EVERY_S = 0.5  # how often a part leaves its figures on the board
+BOARD_FRESH_S = 10.0  # figures older than this are a part's that is stuck or gone
+# A part's figures summed over the parts but these: the gateway's own, and the worst.
+PEER_OWN = {"uptime_s"}
+PEER_MAX = {"uplink_lag_s"}
+
+
+class PartFigures(msgspec.Struct, frozen=True):
+    """One part's figures on the board."""
+
+    at: float  # time.monotonic() when written (one clock for every process of the machine)
+    connections: int  # its local MQTT link's: at least 1 once it has subscribed
+    stats: dict[str, float]
+    latency: list[int]  # Latency.counts
+    latency_sum: float
+
+
+_FIGURES = msgspec.msgpack.Decoder(PartFigures)
+_FIGURES_ENCODER = msgspec.msgpack.Encoder()
+
+
+def summed_stats(
+    own: dict[str, float], others: list[tuple[int, PartFigures]], count: int, now: float
+) -> dict[str, float]:
+    """The gateway's figures: this part's ``own`` with every other part's last ones. A part's
+    last figures count even when stale (counters must never go down); that they are stale
+    shows in ``parts_reporting``."""
+    out = dict(own)
+    reporting = 1
+    for index, figures in others:
+        if index < count and 0 <= now - figures.at <= BOARD_FRESH_S:
+            reporting += 1
+        for name, value in figures.stats.items():
+            if name in PEER_OWN:
+                continue
+            if name in PEER_MAX:
+                out[name] = max(out.get(name, 0.0), value)
+            else:
+                out[name] = out.get(name, 0.0) + value
+    out["parts"] = float(count)
+    # Parts whose figures are fresh, this one included: fewer than "parts" is a part stuck
+    # or gone (its service restarts the whole agent if it ends).
+    out["parts_reporting"] = float(reporting)
+    return out
+
+
+def merged_latency(own: Latency, others: list[tuple[int, PartFigures]]) -> Latency:
+    merged = Latency()
+    merged.counts = list(own.counts)
+    merged.sum, merged.count = own.sum, own.count
+    for _, figures in others:
+        if len(figures.latency) == len(merged.counts):
+            merged.counts = [a + b for a, b in zip(merged.counts, figures.latency, strict=True)]
+            merged.sum += figures.latency_sum
+            merged.count += sum(figures.latency)
+    return merged
+
+
 class Board:
     """The parts' figures, where part 0 reads them: an anonymous shared mapping made before
     the parts are forked, one slot a part. A slot is written whole under a sequence number
@@ -89,6 +150,28 @@ class Board:
         self._map[at + _HEADER.size : at + _HEADER.size + len(blob)] = blob
         _HEADER.pack_into(self._map, at, sequence + 2, len(blob), zlib.crc32(blob))
         return True
+
+    def leave(self, index: int, figures: PartFigures) -> bool:
+        """Leave a part's figures in its slot; False if they do not fit."""
+        return self.write(index, _FIGURES_ENCODER.encode(figures))
+
+    def figures(self, index: int) -> PartFigures | None:
+        """A part's latest figures; None before its first, or unreadable."""
+        blob = self.read(index)
+        if blob is None:
+            return None
+        try:
+            return _FIGURES.decode(blob)
+        except msgspec.DecodeError:
+            return None
+
+    def others(self, index: int) -> list[tuple[int, PartFigures]]:
+        """Every other part's latest figures, by index (retiring parts' among them)."""
+        out = []
+        for other in range(self.parts):
+            if other != index and (figures := self.figures(other)) is not None:
+                out.append((other, figures))
+        return out
 
     def read(self, index: int) -> bytes | None:
         """The slot's latest whole blob; None before its first, or if every try met a write."""

@@ -21,16 +21,14 @@ from bus import Incoming
 from edge import EdgeAgent, EdgeConfig, Outbox
 from edge.agent import (
     _DISCOVERED_ENCODER,
-    _FIGURES_ENCODER,
     DISCOVERED,
-    PartFigures,
     Retired,
     discovered_on_disk,
 )
 from edge.config import DeviceConfig, DiscoveryConfig, load, parse, part_of, parts_problems
 from edge.ingest import Accepted, Ingest, Rejection
 from edge.metrics import AgentCollector
-from edge.parts import SLOT_BYTES, Board, Part, part_dir, retiring_parts
+from edge.parts import SLOT_BYTES, Board, Part, PartFigures, part_dir, retiring_parts
 from rules import ConfigError
 from wire import Codec, DeviceStatus, topics
 
@@ -392,7 +390,7 @@ def test_counters_from_the_board_never_go_down_and_staleness_shows(tmp_path: Pat
         figures = PartFigures(
             at=at, connections=1, stats={"readings": readings}, latency=counts, latency_sum=0.0
         )
-        board.write(index, _FIGURES_ENCODER.encode(figures))
+        board.leave(index, figures)
 
     try:
         leave(1, time.monotonic(), 100.0)
@@ -491,7 +489,7 @@ def test_a_retiring_part_ends_only_once_what_it_hands_on_is_out(tmp_path: Path) 
         figures = PartFigures(
             at=time.monotonic(), connections=1, stats={}, latency=[], latency_sum=0
         )
-        board.write(0, _FIGURES_ENCODER.encode(figures))
+        board.leave(0, figures)
         try:
             async with asyncio.timeout(5):
                 await retiring._retire_when_drained()
