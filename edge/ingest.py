@@ -77,14 +77,12 @@ class Accepted(msgspec.Struct, frozen=True):
 
 
 _ELSEWHERE = Accepted()  # what another part's device sends, here (see Ingest.owns)
+_HAND_ON = Accepted(hand_on=True)
 
 
 class _Refused(WireError):
     """A device of this part's flats that this part refuses (its discovery is full): this
     part reports it, though no part has the device."""
-
-
-_HAND_ON = Accepted(hand_on=True)
 
 
 class Ingest:
@@ -181,19 +179,16 @@ class Ingest:
         if parsed.channel is Channel.CMD:
             return Accepted()  # our own commands to devices, echoed by the subscription
         health = self.devices.get(device_id)
-        passes = _HAND_ON if parsed.channel in _HANDED else _ELSEWHERE
-        if health is None and device_id in self.elsewhere:
-            return passes  # another part's listed device (a part hears every status)
-        on_status = parsed.channel is Channel.STATUS
-        # Another part's discovered device; an announcement may move it here (_announced).
-        if (
-            health is None
-            and device_id in self._discovered_elsewhere
-            and not (on_status and payload)
-        ):
-            if on_status:  # its announcement cleared
-                del self._discovered_elsewhere[device_id]
-            return passes
+        if health is None and self.owns is not None:  # in parts; never on a reading's path
+            passes = _HAND_ON if parsed.channel in _HANDED else _ELSEWHERE
+            if device_id in self.elsewhere:
+                return passes  # another part's listed device (a part hears every status)
+            on_status = parsed.channel is Channel.STATUS
+            # Another part's discovered device; an announcement may move it here (_announced).
+            if device_id in self._discovered_elsewhere and not (on_status and payload):
+                if on_status:  # its announcement cleared
+                    del self._discovered_elsewhere[device_id]
+                return passes
         if parsed.channel is Channel.STATUS and not payload and self._discovered(device_id):
             # A cleared retained announcement: what an installer does to forget one.
             self.discovered.pop(device_id, None)
