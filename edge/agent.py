@@ -1292,15 +1292,19 @@ class EdgeAgent:
         unmarked = {key for key in self._unmarked.values() if key is not None}
         fresh, replaying = await self._io(self._fresh_and_replaying, now_ms, unmarked)
         fresh = [e for e in fresh if e.id not in self._unmarked]  # sent by their alarm
-        replaying |= unmarked
         if not fresh:
             self._held = set()
             return
         # One alarm's events reach the hub in their order: a new one waits while an older one
         # of the same alarm is being replayed (which is then replayed at once), and goes on
         # its ack. Other alarms' new events do not wait.
-        waiting = {e.key for e in fresh if e.key in replaying and e.key is not None}
+        before = replaying | unmarked
+        waiting = {e.key for e in fresh if e.key in before and e.key is not None}
         self._held = waiting
+        # Held for an alert published and not marked as the pass began, whose mark (and ack)
+        # came while it read: no ack will kick for it, so the uplink passes again now.
+        if waiting - replaying - {key for key in self._unmarked.values() if key is not None}:
+            self._kick.set()
         if waiting:
             self.counters["uplink.held_for_order"] += 1
             await self._io(self.outbox.expedite, waiting)

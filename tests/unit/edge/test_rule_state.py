@@ -385,3 +385,39 @@ async def test_a_damaged_discovered_entry_keeps_its_device_until_told_otherwise(
     assert raised(off) == {} and off.counters["alerts.cleared"] == 1
     assert off.outbox.load_states(DISCOVERED) == {}
     off.close()
+
+
+async def test_a_new_event_held_for_an_older_one_since_acked_is_not_left_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An uplink pass takes the alerts published and not yet marked as it starts, and holds a
+    newer event of theirs. If the older one is acknowledged and its send finishes while the
+    pass reads the outbox, nothing kicks the uplink for the held one: it waited the uplink's
+    1 s round (seen with alarms a few ms apart). The pass must pass again at once."""
+    agent = agent_at(tmp_path)
+    published: list[str] = []
+
+    async def publish(topic: str, payload: bytes, **_: Any) -> None:
+        published.append(payload.decode())
+
+    monkeypatch.setattr(agent.upstream, "publish", publish)
+    agent.upstream.connected.set()
+    outbox = agent.outbox
+    outbox.add("old", "t", b"old", life_safety=True, now_ms=0, key="gas:1")
+    outbox.add("new", "t", b"new", life_safety=True, now_ms=1, key="gas:1")
+    agent._unmarked["old"] = "gas:1"  # published by its alarm, its mark not yet made
+    busy = threading.Event()
+    agent._disk.submit(busy.wait)  # the pass's read waits behind a slow disk
+    passing = asyncio.create_task(agent._send_new())
+    await asyncio.sleep(0)  # the pass has taken the unmarked alerts and queued its read
+    # Meanwhile the hub acknowledges "old" and its send finishes (_after_ack, _sent_at_once):
+    agent._after_ack(["old"], outbox.remove(["old"]))
+    agent._unmarked.pop("old")
+    busy.set()
+    await passing
+    assert not published and agent._held == {"gas:1"}  # held on what the pass took
+    assert agent._kick.is_set(), "the held event must not wait for the uplink's next round"
+    agent._kick.clear()
+    await agent._send_new()
+    assert published == ["new"]
+    agent.close()
