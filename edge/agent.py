@@ -254,6 +254,9 @@ class EdgeAgent:
         # The last stamp given to an alert part (see _alert_part); counts on across restarts.
         self._stamp = max([0, since, *(stamp for stamp, _ in stamped.values())])
         self.engine = Engine(config.rules)
+        # What the detectors import (numpy, ~70 ms) is loaded now, not on the loop at the
+        # first reading a detector scores, which would hold every alarm behind it that long.
+        self.engine.load_detectors()
         if saved or parts:
             try:
                 saved = with_alert_parts(saved, parts)

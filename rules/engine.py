@@ -719,6 +719,14 @@ class Engine:
     def rules(self) -> list[Rule]:
         return [c.rule for c in self._compiled]
 
+    def load_detectors(self) -> None:
+        """Make one of each detector the rules score with, and drop it: what they import
+        (numpy) is loaded now rather than at a device's first reading. ``anmin edge run``
+        does this before it forks the parts, which then share those pages instead of each
+        loading its own."""
+        for name in sorted({name for compiled in self._compiled for name in compiled.detectors}):
+            self.detector_factories[name]()
+
     def _install(self, rules: list[Rule]) -> None:
         seen: set[str] = set()
         for rule in rules:

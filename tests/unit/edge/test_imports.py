@@ -1,5 +1,6 @@
 """What a gateway's agent imports: influxdb_client (~40 MB of RSS: it imports its whole
-generated API client) only when telemetry is configured."""
+generated API client) only when telemetry is configured; numpy only for rules that score with
+a detector, and then as it starts (not on its loop at the first reading scored)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from tests.integration.edge_support import edge_config_yaml
 text = edge_config_yaml(Broker("127.0.0.1", 9), __import__("pathlib").Path(sys.argv[1]))
 if sys.argv[2] == "telemetry":
     text += "telemetry: {url: 'http://127.0.0.1:9', database: anmin}\\n"
+if sys.argv[2] == "pump":
+    text = text.replace("devices:\\n", "devices:\\n  - {id: pump-1, kind: pump}\\n")
+    text = text.replace("rules:\\n", "rules:\\n  include: [pump]\\n")
 agent = EdgeAgent(parse(text))
-print("influxdb_client" in sys.modules, agent.telemetry is not None)
+print("influxdb_client" in sys.modules, agent.telemetry is not None, "numpy" in sys.modules)
 agent.close()
 """
 
@@ -35,5 +39,11 @@ def _imports(tmp_path: Path, telemetry: str) -> str:
 
 
 def test_influxdb_client_is_imported_only_for_telemetry(tmp_path: Path) -> None:
-    assert _imports(tmp_path, "none") == "False False"
-    assert _imports(tmp_path, "telemetry") == "True True"
+    assert _imports(tmp_path, "none") == "False False False"
+    assert _imports(tmp_path, "telemetry").startswith("True True ")  # it imports numpy
+
+
+def test_numpy_is_imported_as_the_agent_starts_only_for_rules_with_detectors(
+    tmp_path: Path,
+) -> None:
+    assert _imports(tmp_path, "pump") == "False False True"
