@@ -259,6 +259,8 @@ def parse_edge(text: str) -> dict[str, Any]:
         out["plain"] = _num(g[0])
     if g := _grab(text, r"agent after the run: " + memory):
         out["rss_after_mb"], out["pss_after_mb"] = _num(g[0]), _num(g[1])
+    if g := _grab(text, r"agent after the run: [^\n]*resident once ([\d.]+) MB"):
+        out["once_after_mb"] = _num(g[0])
     if g := _grab(
         text, r"durable commit of an alert on this disk[^:]*: p50 ([\d.]+) ms, p99 ([\d.]+)"
     ):
@@ -448,7 +450,8 @@ def _parts_rows(parts: dict[str, Any], memory: dict[str, Any]) -> list[list[str]
             verdict(both),
         ],
         [
-            f"reading -> alert published, p50 / p99 at {fmt(parts.get('background'))}/s, {n} parts",
+            "reading published -> its alert received, p50 / p99 at"
+            f" {fmt(parts.get('background'))}/s, {n} parts",
             f"{fmt(parts.get('p50'), '.2f')} / {fmt(parts.get('p99'), '.2f', ' ms')}",
             f"plain paho agent p50 / p99 {fmt(parts.get('plain_p50'), '.2f')} /"
             f" {fmt(parts.get('plain_p99'), '.2f', ' ms')}",
@@ -457,13 +460,16 @@ def _parts_rows(parts: dict[str, Any], memory: dict[str, Any]) -> list[list[str]
             verdict(at_most(parts.get("p99"), 1.0)),
         ],
         [
-            f"edge agent memory after the run, {n} parts, {devices} devices: PSS (pages the parts"
-            " share counted once) / RSS summed over the processes",
-            f"{fmt(parts.get('pss_after_mb'))} / {fmt(parts.get('rss_after_mb'), unit=' MB')}",
+            f"edge agent memory after the run, {n} parts, {devices} devices: resident pages"
+            " counted once (the agent's RSS as a whole) / PSS / RSS summed over the processes",
+            f"{fmt(parts.get('once_after_mb'))} / {fmt(parts.get('pss_after_mb'))} /"
+            f" {fmt(parts.get('rss_after_mb'), unit=' MB')}",
             f"bare interpreter {fmt(memory.get('bare_interpreter_rss_mb'), '.0f', ' MB')}",
             "–",
             "<= 100 MB at 1,000 devices",
-            verdict(at_most(parts.get("pss_after_mb"), 100)),
+            # Without root the pages cannot be told apart: PSS, which understates a little
+            # (see resident_once_mb), is judged instead.
+            verdict(at_most(parts.get("once_after_mb", parts.get("pss_after_mb")), 100)),
         ],
     ]
 
@@ -501,7 +507,8 @@ def headline_rows(r: dict[str, Outcome]) -> list[list[str]]:
         plain_p99 = edge.get("plain_p99")
         rows.append(
             [
-                f"reading -> alert published, p50 / p99 at {fmt(edge.get('background'))}/s",
+                "reading published -> its alert received, p50 / p99 at"
+                f" {fmt(edge.get('background'))}/s",
                 f"{fmt(edge.get('p50'), '.2f')} / {fmt(edge.get('p99'), '.2f', ' ms')}",
                 (
                     f"plain paho agent p50 / p99 {fmt(edge.get('plain_p50'), '.2f')} /"

@@ -709,6 +709,7 @@ class EdgeAgent:
             for where, problem in parts_problems(running):
                 raise ConfigError("the reloaded rules", None, where, problem)
         await self._alarms(self.engine.reload(ruleset, self.clock()))
+        self.engine.load_detectors()  # a new rule's detector: now, not at an alarm's reading
         await self._settle_devices()  # an edit that moved devices out of a rule's scope
         self._state_dirty = True
         self.counters["rules_reloaded"] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -64,6 +65,9 @@ def edge_run(
 
     # So is what the rules' detectors import (numpy). Each part loading its own after the
     # fork cost the two parts together 5.5 MB of resident memory (measured, 1,000 devices).
+    # OpenBLAS would start a thread of its own at that import, and the parts are better
+    # forked from a process of one thread; the detectors do no linear algebra worth two.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     Engine(settings.rules).load_detectors()
 
     # What start-up made (modules, config, rules) is shared with the parts forked below, and

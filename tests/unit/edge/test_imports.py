@@ -21,6 +21,10 @@ if sys.argv[2] == "pump":
     text = text.replace("devices:\\n", "devices:\\n  - {id: pump-1, kind: pump}\\n")
     text = text.replace("rules:\\n", "rules:\\n  include: [pump]\\n")
 agent = EdgeAgent(parse(text))
+if sys.argv[2] == "reload":  # a SIGHUP's rules that score with a detector
+    pump = text.replace("rules:\\n", "rules:\\n  include: [pump]\\n")
+    import asyncio
+    asyncio.run(agent.reload_rules(parse(pump).rules))
 print("influxdb_client" in sys.modules, agent.telemetry is not None, "numpy" in sys.modules)
 agent.close()
 """
@@ -47,3 +51,4 @@ def test_numpy_is_imported_as_the_agent_starts_only_for_rules_with_detectors(
     tmp_path: Path,
 ) -> None:
     assert _imports(tmp_path, "pump") == "False False True"
+    assert _imports(tmp_path, "reload") == "False False True"
