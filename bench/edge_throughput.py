@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import queue
+import re
 import socket
 import sqlite3
 import statistics
@@ -264,6 +265,23 @@ def processed(metrics_port: int) -> float:
             ):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def histogram_quantiles(metrics_port: int, name: str) -> tuple[float, float, int] | None:
+    """p50 and p99 (in ms; a bucket's upper bound, the histogram's resolution) and the count
+    of one of the agent's /metrics histograms; None before any observation."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    pattern = rf'^{name}_bucket{{[^}}]*le="([^"]+)"[^}}]*}} (\S+)$'
+    buckets = [(float(le), float(n)) for le, n in re.findall(pattern, text, re.M)]
+    if not buckets or not buckets[-1][1]:
+        return None
+    total = buckets[-1][1]
+
+    def quantile(q: float) -> float:
+        return next(le for le, count in buckets if count >= q * total) * 1000
+
+    return quantile(0.5), quantile(0.99), int(total)
 
 
 def rss_mb(pid: int) -> float:
@@ -557,6 +575,17 @@ def main() -> None:
                 lambda: processed(metrics_port),
             )
             p99 = latency("edge agent", port, args.devices, args.background, args.samples, tick)
+            # The agent's own share, from its /metrics: reading read -> event written, and of
+            # that the wait for the durable commit (alarms sent by their own task).
+            for what, name in (
+                ("reading read -> alert written", "anmin_edge_alarm_seconds"),
+                ("of which the durable commit", "anmin_edge_alarm_commit_seconds"),
+            ):
+                if (q := histogram_quantiles(metrics_port, name)) is not None:
+                    print(
+                        f"edge agent, inside ({name}): {what}: p50 <= {q[0]:g} ms,"
+                        f" p99 <= {q[1]:g} ms ({q[2]} alarms; bucket bounds)"
+                    )
             print(f"agent after the run: {_memory(agent.pid)}")
         finally:
             agent.terminate()

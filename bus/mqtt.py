@@ -87,6 +87,9 @@ class Incoming:
     payload: bytes
     qos: int
     retain: bool
+    # time.monotonic() when read off the socket (once a read, for every message in it): how
+    # long it waited before it was handled is part of an alarm's time (edge /metrics).
+    at: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +153,9 @@ class _BufferedReads:
     def pending(self) -> bool:
         return self.at < len(self.data)
 
-    def _publishes(self, most: int) -> int:
-        """Decode up to ``most`` whole QoS 0/1 PUBLISH packets at the buffer's head; how many."""
+    def _publishes(self, most: int, read_at: float) -> int:
+        """Decode up to ``most`` whole QoS 0/1 PUBLISH packets at the buffer's head; how many.
+        ``read_at``: when they were read (see ``Incoming.at``)."""
         data, at, end = self.data, self.at, len(self.data)
         enqueue, taken = self.enqueue, 0
         while taken < most and at + 4 < end:
@@ -184,7 +188,8 @@ class _BufferedReads:
                 payload_at += 2
             # A topic that is not UTF-8 (a broker lets none through) is rejected downstream.
             topic = data[p + 2 : topic_end].decode("utf-8", "replace")
-            enqueue((Incoming(topic, data[payload_at:stop], qos, bool(command & 0x01)), mid))
+            incoming = Incoming(topic, data[payload_at:stop], qos, bool(command & 0x01), read_at)
+            enqueue((incoming, mid))
             at = stop
             taken += 1
         self.at = at
@@ -194,6 +199,7 @@ class _BufferedReads:
         """paho's ``loop_read``: reads packets until the socket is empty, READ_BURST are read
         and the buffer is used up, or the inbox is full."""
         client, read = self.client, 0
+        read_at = time.monotonic()
         while True:
             if client._sock is None:
                 return paho_errors.MQTT_ERR_NO_CONN
@@ -215,7 +221,7 @@ class _BufferedReads:
                     break
             elif self.fast and client._in_packet["command"] == 0 and self.pending():
                 self.paused_since = None
-                taken = self._publishes(room)
+                taken = self._publishes(room, read_at)
                 if taken:
                     read += taken
                     if read >= READ_BURST and not self.pending():
@@ -259,7 +265,9 @@ def _publish_handler(
         result = paho_packet.decode_publish(command, client._in_packet["packet"], client._protocol)
         # A topic that is not UTF-8 (a broker lets none through) is rejected downstream.
         topic = result.topic.decode("utf-8", "replace")
-        incoming = Incoming(topic, bytes(result.payload), result.qos, bool(result.retain))
+        incoming = Incoming(
+            topic, bytes(result.payload), result.qos, bool(result.retain), time.monotonic()
+        )
         enqueue((incoming, result.mid))
         # QoS 1 is acknowledged by the dispatch loop once handled (manual acks).
         return paho_errors.MQTT_ERR_SUCCESS
@@ -422,7 +430,8 @@ class MqttLink:
         """A QoS 2 message, through paho's own handling."""
         topic = message._topic.decode("utf-8", "replace")
         payload = _payload_bytes(message.payload)
-        self._enqueue((Incoming(topic, payload, message.qos, message.retain), message.mid))
+        incoming = Incoming(topic, payload, message.qos, message.retain, time.monotonic())
+        self._enqueue((incoming, message.mid))
 
     def _enqueue(self, message: _Received) -> None:
         items = self._inboxes[0].items

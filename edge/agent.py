@@ -35,7 +35,7 @@ from edge.config import (
     parts_problems,
 )
 from edge.ingest import Ingest, Rejection
-from edge.latency import Latency
+from edge.latency import ALARM_BUCKETS_S, Latency
 from edge.outbox import Entry, Outbox
 from edge.parts import (
     BOARD_EVERY_S,
@@ -297,6 +297,10 @@ class EdgeAgent:
         self._siren_sent: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rule_latency = Latency()  # per reading, the rules with their detectors: /metrics
+        # An alarm sent at once by its own task: from its reading read off the socket to its
+        # event written to the hub's; and of that, its wait for the durable commit (/metrics).
+        self.alarm_latency = Latency(ALARM_BUCKETS_S)
+        self.alarm_disk = Latency(ALARM_BUCKETS_S)
         self._ack_waiters: dict[str, asyncio.Future[None]] = {}
         # The alerts the hub has broadcast about (its broadcasts' causes), the last 1,000.
         self._hub_broadcast_causes: dict[str, None] = {}
@@ -575,6 +579,17 @@ class EdgeAgent:
             return self.rule_latency
         return merged_latency(self.rule_latency, part.board.others(part.index))
 
+    def alarm_latencies(self) -> tuple[Latency, Latency]:
+        """``alarm_latency`` and ``alarm_disk``, every part's (see stats)."""
+        part = self.part
+        if part is None or not part.speaks or part.board is None:
+            return self.alarm_latency, self.alarm_disk
+        others = [figures for _, figures in part.board.others(part.index)]
+        return (
+            self.alarm_latency.merged([(f.alarm, f.alarm_sum) for f in others]),
+            self.alarm_disk.merged([(f.alarm_disk, f.alarm_disk_sum) for f in others]),
+        )
+
     async def _board_loop(self) -> None:
         """Every part leaves its figures on the board: for the part that speaks for the
         gateway, and for a part handing on a reading (_hand_on_loop)."""
@@ -597,6 +612,10 @@ class EdgeAgent:
             stats=self._own_stats(),
             latency=list(self.rule_latency.counts),
             latency_sum=self.rule_latency.sum,
+            alarm=list(self.alarm_latency.counts),
+            alarm_sum=self.alarm_latency.sum,
+            alarm_disk=list(self.alarm_disk.counts),
+            alarm_disk_sum=self.alarm_disk.sum,
         )
         if not self.part.board.leave(self.part.index, figures):
             self.counters["board_overflows"] += 1
@@ -952,7 +971,7 @@ class EdgeAgent:
         for index, reading in enumerate(result.readings):
             transitions = self._judge(reading, now, outside[index] if outside else None)
             if transitions or self._sirens:
-                await self._act(reading, transitions, now)
+                await self._act(reading, transitions, now, message.at)
         if result.receipt is not None:
             await self._forward_receipt(result.receipt)
 
@@ -997,9 +1016,16 @@ class EdgeAgent:
         if seen == 1 or seen % 10_000 == 0:
             log.exception("edge: telemetry failed on %s (%d times); the rest runs on", what, failed)
 
-    async def _act(self, reading: Reading, transitions: list[Transition], now: datetime) -> None:
+    async def _act(
+        self,
+        reading: Reading,
+        transitions: list[Transition],
+        now: datetime,
+        arrived: float | None = None,
+    ) -> None:
+        """``arrived``: when the reading was read off the socket (``Incoming.at``)."""
         if transitions:
-            await self._alarms(transitions)
+            await self._alarms(transitions, arrived)
         elif reading.device in self._sirens.values():
             self._reassert_siren(reading.device, now)
 
@@ -1023,7 +1049,7 @@ class EdgeAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _alarms(self, transitions: list[Transition]) -> None:
+    async def _alarms(self, transitions: list[Transition], arrived: float | None = None) -> None:
         """Act on the transitions the rules just made. Each one's commands go out and its event
         is queued for the disk with its rule's part at once, before any of them is awaited: a
         state saved meanwhile then holds no transition whose event is not queued before it
@@ -1032,7 +1058,7 @@ class EdgeAgent:
         failed: Exception | None = None
         for alarm in started:
             try:
-                await self._finish_alarm(*alarm)
+                await self._finish_alarm(*alarm, arrived=arrived)
             except Exception as exc:  # the next ones are stored: they still go out
                 failed = failed or exc
         if failed is not None:
@@ -1040,7 +1066,7 @@ class EdgeAgent:
 
     def _start_alarm(
         self, transition: Transition
-    ) -> tuple[Transition, AlertEvent, bytes, asyncio.Future[bool], int]:
+    ) -> tuple[Transition, AlertEvent, bytes, asyncio.Future[bool], int, float]:
         device = transition.device
         event = AlertEvent(
             id=uuid7(_ms(transition.at)),
@@ -1081,7 +1107,7 @@ class EdgeAgent:
             key=event.key,
             unmarked=dict(self._unmarked),
         )
-        return transition, event, payload, stored, self._outbox_reads
+        return transition, event, payload, stored, self._outbox_reads, time.monotonic()
 
     async def _finish_alarm(
         self,
@@ -1090,9 +1116,14 @@ class EdgeAgent:
         payload: bytes,
         stored: asyncio.Future[bool],
         reads: int,
+        queued: float,
+        *,
+        arrived: float | None = None,
     ) -> None:
+        """``queued``: when its commit was queued; ``arrived``: when its reading was read."""
         # Shielded: a shutdown that cancels this task must not cancel the commit queued.
         alone = await asyncio.shield(stored)
+        disk_s = time.monotonic() - queued
         # Sent from here when nothing waits before it and no uplink pass has read the outbox
         # since it was stored (that pass would send it too); else the uplink sends it.
         unseen = alone and reads == self._outbox_reads
@@ -1100,6 +1131,9 @@ class EdgeAgent:
             unseen and await self._send_at_once(event.id, event.key, self._alert_topic, payload)
         ):
             self._kick.set()
+        elif arrived:  # 0.0: an Incoming made by hand, not read off a socket
+            self.alarm_latency.observe(time.monotonic() - arrived)
+            self.alarm_disk.observe(disk_s)
         self._plan_local_warning(event, transition)
         if self.telemetry is not None:
             try:  # the dashboards' point must not cost the alarm its local warning

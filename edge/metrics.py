@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from edge.agent import EdgeAgent
+    from edge.latency import Latency
 
 SCRAPE_TIMEOUT_S = 5.0
 
@@ -32,6 +33,24 @@ GAUGES = {
     "parts_reporting",
 }
 
+# The histograms, in the order EdgeAgent gives them (latency(), then alarm_latencies()).
+HISTOGRAMS = [
+    (
+        "anmin_edge_rule_seconds",
+        "Time to decide on one reading: every rule that concerns it, with their detectors",
+    ),
+    (
+        "anmin_edge_alarm_seconds",
+        "An alarm sent to the hub by its own task: from its reading read off the socket to its"
+        " event written to the hub's (queueing, rules, the durable commit, the publish)",
+    ),
+    (
+        "anmin_edge_alarm_commit_seconds",
+        "Of anmin_edge_alarm_seconds: the wait for the event's durable commit, from queueing it"
+        " on the outbox's thread to the loop resuming",
+    ),
+]
+
 
 class AgentCollector(Collector):
     """Turns ``EdgeAgent.stats()`` into metrics; rejects become one family labelled by reason.
@@ -45,11 +64,10 @@ class AgentCollector(Collector):
         self.agent = agent
         self.loop = loop
 
-    def _read(self) -> tuple[dict[str, float], list[tuple[str, float]], float]:
-        latency = self.agent.latency()
-        return self.agent.stats(), latency.cumulative(), latency.sum
+    def _read(self) -> tuple[dict[str, float], list[Latency]]:
+        return self.agent.stats(), [self.agent.latency(), *self.agent.alarm_latencies()]
 
-    async def _read_on_loop(self) -> tuple[dict[str, float], list[tuple[str, float]], float]:
+    async def _read_on_loop(self) -> tuple[dict[str, float], list[Latency]]:
         return self._read()
 
     def collect(
@@ -57,11 +75,11 @@ class AgentCollector(Collector):
     ) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         loop = self.loop
         if loop is None or not loop.is_running() or _on(loop):
-            stats, buckets, total = self._read()
+            stats, histograms = self._read()
         else:
             future = asyncio.run_coroutine_threadsafe(self._read_on_loop(), loop)
             try:
-                stats, buckets, total = future.result(timeout=SCRAPE_TIMEOUT_S)
+                stats, histograms = future.result(timeout=SCRAPE_TIMEOUT_S)
             except TimeoutError:
                 future.cancel()  # not read later, for no one
                 raise
@@ -83,13 +101,10 @@ class AgentCollector(Collector):
             family.add_metric(where, value)
             yield family
         yield rejects
-        rules = HistogramMetricFamily(
-            "anmin_edge_rule_seconds",
-            "Time to decide on one reading: every rule that concerns it, with their detectors",
-            labels=labels,
-        )
-        rules.add_metric(where, buckets, total)
-        yield rules
+        for (name, text), latency in zip(HISTOGRAMS, histograms, strict=True):
+            histogram = HistogramMetricFamily(name, text, labels=labels)
+            histogram.add_metric(where, latency.cumulative(), latency.sum)
+            yield histogram
 
 
 def _on(loop: asyncio.AbstractEventLoop) -> bool:

@@ -84,6 +84,10 @@ class PartFigures(msgspec.Struct, frozen=True):
     stats: dict[str, float]
     latency: list[int]  # Latency.counts
     latency_sum: float
+    alarm: list[int] = []  # EdgeAgent.alarm_latency's counts
+    alarm_sum: float = 0.0
+    alarm_disk: list[int] = []  # EdgeAgent.alarm_disk's counts
+    alarm_disk_sum: float = 0.0
 
 
 _FIGURES = msgspec.msgpack.Decoder(PartFigures)
@@ -116,15 +120,7 @@ def summed_stats(
 
 
 def merged_latency(own: Latency, others: list[tuple[int, PartFigures]]) -> Latency:
-    merged = Latency()
-    merged.counts = list(own.counts)
-    merged.sum, merged.count = own.sum, own.count
-    for _, figures in others:
-        if len(figures.latency) == len(merged.counts):
-            merged.counts = [a + b for a, b in zip(merged.counts, figures.latency, strict=True)]
-            merged.sum += figures.latency_sum
-            merged.count += sum(figures.latency)
-    return merged
+    return own.merged([(figures.latency, figures.latency_sum) for _, figures in others])
 
 
 class Board:

@@ -187,3 +187,51 @@ async def test_alarms_raised_together_reach_the_hub_once_each_in_the_order_raise
     # uplink's pass can overlap every commit, and all go through it (seen in CI). The alarm's
     # own way is tested alone above; here, that neither way sends twice or out of order.
     agent.close()
+
+
+async def test_an_alarm_sent_at_once_is_timed_from_its_reading_read_to_its_event_written(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """/metrics: anmin_edge_alarm_seconds (reading read off the socket -> event written for
+    the hub) and, of it, anmin_edge_alarm_commit_seconds, for each alarm its own task sent."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from edge.metrics import AgentCollector
+
+    flats = ["gas-b1-102", "gas-b1-103", "gas-b1-104"]
+    extra = "".join(f'  - {{id: {d}, kind: gas, unit: "{d[-3:]}"}}\n' for d in flats)
+    config = edge_config_yaml(mosquitto.broker, tmp_path / "edge").replace(
+        "  - {id: spk-b1, kind: speaker}\n", "  - {id: spk-b1, kind: speaker}\n" + extra
+    )
+    agent = EdgeAgent(parse(config))
+    hub = Recorder(mosquitto.broker, topics.gateway_topic(Channel.ALERT, SITE, GATEWAY))
+    device = MqttLink(mosquitto.broker, client_id="device-gas")
+    async with running(agent.run(), hub.link.run(), device.run()):
+        assert await hub.link.wait_connected(10) and await device.wait_connected(10)
+        assert await agent.upstream.wait_connected(10)
+        # An alarm goes at once unless an uplink pass read the outbox meanwhile (rare): one
+        # flat's leak after another until one has.
+        for name in flats:
+            deadline = time.monotonic() + 30
+            for seq in itertools.count():
+                if any(name.encode() in m.payload for m in hub.messages):
+                    break
+                assert time.monotonic() < deadline, f"no alert from {name} within 30 s"
+                await publish_surely(
+                    device, topics.reading(SITE, GATEWAY, name), gas_reading(seq, 30.0, name)
+                )
+                await asyncio.sleep(0.1)
+            if agent.counters["uplink.at_once"]:
+                break
+    at_once = agent.counters["uplink.at_once"]
+    assert at_once >= 1, "no alarm of three went at once"
+    alarm, commit = agent.alarm_latencies()
+    assert alarm.count == commit.count == at_once
+    assert 0 < commit.sum < alarm.sum < 5 * at_once  # the commit is part of the whole
+    registry = CollectorRegistry()
+    registry.register(AgentCollector(agent))
+    text = generate_latest(registry).decode()
+    where = f'gateway="{GATEWAY}",site="{SITE}"'
+    assert f"anmin_edge_alarm_seconds_count{{{where}}} {float(at_once)}" in text
+    assert f"anmin_edge_alarm_commit_seconds_count{{{where}}} {float(at_once)}" in text
+    agent.close()

@@ -89,8 +89,11 @@ def test_every_packet_arrives_whole_whatever_the_reads_cut() -> None:
         cuts = sorted(rng.sample(range(1, len(stream)), 40))
         chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
         reads, got = reader(chunks)
+        before = time.monotonic()
         drain(reads)
         assert got == expected
+        # Each stamped with when it was read (an alarm's time starts there: edge /metrics).
+        assert all(before <= message.at <= time.monotonic() for message, _ in got)
 
 
 def test_qos_2_and_malformed_packets_are_left_to_paho() -> None:

@@ -267,7 +267,7 @@ async def test_a_value_outside_its_range_faults_its_channel_and_the_good_ones_ar
     harness = _harness(tmp_path, monkeypatch, yaml=yaml)
     raised: list[tuple[str, str]] = []
 
-    async def alarms(transitions: list[Transition]) -> None:
+    async def alarms(transitions: list[Transition], arrived: float | None = None) -> None:
         raised.extend((t.rule, t.phase.value) for t in transitions)
 
     monkeypatch.setattr(harness.agent, "_alarms", alarms)

@@ -27,6 +27,7 @@ from edge.agent import (
 )
 from edge.config import DeviceConfig, DiscoveryConfig, load, parse, part_of, parts_problems
 from edge.ingest import Accepted, Ingest, Rejection
+from edge.latency import Latency
 from edge.metrics import AgentCollector
 from edge.parts import SLOT_BYTES, Board, Part, PartFigures, part_dir, retiring_parts
 from rules import ConfigError
@@ -503,3 +504,33 @@ def test_a_retiring_part_ends_only_once_what_it_hands_on_is_out(tmp_path: Path) 
         assert retiring.counters["handed_on"] == 1
     finally:
         retiring.close()
+
+
+def test_the_alarm_histograms_are_every_parts(tmp_path: Path) -> None:
+    board = Board(2)
+    agent = EdgeAgent(_agent_config(tmp_path), part=Part(0, 2, board))
+    try:
+        agent.alarm_latency.observe(0.002)
+        agent.alarm_disk.observe(0.0005)
+        other = Latency(agent.alarm_latency.buckets)
+        other.observe(0.004)
+        board.leave(
+            1,
+            PartFigures(
+                at=time.monotonic(),
+                connections=1,
+                stats={},
+                latency=[0] * len(agent.rule_latency.counts),
+                latency_sum=0.0,
+                alarm=other.counts,
+                alarm_sum=other.sum,
+                alarm_disk=other.counts,
+                alarm_disk_sum=other.sum,
+            ),
+        )
+        alarm, disk = agent.alarm_latencies()
+        assert alarm.count == 2 and alarm.sum == pytest.approx(0.006)
+        assert disk.count == 2 and disk.sum == pytest.approx(0.0045)
+        assert alarm.quantile(0.99) == 0.005  # part 1's alarm, in its bucket
+    finally:
+        agent.close()
