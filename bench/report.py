@@ -265,7 +265,7 @@ def parse_edge(text: str) -> dict[str, Any]:
         text, r"durable commit of an alert on this disk[^:]*: p50 ([\d.]+) ms, p99 ([\d.]+)"
     ):
         out["commit_p50"], out["commit_p99"] = _num(g[0]), _num(g[1])
-    inside = r": p50 <= ([\d.]+) ms, p99 <= ([\d.]+) ms"
+    inside = r": p50 <= ([\d.]+|inf) ms, p99 <= ([\d.]+|inf) ms"  # inf: past the last bound
     if g := _grab(text, r"inside \(anmin_edge_alarm_seconds\):[^:]*" + inside):
         out["inside_p50"], out["inside_p99"] = _num(g[0]), _num(g[1])
     if g := _grab(text, r"inside \(anmin_edge_alarm_commit_seconds\):[^:]*" + inside):
@@ -541,7 +541,8 @@ def headline_rows(r: dict[str, Outcome]) -> list[list[str]]:
             rows.append(
                 [
                     "of reading -> alert, the agent's own share (its /metrics: reading read ->"
-                    " alert written) / of that, the durable commit; p50 / p99, bucket bounds",
+                    " alert written, alarms sent by their own task) / of that, the durable"
+                    " commit; p50 / p99, bucket bounds",
                     f"{fmt(edge['inside_p50'], 'g')} / {fmt(edge['inside_p99'], 'g', ' ms')};"
                     f" {fmt(edge.get('inside_commit_p50'), 'g')} /"
                     f" {fmt(edge.get('inside_commit_p99'), 'g', ' ms')}",

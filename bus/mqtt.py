@@ -140,10 +140,14 @@ class _BufferedReads:
         self.fast = client._protocol in (paho.MQTTv31, paho.MQTTv311)
         self.data = b""
         self.at = 0
+        # When ``data`` was read off the socket (``Incoming.at`` of what is decoded from it):
+        # what a full inbox leaves in the buffer keeps the time it was read, not drained.
+        self.read_at = 0.0
 
     def recv(self, size: int) -> bytes:
         if self.at >= len(self.data):
             self.data, self.at = self.raw(16384), 0  # raises BlockingIOError when empty
+            self.read_at = time.monotonic()
             if not self.data:
                 return b""  # the broker closed the connection
         chunk = self.data[self.at : self.at + size]
@@ -153,10 +157,9 @@ class _BufferedReads:
     def pending(self) -> bool:
         return self.at < len(self.data)
 
-    def _publishes(self, most: int, read_at: float) -> int:
-        """Decode up to ``most`` whole QoS 0/1 PUBLISH packets at the buffer's head; how many.
-        ``read_at``: when they were read (see ``Incoming.at``)."""
-        data, at, end = self.data, self.at, len(self.data)
+    def _publishes(self, most: int) -> int:
+        """Decode up to ``most`` whole QoS 0/1 PUBLISH packets at the buffer's head; how many."""
+        data, at, end, read_at = self.data, self.at, len(self.data), self.read_at
         enqueue, taken = self.enqueue, 0
         while taken < most and at + 4 < end:
             command = data[at]
@@ -199,7 +202,6 @@ class _BufferedReads:
         """paho's ``loop_read``: reads packets until the socket is empty, READ_BURST are read
         and the buffer is used up, or the inbox is full."""
         client, read = self.client, 0
-        read_at = time.monotonic()
         while True:
             if client._sock is None:
                 return paho_errors.MQTT_ERR_NO_CONN
@@ -221,7 +223,7 @@ class _BufferedReads:
                     break
             elif self.fast and client._in_packet["command"] == 0 and self.pending():
                 self.paused_since = None
-                taken = self._publishes(room, read_at)
+                taken = self._publishes(room)
                 if taken:
                     read += taken
                     if read >= READ_BURST and not self.pending():
@@ -250,7 +252,7 @@ class _BufferedReads:
 
 
 def _publish_handler(
-    client: Any, enqueue: Callable[[_Received], None]
+    client: Any, enqueue: Callable[[_Received], None], read_at: Callable[[], float]
 ) -> Callable[[], paho_errors]:
     """paho's ``_handle_publish`` for QoS 0 and 1, without what each message costs there and
     we never use: a ``threading.Condition`` (in MQTTMessageInfo) and a formatted debug log
@@ -266,7 +268,7 @@ def _publish_handler(
         # A topic that is not UTF-8 (a broker lets none through) is rejected downstream.
         topic = result.topic.decode("utf-8", "replace")
         incoming = Incoming(
-            topic, bytes(result.payload), result.qos, bool(result.retain), time.monotonic()
+            topic, bytes(result.payload), result.qos, bool(result.retain), read_at()
         )
         enqueue((incoming, result.mid))
         # QoS 1 is acknowledged by the dispatch loop once handled (manual acks).
@@ -415,7 +417,7 @@ class MqttLink:
         self._reads = reads
         client._client._sock_recv = reads.recv  # type: ignore[method-assign,assignment]
         client._client.loop_read = reads.loop_read  # type: ignore[method-assign]
-        handle_publish = _publish_handler(client._client, self._enqueue)
+        handle_publish = _publish_handler(client._client, self._enqueue, lambda: reads.read_at)
         client._client._handle_publish = handle_publish  # type: ignore[method-assign]
         client._client._handle_on_message = self._enqueue_paho  # type: ignore[method-assign]
         client._client.on_socket_register_write = _register_write(client)

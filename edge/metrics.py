@@ -18,7 +18,6 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from edge.agent import EdgeAgent
-    from edge.latency import Latency
 
 SCRAPE_TIMEOUT_S = 5.0
 
@@ -64,10 +63,15 @@ class AgentCollector(Collector):
         self.agent = agent
         self.loop = loop
 
-    def _read(self) -> tuple[dict[str, float], list[Latency]]:
-        return self.agent.stats(), [self.agent.latency(), *self.agent.alarm_latencies()]
+    def _read(self) -> tuple[dict[str, float], list[tuple[list[tuple[str, float]], float]]]:
+        """The figures, copied (on the loop, where they change): buckets and sum of each
+        histogram agree."""
+        histograms = [self.agent.latency(), *self.agent.alarm_latencies()]
+        return self.agent.stats(), [(h.cumulative(), h.sum) for h in histograms]
 
-    async def _read_on_loop(self) -> tuple[dict[str, float], list[Latency]]:
+    async def _read_on_loop(
+        self,
+    ) -> tuple[dict[str, float], list[tuple[list[tuple[str, float]], float]]]:
         return self._read()
 
     def collect(
@@ -101,9 +105,9 @@ class AgentCollector(Collector):
             family.add_metric(where, value)
             yield family
         yield rejects
-        for (name, text), latency in zip(HISTOGRAMS, histograms, strict=True):
+        for (name, text), (buckets, total) in zip(HISTOGRAMS, histograms, strict=True):
             histogram = HistogramMetricFamily(name, text, labels=labels)
-            histogram.add_metric(where, latency.cumulative(), latency.sum)
+            histogram.add_metric(where, buckets, total)
             yield histogram
 
 

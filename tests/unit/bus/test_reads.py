@@ -58,7 +58,8 @@ def reader(
     got: list[_Received] = []
     reads = _BufferedReads(client, got.append, lambda: limit - len(got), clock)
     client._sock_recv = reads.recv  # type: ignore[method-assign,assignment]
-    client._handle_publish = _publish_handler(client, got.append)  # type: ignore[method-assign]
+    handler = _publish_handler(client, got.append, lambda: reads.read_at)
+    client._handle_publish = handler  # type: ignore[method-assign]
     return reads, got
 
 
@@ -138,3 +139,22 @@ def test_a_pause_longer_than_half_the_keepalive_reads_on_so_the_broker_is_heard(
     drain(reads)
     assert got == expected  # the link's enqueue would shed QoS 0 here; this one keeps all
     assert reads.client._ping_t == 0  # the PINGRESP was read
+
+
+def test_what_a_full_inbox_leaves_in_the_buffer_keeps_the_time_it_was_read() -> None:
+    """An alarm's time (edge /metrics) starts when its reading was read off the socket: the
+    readings a full inbox left in the buffer were read then, not when the reading resumes."""
+    stream = b"".join(publish(f"a/{i}", b"x", 0, False, 0) for i in range(20))
+    reads, got = reader([stream], limit=5)
+    before = time.monotonic()
+    reads.loop_read()  # the whole stream read in one go; 5 taken, the inbox full
+    read = time.monotonic()
+    assert len(got) == 5
+    handled: list[_Received] = []
+    while reads.pending():  # the handler empties the inbox; reading resumes from the buffer
+        handled += got
+        got.clear()
+        reads.drain()
+    handled += got
+    assert len(handled) == 20
+    assert all(before <= message.at <= read for message, _ in handled)
