@@ -42,7 +42,6 @@ from edge.parts import (
     PART_DIR,
     Part,
     PartFigures,
-    merged_latency,
     part_dir,
     summed_stats,
 )
@@ -577,7 +576,8 @@ class EdgeAgent:
         part = self.part
         if part is None or not part.speaks or part.board is None:
             return self.rule_latency
-        return merged_latency(self.rule_latency, part.board.others(part.index))
+        others = part.board.others(part.index)
+        return self.rule_latency.merged([(f.latency, f.latency_sum) for _, f in others])
 
     def alarm_latencies(self) -> tuple[Latency, Latency]:
         """``alarm_latency`` and ``alarm_disk``, every part's (see stats)."""

@@ -30,7 +30,6 @@ from pathlib import Path
 import msgspec
 
 from edge.config import DeviceConfig, EdgeConfig, part_of
-from edge.latency import Latency
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +116,6 @@ def summed_stats(
     # or gone (its service restarts the whole agent if it ends).
     out["parts_reporting"] = float(reporting)
     return out
-
-
-def merged_latency(own: Latency, others: list[tuple[int, PartFigures]]) -> Latency:
-    return own.merged([(figures.latency, figures.latency_sum) for _, figures in others])
 
 
 class Board:
